@@ -1,0 +1,303 @@
+/**
+ * The `warren` command. `warren run` publishes a run request and follows the run to its
+ * report; `--local` also starts a dispatcher, an aggregator and a supervisor for it.
+ * `warren dispatcher|supervisor|aggregator` start one service each.
+ *
+ * Exit codes: 0 all tests passed (flaky included), 1 some failed, 2 usage or infrastructure
+ * error (bad flag, missing suite directory, unreachable broker, no report in time).
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Command, CommanderError } from 'commander';
+import { Broker } from '../shared/broker.js';
+import { brokerUrl, fraction, positiveInt, positiveNumber } from '../shared/config.js';
+import { UsageError, errorMessage } from '../shared/errors.js';
+import { createLogger } from '../shared/log.js';
+import {
+  ADAPTERS, ReportMessage, RunRequest, parseMessage, runRequestProblem,
+  type AdapterName, type RunProgress, type RunReport,
+} from '../shared/messages.js';
+import { writeReportFiles } from '../shared/report.js';
+import { EXCHANGES, ROUTING } from '../shared/topology.js';
+import { Dispatcher } from '../services/dispatcher/dispatcher.js';
+import { Aggregator } from '../services/aggregator/aggregator.js';
+import { Supervisor } from '../services/worker-supervisor/supervisor.js';
+import { startDispatcher } from '../services/dispatcher/main.js';
+import { startAggregator } from '../services/aggregator/main.js';
+import { startSupervisor } from '../services/worker-supervisor/main.js';
+
+const EXIT = { passed: 0, failed: 1, error: 2 } as const;
+
+interface RunFlags {
+  adapter?: string;
+  cwd: string;
+  pattern?: string;
+  exclude?: string;
+  reportDir: string;
+  rerunThreshold: string;
+  maxRounds: string;
+  testTimeout: string;
+  runTimeout: string;
+  maxBatch: string;
+  env: string[];
+  discoverCommand?: string;
+  runCommand?: string;
+  broker?: string;
+  local?: boolean;
+  workers?: string;
+  runId?: string;
+}
+
+/** The adapter a suite directory looks like it needs (a fuller detection is issue #4). */
+function detectAdapter(cwd: string): AdapterName {
+  const has = (f: string) => fs.existsSync(path.join(cwd, f));
+  if (has('.rspec') || has('spec')) return 'rspec';
+  if (has('package.json')) {
+    const pkg = JSON.parse(fs.readFileSync(path.join(cwd, 'package.json'), 'utf8')) as Record<string, Record<string, string> | undefined>;
+    if (pkg.devDependencies?.mocha || pkg.dependencies?.mocha || has('.mocharc.json') || has('.mocharc.js') || has('.mocharc.yml')) return 'mocha';
+  }
+  throw new UsageError(`--adapter: cannot tell which framework ${cwd} uses; pass --adapter ${ADAPTERS.join('|')}`);
+}
+
+function buildRequest(flags: RunFlags): RunRequest {
+  const cwd = path.resolve(flags.cwd);
+  if (!fs.existsSync(cwd) || !fs.statSync(cwd).isDirectory()) throw new UsageError(`--cwd: suite directory ${cwd} does not exist`);
+  const adapter = (flags.adapter ?? detectAdapter(cwd)) as AdapterName;
+  if (!ADAPTERS.includes(adapter)) throw new UsageError(`--adapter: unknown adapter ${JSON.stringify(adapter)}; expected one of ${ADAPTERS.join(', ')}`);
+  const env: Record<string, string> = {};
+  for (const pair of flags.env) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new UsageError(`--env: expected KEY=VALUE, got ${JSON.stringify(pair)}`);
+    env[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  if (adapter === 'command' && (!flags.discoverCommand || !flags.runCommand)) {
+    throw new UsageError('--adapter command needs --discover-command and --run-command');
+  }
+  const input = {
+    type: 'run.request',
+    runId: flags.runId ?? `run-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}-${randomBytes(3).toString('hex')}`,
+    adapter,
+    cwd,
+    pattern: flags.pattern,
+    exclude: flags.exclude,
+    env,
+    command: adapter === 'command' ? { discover: flags.discoverCommand!, run: flags.runCommand! } : undefined,
+    rerunThreshold: fraction('--rerun-threshold', flags.rerunThreshold),
+    maxRounds: positiveInt('--max-rounds', flags.maxRounds),
+    testTimeoutSec: positiveNumber('--test-timeout', flags.testTimeout),
+    runTimeoutSec: positiveNumber('--run-timeout', flags.runTimeout),
+    maxBatch: positiveInt('--max-batch', flags.maxBatch),
+  };
+  const parsed = RunRequest.safeParse(input);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new UsageError(`${issue.path.join('.')}: ${issue.message}`);
+  }
+  const problem = runRequestProblem(parsed.data);
+  if (problem) throw new UsageError(problem);
+  return parsed.data;
+}
+
+/** A progress line on a terminal (rewritten in place), or a line now and then in a log. */
+class ProgressView {
+  private lastPrinted = 0;
+  private width = 0;
+  constructor(private readonly out: NodeJS.WriteStream) {}
+  show(p: RunProgress): void {
+    const eta = p.etaSec === null ? '' : `  ETA ${formatDuration(p.etaSec)}`;
+    const line = `round ${p.round}  ${p.done}/${p.total} done  ${p.passed} passed  ${p.failed} failed  ${p.flaky} flaky  ${p.activeWorkers} workers active${eta}`;
+    if (this.out.isTTY) {
+      this.out.write(`\r${line.padEnd(this.width)}`);
+      this.width = line.length;
+    } else if (Date.now() - this.lastPrinted > 5000 || p.done === p.total) {
+      this.out.write(`${line}\n`);
+      this.lastPrinted = Date.now();
+    }
+  }
+  end(): void {
+    if (this.out.isTTY && this.width) this.out.write('\n');
+    this.width = 0;
+  }
+}
+
+function formatDuration(sec: number): string {
+  if (sec < 60) return `${Math.round(sec)}s`;
+  return `${Math.floor(sec / 60)}m${String(Math.round(sec % 60)).padStart(2, '0')}s`;
+}
+
+function printSummary(report: RunReport, files: string[]): void {
+  const t = report.totals;
+  const secs = ((report.finishedAt - report.startedAt) / 1000).toFixed(1);
+  const lines: string[] = [];
+  lines.push(
+    `warren: run ${report.runId} ${report.status === 'error' ? 'could not run' : report.status}: ${t.total} tests, ${t.passed} passed, ${t.failed} failed, ${t.flaky} flaky, ${t.pending} pending (${report.rounds} round${report.rounds === 1 ? '' : 's'}, ${secs} s)`,
+  );
+  if (report.error) lines.push(`  error: ${report.error}`);
+  const failed = report.tests.filter((x) => x.status === 'failed');
+  if (failed.length) {
+    lines.push('', 'Failed:');
+    for (const x of failed) lines.push(`  ✗ ${x.name}  (${x.id})`, `      ${(x.message ?? '').split('\n')[0]}`);
+  }
+  const flaky = report.tests.filter((x) => x.status === 'flaky');
+  if (flaky.length) {
+    lines.push('', 'Flaky (failed, then passed):');
+    for (const x of flaky) lines.push(`  ~ ${x.name}  (${x.id})  attempts: ${x.attempts.join(' → ')}`);
+  }
+  lines.push('', `Reports: ${files.join(', ')}`);
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+interface LocalServices {
+  stop(): Promise<void>;
+}
+
+async function startLocal(url: string, workers: number): Promise<LocalServices> {
+  // The person at the terminal reads the progress line; services (and the slots they fork)
+  // log only warnings unless WARREN_LOG_LEVEL says otherwise.
+  process.env.WARREN_LOG_LEVEL ??= 'warn';
+  const level = process.env.WARREN_LOG_LEVEL;
+  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-local-'));
+  const dispatcher = new Dispatcher({ brokerUrl: url, log: createLogger('dispatcher', level) });
+  const aggregator = new Aggregator({
+    brokerUrl: url, reportDir: path.join(stateDir, 'reports'), stateDir: path.join(stateDir, 'journal'),
+    log: createLogger('aggregator', level),
+  });
+  const supervisor = new Supervisor({ brokerUrl: url, workers, graceMs: 2000, log: createLogger('worker-supervisor', level), dir: path.join(stateDir, 'slots') });
+  await Promise.all([dispatcher.start(), aggregator.start(), supervisor.start()]);
+  return {
+    async stop() {
+      // each step on its own: one failing must not keep the others running
+      for (const s of [supervisor, dispatcher, aggregator]) {
+        try {
+          await s.stop();
+        } catch {
+          // best effort on the way out
+        }
+      }
+      fs.rmSync(stateDir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function run(flags: RunFlags): Promise<number> {
+  const request = buildRequest(flags);
+  const runId = request.runId!;
+  const url = brokerUrl(flags.broker);
+  const workers = flags.workers !== undefined ? positiveInt('--workers', flags.workers) : os.availableParallelism();
+  if (flags.workers !== undefined && !flags.local) throw new UsageError('--workers: only with --local (remote supervisors have their own --workers)');
+  const log = createLogger('cli', process.env.WARREN_LOG_LEVEL ?? 'warn');
+  const broker = new Broker({ url, name: `warren cli ${runId}`, log, connectAttempts: 3 });
+  await broker.start();
+  let local: LocalServices | undefined;
+  const progress = new ProgressView(process.stderr);
+  try {
+    if (flags.local) local = await startLocal(url, workers);
+    const report = await new Promise<RunReport>((resolve, reject) => {
+      const waitMs = request.runTimeoutSec * 1000 + 120_000;
+      const timer = setTimeout(() => reject(new UsageError(`no report for run ${runId} within ${Math.round(waitMs / 1000)} s: are a dispatcher, an aggregator and a supervisor running on ${url}?`)), waitMs);
+      broker
+        .watch(EXCHANGES.reports, `run.${runId}.*`, `warren.cli.${runId}`, async (d) => {
+          d.ack();
+          const msg = parseMessage(ReportMessage, d.body);
+          if (!msg.ok) return;
+          if (msg.value.type === 'run.progress') progress.show(msg.value);
+          else {
+            clearTimeout(timer);
+            resolve(msg.value);
+          }
+        })
+        .then(() => broker.publish(EXCHANGES.runs, ROUTING.runRequest, request))
+        .then(() => process.stderr.write(`warren: run ${runId} published (${request.adapter}, ${request.cwd}${flags.local ? `, ${workers} local workers` : ''})\n`))
+        .catch(reject);
+    });
+    progress.end();
+    const files = writeReportFiles(path.resolve(flags.reportDir), report);
+    printSummary(report, files);
+    return EXIT[report.status];
+  } finally {
+    progress.end();
+    await local?.stop();
+    await broker.close();
+  }
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+export function program(): Command {
+  const cmd = new Command('warren')
+    .description('Distributed test runner on RabbitMQ: spreads a suite over many isolated workers, re-runs flaky failures, loses no test.')
+    .version('0.1.0')
+    .exitOverride()
+    .configureOutput({ outputError: (str, write) => write(str.split('\n')[0] + '\n') });
+
+  cmd
+    .command('run')
+    .description('run a suite: publish a run request and follow it to its report')
+    .option('--adapter <name>', `test framework: ${ADAPTERS.join(', ')} (default: detected from --cwd)`)
+    .option('--cwd <dir>', 'suite directory (the same path on every worker host)', '.')
+    .option('--pattern <regex>', 'run only tests whose id or full name matches')
+    .option('--exclude <regex>', 'skip tests whose id or full name matches')
+    .option('--report-dir <dir>', 'where to write report.json, junit.xml, summary.md', 'warren-report')
+    .option('--rerun-threshold <fraction>', 're-run the failures while failed/total is at most this', '0.1')
+    .option('--max-rounds <n>', 'rounds in all, the first included', '3')
+    .option('--test-timeout <sec>', 'kill a test running longer than this and fail it', '300')
+    .option('--run-timeout <sec>', 'fail every test without a result this long after the start', '3600')
+    .option('--max-batch <n>', 'at most this many tests per framework process', '50')
+    .option('--env <KEY=VALUE>', 'environment for the test processes (repeatable)', collect, [])
+    .option('--discover-command <cmd>', 'command adapter: prints one test id per line')
+    .option('--run-command <template>', 'command adapter: runs one test; {id} is replaced by its id')
+    .option('--run-id <id>', 'name the run (default: a new one)')
+    .option('--broker <url>', 'RabbitMQ URL (default: $WARREN_BROKER_URL, then amqp://localhost)')
+    .option('--local', 'also start a dispatcher, an aggregator and a supervisor for this run')
+    .option('--workers <n>', 'with --local: parallel workers (default: the number of CPUs)')
+    .action(async (flags: RunFlags) => {
+      process.exitCode = await run(flags);
+    });
+
+  cmd
+    .command('dispatcher')
+    .description('start a dispatcher: turns run requests into specs on the work queue')
+    .option('--broker <url>', 'RabbitMQ URL (default: $WARREN_BROKER_URL, then amqp://localhost)')
+    .action(async (o: { broker?: string }) => {
+      await startDispatcher(o);
+    });
+
+  cmd
+    .command('supervisor')
+    .description('start a worker-supervisor: N isolated worker slots on this host')
+    .option('--broker <url>', 'RabbitMQ URL (default: $WARREN_BROKER_URL, then amqp://localhost)')
+    .option('--workers <n>', 'worker slots (default: $WARREN_WORKERS, then 2)')
+    .option('--id <name>', 'name of this supervisor (default: host-pid)')
+    .option('--grace <sec>', 'on SIGTERM, how long running tests may finish before they are requeued', '30')
+    .action(async (o: { broker?: string; workers?: string; id?: string; grace: string }) => {
+      await startSupervisor({ ...o, graceSec: positiveNumber('--grace', o.grace) });
+    });
+
+  cmd
+    .command('aggregator')
+    .description('start an aggregator: collects results, re-runs failures, writes reports')
+    .option('--broker <url>', 'RabbitMQ URL (default: $WARREN_BROKER_URL, then amqp://localhost)')
+    .option('--report-dir <dir>', 'reports go to <dir>/<run id>/ (default: $WARREN_REPORT_DIR, then ./warren-reports)')
+    .option('--state-dir <dir>', 'journals of runs in progress (default: $WARREN_STATE_DIR, then ./.warren/aggregator)')
+    .action(async (o: { broker?: string; reportDir?: string; stateDir?: string }) => {
+      await startAggregator(o);
+    });
+  return cmd;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await program().parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode === 0 ? 0 : EXIT.error;
+      return;
+    }
+    process.stderr.write(`\nwarren: ${errorMessage(err)}\n`);
+    process.exitCode = EXIT.error;
+  }
+}

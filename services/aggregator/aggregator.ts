@@ -1,0 +1,289 @@
+/**
+ * The aggregator: collects results into one ledger per run (ledger.ts), starts re-run
+ * rounds, fails what never came back by the deadline, and publishes progress and the final
+ * report (also written to disk).
+ *
+ * Durability: every message is appended to the run's journal before it is acked, and the
+ * decisions taken (round sent, report sent) are journaled after they are confirmed. An
+ * aggregator that restarts replays its journals and carries out what was decided but not
+ * confirmed, so a crash loses no result and sends no round twice in the normal case.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { Broker, type Delivery } from '../../shared/broker.js';
+import type { Logger } from '../../shared/log.js';
+import {
+  AggregatorMessage, Heartbeat, SpecJob, parseMessage,
+  type AcceptedRun, type RunReport, type TestResult,
+} from '../../shared/messages.js';
+import { EXCHANGES, QUEUES, ROUTING, SPEC_DELIVERY_LIMIT, reportKey } from '../../shared/topology.js';
+import { writeReportFiles } from '../../shared/report.js';
+import { RunLedger, type Effect } from './ledger.js';
+
+export interface AggregatorOptions {
+  brokerUrl: string;
+  /** Reports go to `<reportDir>/<runId>/` unless the run request names its own directory. */
+  reportDir: string;
+  /** Journals of runs in progress. */
+  stateDir: string;
+  log: Logger;
+  /** Minimum time between two progress messages of one run. */
+  progressIntervalMs?: number;
+}
+
+export type AggregatorState = 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
+
+type JournalEntry =
+  | { k: 'accepted'; run: AcceptedRun }
+  | { k: 'planned'; round: number; tests: import('../../shared/messages.js').TestRef[]; error?: string }
+  | { k: 'results'; round: number; worker: string; results: TestResult[] }
+  | { k: 'round-sent'; round: number }
+  | { k: 'report-sent' };
+
+interface LiveRun {
+  ledger: RunLedger;
+  deadline?: NodeJS.Timeout;
+  progressTimer?: NodeJS.Timeout;
+  lastProgress: number;
+  reportSent: boolean;
+}
+
+/** Busy slots per run, from supervisor heartbeats (transient). */
+class WorkerActivity {
+  private readonly bySupervisor = new Map<string, { at: number; busy: Map<string, number> }>();
+  record(hb: Heartbeat) {
+    const busy = new Map<string, number>();
+    for (const s of hb.slots) if (s.state === 'busy' && s.runId) busy.set(s.runId, (busy.get(s.runId) ?? 0) + 1);
+    this.bySupervisor.set(hb.supervisor, { at: hb.at, busy });
+  }
+  active(runId: string, now: number): number {
+    let n = 0;
+    for (const [id, s] of this.bySupervisor) {
+      if (now - s.at > 10_000) this.bySupervisor.delete(id);
+      else n += s.busy.get(runId) ?? 0;
+    }
+    return n;
+  }
+}
+
+export class Aggregator {
+  state: AggregatorState = 'starting';
+  private readonly broker: Broker;
+  private readonly runs = new Map<string, LiveRun>();
+  private readonly activity = new WorkerActivity();
+  private readonly log: Logger;
+
+  constructor(private readonly opts: AggregatorOptions) {
+    this.log = opts.log;
+    this.broker = new Broker({ url: opts.brokerUrl, name: 'warren aggregator', log: opts.log });
+  }
+
+  async start(): Promise<void> {
+    fs.mkdirSync(this.opts.stateDir, { recursive: true });
+    await this.broker.start();
+    await this.recover();
+    await this.broker.consume(QUEUES.aggregator, (d) => this.onMessage(d), { prefetch: 50 });
+    await this.broker.consume(QUEUES.crashed, (d) => this.onCrashed(d), { prefetch: 10 });
+    await this.broker.watch(EXCHANGES.status, '', `warren.status.aggregator.${randomUUID().slice(0, 8)}`, async (d) => {
+      const hb = parseMessage(Heartbeat, d.body);
+      if (hb.ok) this.activity.record(hb.value);
+      d.ack();
+    }, 30_000);
+    this.state = 'running';
+    this.log.info('aggregator running');
+  }
+
+  async stop(): Promise<void> {
+    if (this.state === 'stopped') return;
+    this.state = 'draining';
+    await this.broker.cancelConsumers().catch(() => undefined);
+    for (const live of this.runs.values()) {
+      clearTimeout(live.deadline);
+      clearTimeout(live.progressTimer);
+    }
+    await this.broker.close().catch(() => undefined);
+    this.state = 'stopped';
+  }
+
+  // ---- messages ------------------------------------------------------------------------
+
+  private async onMessage(d: Delivery): Promise<void> {
+    const parsed = parseMessage(AggregatorMessage, d.body);
+    if (!parsed.ok) return d.deadLetter(parsed.reason);
+    const msg = parsed.value;
+    const now = Date.now();
+    if (msg.type === 'run.accepted') {
+      if (!this.runs.has(msg.runId)) {
+        this.journal(msg.runId, { k: 'accepted', run: msg.run });
+        this.open(msg.run);
+      }
+      return d.ack();
+    }
+    const live = this.runs.get(msg.runId);
+    if (!live) {
+      // A run this aggregator never accepted (another aggregator's, or from before its
+      // journals were lost): keep it for an operator rather than drop it.
+      return d.deadLetter(`unknown run ${msg.runId}: no run.accepted seen by this aggregator`);
+    }
+    if (live.ledger.finished) return d.ack(); // late duplicate of a finished run
+    let entry: JournalEntry;
+    let effects: Effect[];
+    if (msg.type === 'round.planned') {
+      entry = { k: 'planned', round: msg.round, tests: msg.tests, error: msg.error };
+      effects = live.ledger.onPlanned(msg.round, msg.tests, msg.error, now);
+    } else {
+      entry = { k: 'results', round: msg.round, worker: msg.worker, results: msg.results };
+      effects = live.ledger.onResults(msg.round, msg.worker, msg.results, now);
+    }
+    this.journal(msg.runId, entry);
+    await this.carryOut(live, effects);
+    this.scheduleProgress(live);
+    d.ack();
+  }
+
+  /** A spec dead-lettered by the work queue's delivery limit: it killed its worker each time. */
+  private async onCrashed(d: Delivery): Promise<void> {
+    const parsed = parseMessage(SpecJob, d.body);
+    if (!parsed.ok) return d.deadLetter(parsed.reason);
+    const job = parsed.value;
+    const live = this.runs.get(job.runId);
+    if (!live || live.ledger.finished) return d.ack();
+    const deaths = deathCount(d.headers) ?? SPEC_DELIVERY_LIMIT + 1;
+    const results: TestResult[] = job.tests.map((t) => ({
+      testId: t.id, file: t.file, name: t.name, status: 'failed', durationMs: 0,
+      message: `crashed its worker ${deaths} times`,
+      details: `Every worker that ran this spec died while running it (delivery limit ${SPEC_DELIVERY_LIMIT}); it was taken out of circulation.`,
+    }));
+    this.log.warn({ runId: job.runId, specId: job.id, tests: job.tests.map((t) => t.id) }, 'spec crashed its workers, failing it');
+    const effects = live.ledger.onResults(job.round, 'crashed', results, Date.now());
+    this.journal(job.runId, { k: 'results', round: job.round, worker: 'crashed', results });
+    await this.carryOut(live, effects);
+    this.scheduleProgress(live);
+    d.ack();
+  }
+
+  // ---- runs ----------------------------------------------------------------------------
+
+  private open(run: AcceptedRun): LiveRun {
+    const live: LiveRun = { ledger: new RunLedger(run), lastProgress: 0, reportSent: false };
+    this.runs.set(run.runId, live);
+    live.deadline = setTimeout(() => void this.onDeadline(live), Math.max(0, run.deadline - Date.now()));
+    this.log.info({ runId: run.runId, deadline: new Date(run.deadline).toISOString() }, 'run opened');
+    return live;
+  }
+
+  private async onDeadline(live: LiveRun): Promise<void> {
+    if (live.ledger.finished) return;
+    this.log.warn({ runId: live.ledger.run.runId }, 'run deadline reached, failing the tests that did not come back');
+    const effects = live.ledger.onDeadline(Date.now());
+    try {
+      await this.carryOut(live, effects);
+    } catch (err) {
+      this.log.error({ err, runId: live.ledger.run.runId }, 'could not publish the report at the deadline');
+    }
+  }
+
+  private async carryOut(live: LiveRun, effects: Effect[]): Promise<void> {
+    const runId = live.ledger.run.runId;
+    for (const effect of effects) {
+      if (effect.kind === 'round') {
+        await this.broker.publish(EXCHANGES.runs, ROUTING.roundRequest, effect.request);
+        live.ledger.roundSent(effect.request.round);
+        this.journal(runId, { k: 'round-sent', round: effect.request.round });
+        this.log.info({ runId, round: effect.request.round, tests: effect.request.tests.length }, 're-running failures in a new round');
+      } else {
+        await this.finish(live, effect.report);
+      }
+    }
+  }
+
+  private async finish(live: LiveRun, report: RunReport): Promise<void> {
+    const runId = report.runId;
+    clearTimeout(live.deadline);
+    clearTimeout(live.progressTimer);
+    const dir = live.ledger.run.reportDir ?? path.join(this.opts.reportDir, runId);
+    try {
+      writeReportFiles(dir, report);
+    } catch (err) {
+      this.log.error({ err, runId, dir }, 'could not write the report files');
+    }
+    await this.publishProgress(live);
+    await this.broker.publish(EXCHANGES.reports, reportKey(runId, 'report'), report, { mandatory: false });
+    live.reportSent = true;
+    this.journal(runId, { k: 'report-sent' });
+    this.log.info({ runId, status: report.status, ...report.totals, dir }, 'run finished');
+    // The journal has done its job; the report files are the record now.
+    fs.rmSync(this.journalPath(runId), { force: true });
+  }
+
+  private scheduleProgress(live: LiveRun): void {
+    if (live.ledger.finished || live.progressTimer) return;
+    const wait = Math.max(0, live.lastProgress + (this.opts.progressIntervalMs ?? 500) - Date.now());
+    live.progressTimer = setTimeout(() => {
+      live.progressTimer = undefined;
+      void this.publishProgress(live).catch((err) => this.log.debug({ err }, 'progress not sent'));
+    }, wait);
+  }
+
+  private async publishProgress(live: LiveRun): Promise<void> {
+    live.lastProgress = Date.now();
+    const runId = live.ledger.run.runId;
+    const msg = live.ledger.progress(Date.now(), this.activity.active(runId, Date.now()));
+    await this.broker.publish(EXCHANGES.reports, reportKey(runId, 'progress'), msg, { mandatory: false, persistent: false });
+  }
+
+  // ---- journal -------------------------------------------------------------------------
+
+  private journalPath(runId: string) {
+    return path.join(this.opts.stateDir, `${runId}.jsonl`);
+  }
+
+  private journal(runId: string, entry: JournalEntry): void {
+    fs.appendFileSync(this.journalPath(runId), JSON.stringify(entry) + '\n');
+  }
+
+  /** Rebuilds the runs in progress from their journals and finishes what was decided. */
+  private async recover(): Promise<void> {
+    for (const file of fs.readdirSync(this.opts.stateDir).filter((f) => f.endsWith('.jsonl'))) {
+      const entries = fs
+        .readFileSync(path.join(this.opts.stateDir, file), 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .flatMap((l) => {
+          try {
+            return [JSON.parse(l) as JournalEntry];
+          } catch {
+            return []; // torn last line
+          }
+        });
+      const first = entries[0];
+      if (!first || first.k !== 'accepted') continue;
+      const live = this.open(first.run);
+      let reportSent = false;
+      const now = Date.now();
+      for (const e of entries.slice(1)) {
+        if (e.k === 'planned') live.ledger.onPlanned(e.round, e.tests, e.error, now);
+        else if (e.k === 'results') live.ledger.onResults(e.round, e.worker, e.results, now);
+        else if (e.k === 'round-sent') live.ledger.roundSent(e.round);
+        else if (e.k === 'report-sent') reportSent = true;
+      }
+      this.log.info({ runId: first.run.runId, entries: entries.length }, 'run recovered from its journal');
+      if (live.ledger.pendingRound) await this.carryOut(live, [{ kind: 'round', request: live.ledger.pendingRound }]);
+      else if (live.ledger.report && !reportSent) await this.finish(live, live.ledger.report);
+      else if (reportSent) {
+        clearTimeout(live.deadline);
+        fs.rmSync(this.journalPath(first.run.runId), { force: true });
+      }
+    }
+  }
+}
+
+/** How many times the broker counted this message's deaths (from x-death). */
+function deathCount(headers: Record<string, unknown>): number | undefined {
+  const deaths = headers['x-death'];
+  if (!Array.isArray(deaths) || deaths.length === 0) return undefined;
+  const first = deaths[0] as { count?: number };
+  // x-death counts dead-letterings; deliveries that killed a worker = delivery limit + 1
+  return first.count !== undefined ? SPEC_DELIVERY_LIMIT + first.count : undefined;
+}

@@ -1,0 +1,183 @@
+/**
+ * Pure bookkeeping of one run: which tests each round holds, the one result kept per test
+ * per round (the first to arrive; redeliveries and duplicates are dropped), when a round is
+ * complete, whether another round re-runs the failures, and the final report.
+ * No I/O: the aggregator feeds it messages and carries out the effects it returns.
+ */
+import {
+  SCHEMA_VERSION,
+  type AcceptedRun, type FinalStatus, type ReportTest, type RoundRequest, type RunProgress, type RunReport,
+  type TestRef, type TestResult, type TestStatus,
+} from '../../shared/messages.js';
+
+export const DROPPED_MESSAGE = "Example didn't run because of a timeout or a drop";
+
+export type Effect =
+  | { kind: 'round'; request: RoundRequest }
+  | { kind: 'report'; report: RunReport };
+
+interface Round {
+  number: number;
+  /** Undefined until the dispatcher's plan arrives (results may be buffered before). */
+  tests?: TestRef[];
+  results: Map<string, TestResult & { worker: string }>;
+  startedAt: number;
+}
+
+export class RunLedger {
+  readonly rounds = new Map<number, Round>();
+  current = 1;
+  report?: RunReport;
+  /** A next round decided but not yet confirmed as sent. */
+  pendingRound?: RoundRequest;
+  private error?: string;
+
+  constructor(readonly run: AcceptedRun) {}
+
+  get finished(): boolean {
+    return this.report !== undefined;
+  }
+
+  private round(n: number, now: number): Round {
+    let r = this.rounds.get(n);
+    if (!r) {
+      r = { number: n, results: new Map(), startedAt: now };
+      this.rounds.set(n, r);
+    }
+    return r;
+  }
+
+  onPlanned(round: number, tests: TestRef[], error: string | undefined, now: number): Effect[] {
+    if (this.finished) return [];
+    const r = this.round(round, now);
+    if (r.tests) return []; // a duplicate plan (dispatcher redelivery): the first one stands
+    r.tests = tests;
+    r.startedAt = now;
+    if (round === 1 && (error || tests.length === 0)) {
+      this.error = error ?? 'no tests to run';
+      return this.finish(now);
+    }
+    return this.maybeComplete(now);
+  }
+
+  onResults(round: number, worker: string, results: TestResult[], now: number): Effect[] {
+    if (this.finished) return [];
+    const r = this.round(round, now);
+    for (const res of results) {
+      // Exactly one result per test per round: the first. A redelivered spec's second run,
+      // or a split batch's overlap, adds nothing.
+      if (!r.results.has(res.testId)) r.results.set(res.testId, { ...res, worker });
+    }
+    return this.maybeComplete(now);
+  }
+
+  /** The run's deadline: every test still without a result is failed as dropped. */
+  onDeadline(now: number): Effect[] {
+    if (this.finished) return [];
+    const r = this.rounds.get(this.current);
+    const tests = r?.tests ?? (this.current === 1 ? [] : this.rounds.get(this.current - 1)?.tests ?? []);
+    if (!r?.tests && this.current === 1) this.error = `no tests were discovered before the run's deadline (${this.run.runTimeoutSec} s)`;
+    const round = this.round(this.current, now);
+    round.tests ??= tests;
+    for (const t of round.tests) {
+      if (!round.results.has(t.id)) {
+        round.results.set(t.id, { testId: t.id, file: t.file, name: t.name, status: 'failed', durationMs: 0, message: DROPPED_MESSAGE, worker: '' });
+      }
+    }
+    this.pendingRound = undefined;
+    return this.finish(now);
+  }
+
+  /** The next round was published: forget the pending decision. */
+  roundSent(round: number): void {
+    if (this.pendingRound?.round === round) this.pendingRound = undefined;
+  }
+
+  private maybeComplete(now: number): Effect[] {
+    const r = this.rounds.get(this.current);
+    if (!r?.tests || this.pendingRound) return [];
+    if (!r.tests.every((t) => r.results.has(t.id))) return [];
+    const failed = r.tests.filter((t) => r.results.get(t.id)!.status === 'failed');
+    const total = this.rounds.get(1)!.tests!.length;
+    if (failed.length > 0 && failed.length / total <= this.run.rerunThreshold && this.current < this.run.maxRounds) {
+      this.current += 1;
+      this.round(this.current, now);
+      const request: RoundRequest = {
+        type: 'round.request', v: SCHEMA_VERSION, id: `${this.run.runId}/r${this.current}/request`,
+        runId: this.run.runId, round: this.current, tests: failed, run: this.run,
+      };
+      this.pendingRound = request;
+      return [{ kind: 'round', request }];
+    }
+    return this.finish(now);
+  }
+
+  private finish(now: number): Effect[] {
+    this.report = this.buildReport(now);
+    return [{ kind: 'report', report: this.report }];
+  }
+
+  /** Each test's attempts, in round order. */
+  private attempts(id: string): Array<TestResult & { worker: string }> {
+    const out: Array<TestResult & { worker: string }> = [];
+    for (const n of [...this.rounds.keys()].sort((a, b) => a - b)) {
+      const res = this.rounds.get(n)!.results.get(id);
+      if (res) out.push(res);
+    }
+    return out;
+  }
+
+  finalTests(): ReportTest[] {
+    const tests = this.rounds.get(1)?.tests ?? [];
+    return tests.map((t) => {
+      const attempts = this.attempts(t.id);
+      const last = attempts[attempts.length - 1];
+      const statuses = attempts.map((a) => a.status as TestStatus);
+      let status: FinalStatus = last ? last.status : 'failed';
+      const firstFailure = attempts.find((a) => a.status === 'failed');
+      if (status === 'passed' && firstFailure) status = 'flaky';
+      const shown = status === 'failed' ? last : status === 'flaky' ? firstFailure : last;
+      return {
+        id: t.id,
+        file: t.file,
+        name: t.name,
+        status,
+        durationMs: last?.durationMs ?? 0,
+        ...(shown?.message && status !== 'passed' ? { message: shown.message } : {}),
+        ...(shown?.details && status !== 'passed' ? { details: shown.details } : {}),
+        attempts: statuses,
+        ...(last?.worker ? { worker: last.worker } : {}),
+      };
+    });
+  }
+
+  buildReport(now: number): RunReport {
+    const tests = this.finalTests();
+    const count = (s: FinalStatus) => tests.filter((t) => t.status === s).length;
+    const totals = { total: tests.length, passed: count('passed'), failed: count('failed'), flaky: count('flaky'), pending: count('pending') };
+    return {
+      type: 'run.report', v: SCHEMA_VERSION, id: `${this.run.runId}/report`, runId: this.run.runId,
+      status: this.error ? 'error' : totals.failed > 0 ? 'failed' : 'passed',
+      ...(this.error ? { error: this.error } : {}),
+      adapter: this.run.adapter, cwd: this.run.cwd,
+      startedAt: this.run.acceptedAt, finishedAt: now, rounds: Math.max(...this.rounds.keys(), 1),
+      totals, tests,
+    };
+  }
+
+  progress(now: number, activeWorkers: number): RunProgress {
+    const r = this.rounds.get(this.current);
+    const tests = r?.tests ?? [];
+    const done = tests.filter((t) => r!.results.has(t.id)).length;
+    const finals = this.finalTests();
+    const count = (s: FinalStatus) => finals.filter((t) => t.attempts.length > 0 && t.status === s).length;
+    const elapsed = (now - (r?.startedAt ?? now)) / 1000;
+    const etaSec = done > 0 && done < tests.length ? Math.round(((tests.length - done) * elapsed) / done) : done === tests.length && tests.length > 0 ? 0 : null;
+    return {
+      type: 'run.progress', v: SCHEMA_VERSION, id: `${this.run.runId}/progress/${now}`, runId: this.run.runId,
+      round: this.current, total: tests.length, done,
+      passed: count('passed'), failed: count('failed'), flaky: count('flaky'), pending: count('pending'),
+      activeWorkers, etaSec, startedAt: this.run.acceptedAt,
+    };
+  }
+}

@@ -1,0 +1,85 @@
+/**
+ * Framework adapters, worker side: how to list a suite's tests without running them and how
+ * to run a given set of test ids. `rspec` and `mocha` speak the events protocol (EVENTS.md)
+ * through a plug-in of ours; `command` runs any command, one test per process, and reads
+ * the exit code.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { AdapterName, SuiteConfig, TestRef } from '../../../shared/messages.js';
+
+/** Files the slot gives the framework process. */
+export interface RunFiles {
+  /** Where the framework plug-in writes its events (JSON lines). */
+  events: string;
+  /** Where the slot writes the ids to run, one per line (for plug-ins that read them). */
+  ids: string;
+}
+
+export interface Adapter {
+  readonly name: AdapterName;
+  /** True when results come as events (EVENTS.md); false: exit code and stdout only. */
+  readonly events: boolean;
+  discover(suite: SuiteConfig, files: RunFiles): string[];
+  run(suite: SuiteConfig, tests: TestRef[], files: RunFiles): string[];
+  /** For adapters without events: the tests listed on the discover command's stdout. */
+  parseDiscoveryOutput?(stdout: string): TestRef[];
+}
+
+/** The directory of our framework plug-ins (not compiled: copied as they are). */
+export function assetsDir(): string {
+  // dist/services/worker-supervisor/adapters → the source tree's adapters/assets
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const candidates = [
+    path.join(here, 'assets'),
+    path.resolve(here, '../../../../services/worker-supervisor/adapters/assets'),
+  ];
+  return candidates.find((d) => fs.existsSync(d)) ?? candidates[1]!;
+}
+
+const rspecBase = (suite: SuiteConfig): string[] => {
+  const bundled = fs.existsSync(path.join(suite.cwd, 'Gemfile'));
+  const formatter = path.join(assetsDir(), 'warren_formatter.rb');
+  return [
+    ...(bundled ? ['bundle', 'exec', 'rspec'] : ['rspec']),
+    '--require', formatter, '--format', 'WarrenFormatter', '--out', '/dev/null', '--no-color',
+  ];
+};
+
+export const rspec: Adapter = {
+  name: 'rspec',
+  events: true,
+  discover: (suite) => [...rspecBase(suite), '--dry-run'],
+  run: (suite, tests) => [...rspecBase(suite), ...tests.map((t) => t.id)],
+};
+
+export const mocha: Adapter = {
+  name: 'mocha',
+  events: true,
+  discover: () => [process.execPath, path.join(assetsDir(), 'warren-mocha.cjs'), 'discover'],
+  run: () => [process.execPath, path.join(assetsDir(), 'warren-mocha.cjs'), 'run'],
+};
+
+export function shellQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+export const command: Adapter = {
+  name: 'command',
+  events: false,
+  discover: (suite) => ['sh', '-c', suite.command!.discover],
+  run: (suite, tests) => {
+    const template = suite.command!.run;
+    const ids = tests.map((t) => shellQuote(t.id)).join(' ');
+    return ['sh', '-c', template.replaceAll('{ids}', ids).replaceAll('{id}', shellQuote(tests[0]!.id))];
+  },
+  parseDiscoveryOutput: (stdout) =>
+    [...new Set(stdout.split('\n').map((l) => l.trim()).filter(Boolean))].map((id) => ({ id, file: '', name: id })),
+};
+
+const ADAPTERS: Record<AdapterName, Adapter> = { rspec, mocha, command };
+
+export function adapterFor(name: AdapterName): Adapter {
+  return ADAPTERS[name];
+}

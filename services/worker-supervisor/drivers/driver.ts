@@ -1,0 +1,56 @@
+/**
+ * The worker driver: where a slot's test processes run. The slot logic (what to run, how to
+ * read results, when to time out) is the same for every driver; a driver only starts a
+ * process in the slot's environment and kills it. `local` runs child processes; a `docker`
+ * driver runs them with `docker exec` in the slot's own container.
+ */
+
+export interface Invocation {
+  argv: string[];
+  /** Added to the slot's own environment. */
+  env: Record<string, string>;
+  cwd: string;
+}
+
+export interface ProcessExit {
+  code: number | null;
+  signal: string | null;
+}
+
+export interface RunningProcess {
+  /** Kills the process and everything it started (its process group, its exec). */
+  kill(signal?: NodeJS.Signals): void;
+  readonly exited: Promise<ProcessExit>;
+  /** The last bytes of stdout / stderr, for failure details. */
+  stdoutTail(): string;
+  stderrTail(): string;
+  /** Process group id on this host, when there is one (the supervisor reaps it). */
+  readonly pgid?: number;
+}
+
+export interface WorkerDriver {
+  readonly name: string;
+  /** Prepares the slot (a directory, a container). Called once per slot process. */
+  prepare(): Promise<void>;
+  start(inv: Invocation): RunningProcess;
+  /** Releases what prepare() made. */
+  dispose(): Promise<void>;
+}
+
+/** Keeps the last `max` bytes written to it. */
+export class Tail {
+  private chunks: Buffer[] = [];
+  private size = 0;
+  constructor(private readonly max = 16_384) {}
+  push(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.size += chunk.length;
+    while (this.size - (this.chunks[0]?.length ?? 0) >= this.max && this.chunks.length > 1) {
+      this.size -= this.chunks.shift()!.length;
+    }
+  }
+  toString(): string {
+    const all = Buffer.concat(this.chunks);
+    return all.subarray(Math.max(0, all.length - this.max)).toString('utf8');
+  }
+}

@@ -1,0 +1,51 @@
+/**
+ * Local driver: test processes are children of the slot process, each in its own process
+ * group so that a timeout kills the framework and whatever it started.
+ */
+import { spawn } from 'node:child_process';
+import type { Invocation, ProcessExit, RunningProcess, WorkerDriver } from './driver.js';
+import { Tail } from './driver.js';
+
+export class LocalDriver implements WorkerDriver {
+  readonly name = 'local';
+
+  async prepare(): Promise<void> {}
+
+  start(inv: Invocation): RunningProcess {
+    const [cmd, ...args] = inv.argv;
+    const child = spawn(cmd!, args, {
+      cwd: inv.cwd,
+      env: { ...process.env, ...inv.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    const out = new Tail();
+    const err = new Tail();
+    child.stdout.on('data', (c: Buffer) => out.push(c));
+    child.stderr.on('data', (c: Buffer) => err.push(c));
+    const exited = new Promise<ProcessExit>((resolve) => {
+      child.on('error', (e) => {
+        err.push(Buffer.from(`cannot start ${cmd}: ${e.message}\n`));
+        resolve({ code: 127, signal: null });
+      });
+      child.on('close', (code, signal) => resolve({ code, signal }));
+    });
+    const pgid = child.pid;
+    return {
+      pgid,
+      exited,
+      stdoutTail: () => out.toString(),
+      stderrTail: () => err.toString(),
+      kill(signal = 'SIGKILL') {
+        if (pgid === undefined) return;
+        try {
+          process.kill(-pgid, signal);
+        } catch {
+          // already gone
+        }
+      },
+    };
+  }
+
+  async dispose(): Promise<void> {}
+}

@@ -1,0 +1,297 @@
+/**
+ * One worker slot: a process of its own (forked by the supervisor) with its own broker
+ * connection, consuming `warren.specs` with prefetch 1. For each job it starts the suite's
+ * framework through the driver, watches the per-test timeout, turns what happened into
+ * results (resolve.ts), publishes them with a confirm, and only then acks.
+ *
+ * If this process dies, its channel dies with it and the broker redelivers the unacked job:
+ * that is how a test that kills its worker is counted (quorum `x-delivery-count`) and, past
+ * the delivery limit, dead-lettered to the aggregator as "crashed its worker".
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { Broker, type Delivery } from '../../shared/broker.js';
+import type { Logger } from '../../shared/log.js';
+import {
+  Job, SCHEMA_VERSION, parseMessage,
+  type Discovered, type DiscoverJob, type SpecJob, type SpecResult, type TestRef,
+} from '../../shared/messages.js';
+import { EXCHANGES, QUEUES, ROUTING } from '../../shared/topology.js';
+import { adapterFor, type RunFiles } from './adapters/adapter.js';
+import type { RunningProcess, WorkerDriver } from './drivers/driver.js';
+import { parseEvents, resolveAttempt, resolveByExitCode, type FrameworkEvent, type Resolution } from './resolve.js';
+
+export interface SlotOptions {
+  brokerUrl: string;
+  /** 0-based index of this slot in its supervisor. */
+  index: number;
+  /** `<supervisor id>/<index>`: names this worker in results and logs. */
+  workerId: string;
+  /** The slot's own directory: events files, TMPDIR. */
+  dir: string;
+  driver: WorkerDriver;
+  log: Logger;
+  /** Told what the slot is doing (the supervisor forwards it in heartbeats). */
+  onState?: (state: SlotActivity) => void;
+}
+
+export type SlotActivity =
+  | { state: 'idle' }
+  | { state: 'busy'; runId: string; specId: string; pgid?: number };
+
+export type SlotState = 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
+
+/** How often the events file is read while a test runs (for the per-test timeout). */
+const WATCH_INTERVAL_MS = 200;
+
+export class Slot {
+  state: SlotState = 'starting';
+  private readonly broker: Broker;
+  private current?: { proc?: RunningProcess; done: Promise<void> };
+  private seq = 0;
+
+  constructor(private readonly opts: SlotOptions) {
+    this.broker = new Broker({ url: opts.brokerUrl, name: `warren worker ${opts.workerId}`, log: opts.log });
+  }
+
+  async start(): Promise<void> {
+    fs.mkdirSync(path.join(this.opts.dir, 'tmp'), { recursive: true });
+    await this.opts.driver.prepare();
+    await this.broker.start();
+    await this.broker.consume(QUEUES.specs, (d) => this.onDelivery(d), { prefetch: 1 });
+    this.state = 'running';
+    this.opts.onState?.({ state: 'idle' });
+  }
+
+  /** Stops taking jobs; the job in hand finishes (or is killed after `graceMs` and redelivered). */
+  async drain(graceMs: number): Promise<void> {
+    if (this.state === 'stopped' || this.state === 'draining') return;
+    this.state = 'draining';
+    await this.broker.cancelConsumers().catch(() => undefined);
+    if (this.current) {
+      const timer = setTimeout(() => {
+        this.opts.log.warn({ worker: this.opts.workerId }, 'drain grace expired, killing the running test; its spec goes back to the queue');
+        this.current?.proc?.kill('SIGKILL');
+      }, graceMs);
+      await this.current.done.catch(() => undefined);
+      clearTimeout(timer);
+    }
+    await this.stop();
+  }
+
+  /** Kills what runs and closes the connection; unacked jobs go back to the queue. */
+  async stop(): Promise<void> {
+    if (this.state === 'stopped') return;
+    this.state = 'stopped';
+    try {
+      this.current?.proc?.kill('SIGKILL');
+    } catch {
+      // nothing running
+    }
+    try {
+      await this.broker.close();
+    } catch {
+      // connection already gone
+    }
+    try {
+      await this.opts.driver.dispose();
+    } catch (err) {
+      this.opts.log.warn({ err }, 'driver dispose failed');
+    }
+  }
+
+  // ---- jobs --------------------------------------------------------------------------
+
+  private async onDelivery(d: Delivery): Promise<void> {
+    const parsed = parseMessage(Job, d.body);
+    if (!parsed.ok) return d.deadLetter(parsed.reason);
+    const job = parsed.value;
+    let resolveDone!: () => void;
+    this.current = { done: new Promise<void>((r) => (resolveDone = r)) };
+    try {
+      if (job.type === 'discover') await this.discover(job, d);
+      else await this.spec(job, d);
+    } finally {
+      this.current = undefined;
+      resolveDone();
+      if (this.state === 'running') this.opts.onState?.({ state: 'idle' });
+    }
+  }
+
+  private log(job: { runId: string; id: string }) {
+    return this.opts.log.child({ runId: job.runId, specId: job.id, worker: this.opts.workerId });
+  }
+
+  private async discover(job: DiscoverJob, d: Delivery): Promise<void> {
+    const log = this.log(job);
+    const suite = job.run;
+    this.opts.onState?.({ state: 'busy', runId: job.runId, specId: job.id });
+    log.info('discovering tests');
+    let tests: TestRef[] = [];
+    let error: string | undefined;
+    if (!fs.existsSync(suite.cwd)) {
+      error = `suite directory ${suite.cwd} does not exist on worker ${this.opts.workerId}`;
+    } else {
+      const adapter = adapterFor(suite.adapter);
+      const files = this.files();
+      const timeoutSec = Math.max(120, suite.testTimeoutSec);
+      const { outcome, events, stdout } = await this.execute(adapter.discover(suite, files), suite, files, timeoutSec, true);
+      if (adapter.events) {
+        tests = dedupeTests(events.filter((e): e is Extract<FrameworkEvent, { event: 'test' }> => e.event === 'test'));
+        if (!events.some((e) => e.event === 'done')) {
+          error = `discovery failed: ${suite.adapter} ${outcome.timedOutAfterSec ? `timed out after ${outcome.timedOutAfterSec} s` : outcome.exit.signal ? `killed by ${outcome.exit.signal}` : `exited with code ${outcome.exit.code}`}: ${lastLine(outcome.stderr) || lastLine(stdout)}`;
+        }
+      } else if (outcome.exit.code !== 0) {
+        error = `discovery failed: \`${suite.command?.discover}\` exited with code ${outcome.exit.code}: ${lastLine(outcome.stderr)}`;
+      } else {
+        tests = adapter.parseDiscoveryOutput!(stdout);
+      }
+    }
+    const msg: Discovered = {
+      type: 'run.discovered', v: SCHEMA_VERSION, id: `${job.id}/discovered`, runId: job.runId,
+      run: job.run, tests, error, worker: this.opts.workerId,
+    };
+    // Confirm before ack: if we die in between, the discovery runs again (the dispatcher
+    // ignores a second plan for the same round).
+    await this.broker.publish(EXCHANGES.runs, ROUTING.discovered, msg, { timeoutMs: 600_000 });
+    log.info({ tests: tests.length, error }, 'discovery published');
+    d.ack();
+  }
+
+  private async spec(job: SpecJob, d: Delivery): Promise<void> {
+    const log = this.log(job);
+    if (Date.now() > job.expiresAt) {
+      // The run's deadline passed: the aggregator has already reported these as dropped.
+      log.info('skipping a spec of a finished run');
+      return d.ack();
+    }
+    if ((d.redelivered || d.deliveryCount > 0) && job.tests.length > 1) {
+      // This batch was in hand when a worker died. One of its tests may be the killer: run
+      // each alone, so the killer alone uses up its delivery limit and the others are fine.
+      log.warn({ tests: job.tests.length, deliveryCount: d.deliveryCount }, 'redelivered batch, splitting it into single tests');
+      await this.requeue(job, job.tests.map((t) => [t]));
+      return d.ack();
+    }
+    this.opts.onState?.({ state: 'busy', runId: job.runId, specId: job.id });
+    const adapter = adapterFor(job.suite.adapter);
+    const files = this.files();
+    fs.writeFileSync(files.ids, job.tests.map((t) => t.id).join('\n') + '\n');
+    const { outcome, stdout } = await this.execute(adapter.run(job.suite, job.tests, files), job.suite, files, job.suite.testTimeoutSec, false, job);
+    const resolution: Resolution = adapter.events ? resolveAttempt(job.tests, outcome) : resolveByExitCode(job.tests, outcome, stdout);
+    if (resolution.results.length > 0) {
+      const msg: SpecResult = {
+        type: 'spec.result', v: SCHEMA_VERSION, id: `${job.id}/result`, runId: job.runId,
+        specId: job.id, round: job.round, worker: this.opts.workerId, results: resolution.results,
+      };
+      await this.broker.publish(EXCHANGES.events, ROUTING.specResult, msg, { timeoutMs: 600_000 });
+    }
+    if (resolution.rerun.length > 0) {
+      log.info({ rerun: resolution.rerun.length }, 'tests left unsettled by this process, queued again');
+      await this.requeue(job, resolution.rerun.length === job.tests.length ? resolution.rerun.map((t) => [t]) : [resolution.rerun]);
+    }
+    log.info({ results: resolution.results.length, exit: outcome.exit }, 'spec done');
+    // Ack last: the results (and any re-queued tests) are confirmed by the broker.
+    d.ack();
+  }
+
+  private async requeue(job: SpecJob, groups: TestRef[][]): Promise<void> {
+    for (const [i, tests] of groups.entries()) {
+      const next: SpecJob = { ...job, id: `${job.id}.${i + 1}`, tests };
+      await this.broker.publish(EXCHANGES.work, ROUTING.job, next, { timeoutMs: 600_000 });
+    }
+  }
+
+  private files(): RunFiles {
+    const n = ++this.seq;
+    const events = path.join(this.opts.dir, `events-${n}.jsonl`);
+    const ids = path.join(this.opts.dir, `ids-${n}.txt`);
+    for (const f of [events, ids]) fs.rmSync(f, { force: true });
+    return { events, ids };
+  }
+
+  /** Runs one framework process, killing it when one test outlives the timeout. */
+  private async execute(
+    argv: string[],
+    suite: { cwd: string; env: Record<string, string> },
+    files: RunFiles,
+    timeoutSec: number,
+    wholeProcess: boolean,
+    job?: SpecJob,
+  ) {
+    const started = Date.now();
+    const proc = this.opts.driver.start({
+      argv,
+      cwd: suite.cwd,
+      env: {
+        ...suite.env,
+        WARREN_EVENTS: files.events,
+        WARREN_IDS_FILE: files.ids,
+        WARREN_SLOT_PID: String(process.pid),
+        TMPDIR: path.join(this.opts.dir, 'tmp'),
+      },
+    });
+    if (this.current) this.current.proc = proc;
+    if (job) this.opts.onState?.({ state: 'busy', runId: job.runId, specId: job.id, pgid: proc.pgid });
+    // The per-test clock restarts at each test_start; before the first test and in
+    // discovery, the whole process has the one budget (loading a suite is part of a test).
+    let timedOutAfterSec: number | undefined;
+    let offset = 0;
+    let clockFrom = started;
+    const watch = setInterval(() => {
+      if (!wholeProcess) {
+        const chunk = readFrom(files.events, offset);
+        offset += chunk.length;
+        for (const e of parseEvents(chunk.toString('utf8'))) {
+          if (e.event === 'test_start' || e.event === 'test_end') clockFrom = Date.now();
+        }
+      }
+      if (Date.now() - clockFrom > timeoutSec * 1000 && timedOutAfterSec === undefined) {
+        timedOutAfterSec = timeoutSec;
+        proc.kill('SIGKILL');
+      }
+    }, WATCH_INTERVAL_MS);
+    const exit = await proc.exited;
+    clearInterval(watch);
+    const events = parseEvents(readFrom(files.events, 0).toString('utf8'));
+    return {
+      outcome: { events, exit, timedOutAfterSec, stderr: proc.stderrTail(), elapsedMs: Date.now() - started },
+      events,
+      stdout: proc.stdoutTail(),
+    };
+  }
+}
+
+function readFrom(file: string, offset: number): Buffer {
+  try {
+    const fd = fs.openSync(file, 'r');
+    try {
+      const size = fs.fstatSync(fd).size;
+      if (size <= offset) return Buffer.alloc(0);
+      const buf = Buffer.alloc(size - offset);
+      fs.readSync(fd, buf, 0, buf.length, offset);
+      // Only whole lines: a torn last line is read again next time.
+      const end = buf.lastIndexOf(0x0a);
+      return end < 0 ? Buffer.alloc(0) : buf.subarray(0, end + 1);
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    return Buffer.alloc(0);
+  }
+}
+
+function lastLine(s: string): string {
+  return s.trim().split('\n').filter(Boolean).slice(-1)[0] ?? '';
+}
+
+/** The framework's listing, first occurrence of each id kept. */
+function dedupeTests(events: Array<{ id: string; file: string; name: string }>): TestRef[] {
+  const seen = new Set<string>();
+  const out: TestRef[] = [];
+  for (const e of events) {
+    if (seen.has(e.id)) continue;
+    seen.add(e.id);
+    out.push({ id: e.id, file: (e.file ?? '').replace(/^\.\//, ''), name: e.name });
+  }
+  return out;
+}

@@ -1,0 +1,173 @@
+/**
+ * The worker-supervisor: keeps N slot processes alive on this host and tells the cluster
+ * what they are doing (heartbeats on `warren.status`). A slot that dies is data, not an
+ * error: its unacked job is already back in the queue; we reap its test processes, log who
+ * died running what, and start a fresh slot after a backoff.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Broker } from '../../shared/broker.js';
+import type { Logger } from '../../shared/log.js';
+import { SCHEMA_VERSION, type Heartbeat } from '../../shared/messages.js';
+import { EXCHANGES } from '../../shared/topology.js';
+import type { SlotActivity } from './slot.js';
+
+export interface SupervisorOptions {
+  brokerUrl: string;
+  /** Number of slots (parallel workers) on this host. */
+  workers: number;
+  /** Names this supervisor in results, logs and the management UI (default host-pid). */
+  id?: string;
+  /** Parent of the slots' own directories (default a new temp dir). */
+  dir?: string;
+  /** On SIGTERM, how long a running test may take to finish before it is killed and requeued. */
+  graceMs?: number;
+  heartbeatMs?: number;
+  log: Logger;
+}
+
+export type SupervisorState = 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
+
+interface SlotHandle {
+  index: number;
+  child?: ChildProcess;
+  activity: SlotActivity | { state: 'starting' | 'restarting' | 'stopped' };
+  startedAt: number;
+  failures: number;
+  restartTimer?: NodeJS.Timeout;
+}
+
+const SLOT_MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), 'slot-main.js');
+
+export class Supervisor {
+  state: SupervisorState = 'starting';
+  readonly id: string;
+  private readonly slots: SlotHandle[] = [];
+  private readonly broker: Broker;
+  private readonly dir: string;
+  private heartbeat?: NodeJS.Timeout;
+  private stopping?: Promise<void>;
+
+  constructor(private readonly opts: SupervisorOptions) {
+    this.id = opts.id ?? `${os.hostname()}-${process.pid}`;
+    this.dir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'warren-supervisor-'));
+    this.broker = new Broker({ url: opts.brokerUrl, name: `warren supervisor ${this.id}`, log: opts.log });
+  }
+
+  async start(): Promise<void> {
+    await this.broker.start();
+    for (let i = 0; i < this.opts.workers; i++) {
+      const handle: SlotHandle = { index: i, activity: { state: 'starting' }, startedAt: 0, failures: 0 };
+      this.slots.push(handle);
+      this.spawn(handle);
+    }
+    this.heartbeat = setInterval(() => void this.beat(), this.opts.heartbeatMs ?? 2000);
+    this.state = 'running';
+    this.opts.log.info({ supervisor: this.id, workers: this.opts.workers }, 'supervisor running');
+  }
+
+  /** Drains every slot (running tests finish, or go back to the queue after the grace). */
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
+    this.state = 'draining';
+    const grace = this.opts.graceMs ?? 30_000;
+    await Promise.all(
+      this.slots.map(async (s) => {
+        clearTimeout(s.restartTimer);
+        const child = s.child;
+        if (!child || child.exitCode !== null || child.signalCode !== null) return;
+        const exited = new Promise<void>((r) => child.once('exit', () => r()));
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), grace + 5000);
+        await exited;
+        clearTimeout(timer);
+      }),
+    );
+    clearInterval(this.heartbeat);
+    await this.beat().catch(() => undefined);
+    try {
+      await this.broker.close();
+    } catch {
+      // already closed
+    }
+    this.state = 'stopped';
+  }
+
+  private spawn(handle: SlotHandle): void {
+    const workerId = `${this.id}/${handle.index}`;
+    const dir = path.join(this.dir, `slot-${handle.index}`);
+    fs.mkdirSync(dir, { recursive: true });
+    const env = {
+      ...process.env,
+      WARREN_SLOT: JSON.stringify({ brokerUrl: this.opts.brokerUrl, index: handle.index, workerId, dir, graceMs: this.opts.graceMs ?? 30_000 }),
+      WARREN_WORKER_INDEX: String(handle.index),
+      // parallel_tests' convention: '' for the first worker, then '2', '3', ...
+      TEST_ENV_NUMBER: handle.index === 0 ? '' : String(handle.index + 1),
+      WARREN_WORKER_ID: workerId,
+      WARREN_SLOT_DIR: dir,
+    };
+    const child = fork(SLOT_MAIN, [], { env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    handle.child = child;
+    handle.startedAt = Date.now();
+    handle.activity = { state: 'starting' };
+    child.on('message', (m: SlotActivity) => {
+      handle.activity = m;
+    });
+    child.on('exit', (code, signal) => this.onSlotExit(handle, child, code, signal));
+  }
+
+  private onSlotExit(handle: SlotHandle, child: ChildProcess, code: number | null, signal: string | null): void {
+    if (handle.child !== child) return;
+    const last = handle.activity;
+    // Its test processes live in their own process group: reap them, nobody else will.
+    if (last.state === 'busy' && last.pgid) {
+      try {
+        process.kill(-last.pgid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    handle.child = undefined;
+    if (this.state !== 'running') {
+      handle.activity = { state: 'stopped' };
+      return;
+    }
+    // A slot that lived a while starts its backoff afresh.
+    handle.failures = Date.now() - handle.startedAt > 60_000 ? 1 : handle.failures + 1;
+    const delay = Math.min(30_000, 250 * 2 ** (handle.failures - 1));
+    this.opts.log.warn(
+      {
+        worker: `${this.id}/${handle.index}`, code, signal, delayMs: delay,
+        ...(last.state === 'busy' ? { runId: last.runId, specId: last.specId } : {}),
+      },
+      'worker exited unexpectedly; its job is redelivered, restarting it',
+    );
+    handle.activity = { state: 'restarting' };
+    handle.restartTimer = setTimeout(() => {
+      if (this.state === 'running') this.spawn(handle);
+    }, delay);
+  }
+
+  private async beat(): Promise<void> {
+    const msg: Heartbeat = {
+      type: 'supervisor.heartbeat', v: SCHEMA_VERSION, supervisor: this.id, host: os.hostname(), at: Date.now(),
+      slots: this.slots.map((s) => ({
+        index: s.index,
+        state: s.activity.state,
+        ...(s.activity.state === 'busy' ? { runId: s.activity.runId } : {}),
+      })),
+    };
+    try {
+      await this.broker.publish(EXCHANGES.status, '', msg, { persistent: false, mandatory: false, timeoutMs: 5000 });
+    } catch (err) {
+      this.opts.log.debug({ err }, 'heartbeat not sent');
+    }
+  }
+}

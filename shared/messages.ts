@@ -1,0 +1,283 @@
+/**
+ * Every message that crosses a service boundary, as a runtime schema (zod) with its inferred
+ * type. Messages cross hosts and versions, so each envelope carries `type`, a schema version
+ * `v`, the `runId` and an `id` to deduplicate on. Consumers parse with `parseMessage`; a
+ * message that fails is dead-lettered with the reason, never requeued, never fatal.
+ */
+import { z } from 'zod';
+
+export const SCHEMA_VERSION = 1;
+
+export const ADAPTERS = ['rspec', 'mocha', 'command'] as const;
+export type AdapterName = (typeof ADAPTERS)[number];
+
+const runId = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/, 'runId: letters, digits, "_", "." or "-", at most 100');
+
+/** A test as discovered: `id` re-runs exactly this test; `name` is its full name. */
+export const TestRef = z.object({
+  id: z.string().min(1),
+  file: z.string(),
+  name: z.string(),
+});
+export type TestRef = z.infer<typeof TestRef>;
+
+/** What a worker needs to run a suite: the part of a run request that travels with specs. */
+export const SuiteConfig = z.object({
+  adapter: z.enum(ADAPTERS),
+  /** The suite directory, as a path on the worker hosts. */
+  cwd: z.string().min(1),
+  /** For the `command` adapter: `discover` prints one test id per line; `run` is a
+   * template where `{ids}` becomes the space-separated, shell-quoted test ids and `{id}`
+   * the single id (the spec then carries one test). */
+  command: z.object({ discover: z.string().min(1), run: z.string().min(1) }).optional(),
+  /** Extra environment for the test processes. */
+  env: z.record(z.string(), z.string()).default({}),
+  /** A single test running longer than this is killed and reported "timed out after N s". */
+  testTimeoutSec: z.number().positive().default(300),
+});
+export type SuiteConfig = z.infer<typeof SuiteConfig>;
+
+/**
+ * A run request, as published to exchange `warren.runs` with routing key `run.request`.
+ * Everything but `adapter` and `cwd` is optional, so a hand-written message from the
+ * management UI's "Publish message" form works.
+ */
+export const RunRequest = SuiteConfig.extend({
+  type: z.literal('run.request'),
+  v: z.literal(SCHEMA_VERSION).default(SCHEMA_VERSION),
+  runId: runId.optional(),
+  id: z.string().optional(),
+  /** Regular expressions matched against a test's id and its full name. */
+  pattern: z.string().optional(),
+  exclude: z.string().optional(),
+  /** Another round re-runs the failures while failed/total is at most this. */
+  rerunThreshold: z.number().min(0).max(1).default(0.1),
+  /** Rounds in all, the first included. */
+  maxRounds: z.number().int().min(1).max(20).default(3),
+  /** Tests with no result this long after the run started are failed as dropped. */
+  runTimeoutSec: z.number().positive().default(3600),
+  /** At most this many tests in one spec (one framework process). */
+  maxBatch: z.number().int().min(1).max(1000).default(50),
+  /** Where the aggregator writes report.json, junit.xml, summary.md (a path on its host). */
+  reportDir: z.string().optional(),
+});
+export type RunRequest = z.infer<typeof RunRequest>;
+
+/** One-line problem with a run request that the schema cannot express, or null. */
+export function runRequestProblem(r: RunRequest): string | null {
+  for (const field of ['pattern', 'exclude'] as const) {
+    const value = r[field];
+    if (value === undefined) continue;
+    try {
+      new RegExp(value);
+    } catch (err) {
+      return `${field}: not a valid regular expression: ${(err as Error).message}`;
+    }
+  }
+  if (r.adapter === 'command' && !r.command) return 'command: required with adapter "command" ({ "discover": ..., "run": ... })';
+  if (!r.cwd.startsWith('/')) return `cwd: must be an absolute path, got ${JSON.stringify(r.cwd)}`;
+  return null;
+}
+export type RunRequestInput = z.input<typeof RunRequest>;
+
+/** A run request after the dispatcher accepted it: ids assigned, defaults applied. */
+export const AcceptedRun = RunRequest.extend({
+  runId,
+  id: z.string(),
+  acceptedAt: z.number(),
+  deadline: z.number(),
+});
+export type AcceptedRun = z.infer<typeof AcceptedRun>;
+
+const envelope = { v: z.literal(SCHEMA_VERSION), id: z.string().min(1), runId };
+
+/** On `warren.work`: discover the suite's tests (a dry run, by a worker). */
+export const DiscoverJob = z.object({
+  ...envelope,
+  type: z.literal('discover'),
+  run: AcceptedRun,
+});
+export type DiscoverJob = z.infer<typeof DiscoverJob>;
+
+/** On `warren.work`: run these tests in one framework process. */
+export const SpecJob = z.object({
+  ...envelope,
+  type: z.literal('spec'),
+  round: z.number().int().min(1),
+  tests: z.array(TestRef).min(1),
+  suite: SuiteConfig,
+  expiresAt: z.number(),
+});
+export type SpecJob = z.infer<typeof SpecJob>;
+
+export const Job = z.discriminatedUnion('type', [DiscoverJob, SpecJob]);
+export type Job = z.infer<typeof Job>;
+
+/** To the dispatcher: the result of a discovery. */
+export const Discovered = z.object({
+  ...envelope,
+  type: z.literal('run.discovered'),
+  run: AcceptedRun,
+  tests: z.array(TestRef),
+  error: z.string().optional(),
+  worker: z.string(),
+});
+export type Discovered = z.infer<typeof Discovered>;
+
+/** To the dispatcher, from the aggregator: run another round of these tests. */
+export const RoundRequest = z.object({
+  ...envelope,
+  type: z.literal('round.request'),
+  round: z.number().int().min(2),
+  tests: z.array(TestRef).min(1),
+  run: AcceptedRun,
+});
+export type RoundRequest = z.infer<typeof RoundRequest>;
+
+export const DispatcherMessage = z.discriminatedUnion('type', [
+  RunRequest,
+  Discovered,
+  RoundRequest,
+]);
+export type DispatcherMessage = z.infer<typeof DispatcherMessage>;
+
+export const TEST_STATUSES = ['passed', 'failed', 'pending'] as const;
+export type TestStatus = (typeof TEST_STATUSES)[number];
+
+/** One test's outcome in one attempt. */
+export const TestResult = z.object({
+  testId: z.string(),
+  file: z.string(),
+  name: z.string(),
+  status: z.enum(TEST_STATUSES),
+  durationMs: z.number().min(0),
+  message: z.string().optional(),
+  /** Where the failure is: backtrace, stderr tail. */
+  details: z.string().optional(),
+});
+export type TestResult = z.infer<typeof TestResult>;
+
+/** To the aggregator: the dispatcher accepted a run. */
+export const RunAccepted = z.object({ ...envelope, type: z.literal('run.accepted'), run: AcceptedRun });
+export type RunAccepted = z.infer<typeof RunAccepted>;
+
+/** To the aggregator: these tests make up a round (or discovery failed: `error`). */
+export const RoundPlanned = z.object({
+  ...envelope,
+  type: z.literal('round.planned'),
+  round: z.number().int().min(1),
+  tests: z.array(TestRef),
+  specs: z.number().int().min(0),
+  error: z.string().optional(),
+});
+export type RoundPlanned = z.infer<typeof RoundPlanned>;
+
+/** To the aggregator: results of (part of) a spec. */
+export const SpecResult = z.object({
+  ...envelope,
+  type: z.literal('spec.result'),
+  specId: z.string(),
+  round: z.number().int().min(1),
+  worker: z.string(),
+  results: z.array(TestResult),
+});
+export type SpecResult = z.infer<typeof SpecResult>;
+
+export const AggregatorMessage = z.discriminatedUnion('type', [RunAccepted, RoundPlanned, SpecResult]);
+export type AggregatorMessage = z.infer<typeof AggregatorMessage>;
+
+export const FINAL_STATUSES = ['passed', 'failed', 'flaky', 'pending'] as const;
+export type FinalStatus = (typeof FINAL_STATUSES)[number];
+
+/** The final word on one test. */
+export const ReportTest = z.object({
+  id: z.string(),
+  file: z.string(),
+  name: z.string(),
+  status: z.enum(FINAL_STATUSES),
+  durationMs: z.number(),
+  message: z.string().optional(),
+  details: z.string().optional(),
+  /** Status in each round it ran, first round first. */
+  attempts: z.array(z.enum(TEST_STATUSES)),
+  worker: z.string().optional(),
+});
+export type ReportTest = z.infer<typeof ReportTest>;
+
+export const RunReport = z.object({
+  ...envelope,
+  type: z.literal('run.report'),
+  status: z.enum(['passed', 'failed', 'error']),
+  /** Set when the run could not run at all (discovery failed). */
+  error: z.string().optional(),
+  adapter: z.string(),
+  cwd: z.string(),
+  startedAt: z.number(),
+  finishedAt: z.number(),
+  rounds: z.number().int(),
+  totals: z.object({
+    total: z.number(),
+    passed: z.number(),
+    failed: z.number(),
+    flaky: z.number(),
+    pending: z.number(),
+  }),
+  tests: z.array(ReportTest),
+});
+export type RunReport = z.infer<typeof RunReport>;
+
+export const RunProgress = z.object({
+  ...envelope,
+  type: z.literal('run.progress'),
+  round: z.number(),
+  total: z.number(),
+  done: z.number(),
+  passed: z.number(),
+  failed: z.number(),
+  flaky: z.number(),
+  pending: z.number(),
+  activeWorkers: z.number(),
+  etaSec: z.number().nullable(),
+  startedAt: z.number(),
+});
+export type RunProgress = z.infer<typeof RunProgress>;
+
+export const ReportMessage = z.discriminatedUnion('type', [RunProgress, RunReport]);
+export type ReportMessage = z.infer<typeof ReportMessage>;
+
+/** Fanned out every few seconds by each supervisor; transient. */
+export const Heartbeat = z.object({
+  type: z.literal('supervisor.heartbeat'),
+  v: z.literal(SCHEMA_VERSION),
+  supervisor: z.string(),
+  host: z.string(),
+  at: z.number(),
+  slots: z.array(
+    z.object({
+      index: z.number(),
+      state: z.enum(['starting', 'idle', 'busy', 'restarting', 'stopped']),
+      runId: z.string().optional(),
+    }),
+  ),
+});
+export type Heartbeat = z.infer<typeof Heartbeat>;
+
+export type ParseResult<T> = { ok: true; value: T } | { ok: false; reason: string };
+
+/** Parses a message body: bad JSON or a schema mismatch becomes a one-line reason. */
+export function parseMessage<T>(schema: z.ZodType<T>, body: Buffer | string): ParseResult<T> {
+  let json: unknown;
+  try {
+    json = JSON.parse(typeof body === 'string' ? body : body.toString('utf8'));
+  } catch (err) {
+    return { ok: false, reason: `not JSON: ${(err as Error).message}` };
+  }
+  const parsed = schema.safeParse(json);
+  if (parsed.success) return { ok: true, value: parsed.data };
+  const issue = parsed.error.issues[0]!;
+  const where = issue.path.length ? issue.path.join('.') : '(message)';
+  const type = typeof json === 'object' && json && 'type' in json ? ` (type ${JSON.stringify((json as { type: unknown }).type)})` : '';
+  return { ok: false, reason: `invalid message${type}: ${where}: ${issue.message}` };
+}

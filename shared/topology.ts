@@ -1,0 +1,125 @@
+/**
+ * The one place that names Warren's RabbitMQ topology: every exchange, queue, binding,
+ * routing key and queue argument. Services declare exactly this (redeclaring a queue with
+ * other arguments closes the channel with 406), and `rabbitmq/definitions.json` is checked
+ * against it by test/unit/topology.test.ts.
+ *
+ * Message flow:
+ *   CLI / management UI --run.request--> warren.runs --> warren.dispatcher (dispatcher)
+ *   dispatcher --job--> warren.work --> warren.specs (worker slots, prefetch 1)
+ *   slot --run.discovered--> warren.runs --> warren.dispatcher
+ *   dispatcher/slot --round.planned, spec.result--> warren.events --> warren.aggregator
+ *   aggregator --round.request--> warren.runs --> warren.dispatcher
+ *   aggregator --run.<id>.progress|report--> warren.reports --> (CLI's own exclusive queue)
+ *   warren.specs --(delivery limit)--> warren.dlx --spec.crashed--> warren.crashed (aggregator)
+ *   any service --(malformed)--> warren.dlx --> warren.dead-letters (operators)
+ *   supervisors --supervisor.heartbeat--> warren.status (fanout, transient)
+ */
+
+export const EXCHANGES = {
+  runs: 'warren.runs',
+  work: 'warren.work',
+  events: 'warren.events',
+  reports: 'warren.reports',
+  status: 'warren.status',
+  dlx: 'warren.dlx',
+} as const;
+
+export const QUEUES = {
+  dispatcher: 'warren.dispatcher',
+  specs: 'warren.specs',
+  aggregator: 'warren.aggregator',
+  crashed: 'warren.crashed',
+  deadLetters: 'warren.dead-letters',
+} as const;
+
+export const ROUTING = {
+  runRequest: 'run.request',
+  roundRequest: 'round.request',
+  discovered: 'run.discovered',
+  job: 'job',
+  roundPlanned: 'round.planned',
+  runAccepted: 'run.accepted',
+  specResult: 'spec.result',
+  specCrashed: 'spec.crashed',
+  heartbeat: 'supervisor.heartbeat',
+  /** Prefix for messages we dead-letter ourselves; the suffix is the source queue. */
+  malformed: 'malformed',
+} as const;
+
+/** Routing key of a run's progress / final report on the reports exchange. */
+export const reportKey = (runId: string, kind: 'progress' | 'report') => `run.${runId}.${kind}`;
+
+/**
+ * A spec that has been delivered this many times without an ack (each time its worker died)
+ * is dead-lettered on the next failure: it "crashed its worker DELIVERY_LIMIT + 1 times".
+ * In 3.10 a nack(requeue) also counts, so slots never nack-requeue; they close the channel
+ * only when they are really going away.
+ */
+export const SPEC_DELIVERY_LIMIT = 3;
+
+export type ExchangeType = 'direct' | 'topic' | 'fanout';
+
+export interface ExchangeDef {
+  name: string;
+  type: ExchangeType;
+  durable: boolean;
+}
+
+export interface QueueDef {
+  name: string;
+  durable: boolean;
+  arguments: Record<string, string | number>;
+}
+
+export interface BindingDef {
+  exchange: string;
+  queue: string;
+  routingKey: string;
+}
+
+/** Quorum queues: replicated, delivery counting, at-least-once dead-lettering. */
+const quorum = (extra: Record<string, string | number> = {}) => ({
+  'x-queue-type': 'quorum',
+  'x-dead-letter-exchange': EXCHANGES.dlx,
+  // at-least-once dead-lettering is silently at-most-once unless overflow rejects publishes
+  'x-dead-letter-strategy': 'at-least-once',
+  'x-overflow': 'reject-publish',
+  ...extra,
+});
+
+export const TOPOLOGY: { exchanges: ExchangeDef[]; queues: QueueDef[]; bindings: BindingDef[] } = {
+  exchanges: [
+    { name: EXCHANGES.runs, type: 'direct', durable: true },
+    { name: EXCHANGES.work, type: 'direct', durable: true },
+    { name: EXCHANGES.events, type: 'direct', durable: true },
+    { name: EXCHANGES.reports, type: 'topic', durable: true },
+    { name: EXCHANGES.status, type: 'fanout', durable: true },
+    { name: EXCHANGES.dlx, type: 'topic', durable: true },
+  ],
+  queues: [
+    { name: QUEUES.dispatcher, durable: true, arguments: quorum() },
+    {
+      name: QUEUES.specs,
+      durable: true,
+      arguments: quorum({
+        'x-delivery-limit': SPEC_DELIVERY_LIMIT,
+        'x-dead-letter-routing-key': ROUTING.specCrashed,
+      }),
+    },
+    { name: QUEUES.aggregator, durable: true, arguments: quorum() },
+    { name: QUEUES.crashed, durable: true, arguments: { 'x-queue-type': 'quorum' } },
+    { name: QUEUES.deadLetters, durable: true, arguments: { 'x-queue-type': 'quorum' } },
+  ],
+  bindings: [
+    { exchange: EXCHANGES.runs, queue: QUEUES.dispatcher, routingKey: ROUTING.runRequest },
+    { exchange: EXCHANGES.runs, queue: QUEUES.dispatcher, routingKey: ROUTING.roundRequest },
+    { exchange: EXCHANGES.runs, queue: QUEUES.dispatcher, routingKey: ROUTING.discovered },
+    { exchange: EXCHANGES.work, queue: QUEUES.specs, routingKey: ROUTING.job },
+    { exchange: EXCHANGES.events, queue: QUEUES.aggregator, routingKey: ROUTING.runAccepted },
+    { exchange: EXCHANGES.events, queue: QUEUES.aggregator, routingKey: ROUTING.roundPlanned },
+    { exchange: EXCHANGES.events, queue: QUEUES.aggregator, routingKey: ROUTING.specResult },
+    { exchange: EXCHANGES.dlx, queue: QUEUES.crashed, routingKey: ROUTING.specCrashed },
+    { exchange: EXCHANGES.dlx, queue: QUEUES.deadLetters, routingKey: '#' },
+  ],
+};
