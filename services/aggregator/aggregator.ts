@@ -19,7 +19,7 @@ import {
 } from '../../shared/messages.js';
 import { EXCHANGES, QUEUES, ROUTING, SPEC_DELIVERY_LIMIT, reportKey } from '../../shared/topology.js';
 import { writeReportFiles } from '../../shared/report.js';
-import { RunLedger, type Effect } from './ledger.js';
+import { CRASHED, RunLedger, type Effect } from './ledger.js';
 
 export interface AggregatorOptions {
   brokerUrl: string;
@@ -156,8 +156,8 @@ export class Aggregator {
       details: `Every worker that ran this spec died while running it (delivery limit ${SPEC_DELIVERY_LIMIT}); it was taken out of circulation.`,
     }));
     this.log.warn({ runId: job.runId, specId: job.id, tests: job.tests.map((t) => t.id) }, 'spec crashed its workers, failing it');
-    const effects = live.ledger.onResults(job.round, 'crashed', results, Date.now());
-    this.journal(job.runId, { k: 'results', round: job.round, worker: 'crashed', results });
+    const effects = live.ledger.onResults(job.round, CRASHED, results, Date.now());
+    this.journal(job.runId, { k: 'results', round: job.round, worker: CRASHED, results });
     await this.carryOut(live, effects);
     this.scheduleProgress(live);
     d.ack();

@@ -10,6 +10,9 @@ import {
   type TestRef, type TestResult, type TestStatus,
 } from '../../shared/messages.js';
 
+/** The worker name on results the aggregator made for a spec that crashed its workers. */
+export const CRASHED = 'crashed';
+
 export const DROPPED_MESSAGE = "Example didn't run because of a timeout or a drop";
 
 export type Effect =
@@ -97,14 +100,16 @@ export class RunLedger {
     const r = this.rounds.get(this.current);
     if (!r?.tests || this.pendingRound) return [];
     if (!r.tests.every((t) => r.results.has(t.id))) return [];
+    // A test that crashed its worker has had its retries (the delivery limit): no re-run.
     const failed = r.tests.filter((t) => r.results.get(t.id)!.status === 'failed');
+    const retryable = failed.filter((t) => r.results.get(t.id)!.worker !== CRASHED);
     const total = this.rounds.get(1)!.tests!.length;
-    if (failed.length > 0 && failed.length / total <= this.run.rerunThreshold && this.current < this.run.maxRounds) {
+    if (retryable.length > 0 && failed.length / total <= this.run.rerunThreshold && this.current < this.run.maxRounds) {
       this.current += 1;
       this.round(this.current, now);
       const request: RoundRequest = {
         type: 'round.request', v: SCHEMA_VERSION, id: `${this.run.runId}/r${this.current}/request`,
-        runId: this.run.runId, round: this.current, tests: failed, run: this.run,
+        runId: this.run.runId, round: this.current, tests: retryable, run: this.run,
       };
       this.pendingRound = request;
       return [{ kind: 'round', request }];

@@ -1,0 +1,90 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { DROPPED_MESSAGE, RunLedger } from '../../services/aggregator/ledger.js';
+import { AcceptedRun, type TestRef, type TestResult } from '../../shared/messages.js';
+
+const run = (over: Partial<AcceptedRun> = {}) =>
+  AcceptedRun.parse({ type: 'run.request', adapter: 'rspec', cwd: '/suite', runId: 'r1', id: 'r1', acceptedAt: 0, deadline: 1000, ...over });
+const tests = (n: number): TestRef[] => Array.from({ length: n }, (_, i) => ({ id: `t${i}`, file: 'f', name: `test ${i}` }));
+const res = (t: TestRef, status: TestResult['status'], message?: string): TestResult => ({ testId: t.id, file: t.file, name: t.name, status, durationMs: 1, message });
+
+test('one result per test per round: a redelivered duplicate changes nothing', () => {
+  const l = new RunLedger(run({ rerunThreshold: 0.5 }));
+  const ts = tests(2);
+  l.onPlanned(1, ts, undefined, 0);
+  l.onResults(1, 'w1', [res(ts[0]!, 'failed', 'first')], 1);
+  l.onResults(1, 'w2', [res(ts[0]!, 'passed')], 2);
+  const effects = l.onResults(1, 'w1', [res(ts[1]!, 'passed')], 3);
+  assert.equal(effects[0]!.kind, 'round', 'the failure is re-run');
+  assert.equal(l.rounds.get(1)!.results.get('t0')!.message, 'first');
+});
+
+test('failures under the threshold are re-run; failed-then-passed is flaky', () => {
+  const l = new RunLedger(run({ rerunThreshold: 0.5 }));
+  const ts = tests(4);
+  l.onPlanned(1, ts, undefined, 0);
+  const e1 = l.onResults(1, 'w', [res(ts[0]!, 'passed'), res(ts[1]!, 'failed', 'flake'), res(ts[2]!, 'pending'), res(ts[3]!, 'failed', 'real')], 1);
+  assert.equal(e1.length, 1);
+  const req = e1[0]!.kind === 'round' ? e1[0]!.request : assert.fail('expected a round');
+  assert.deepEqual(req.tests.map((t) => t.id), ['t1', 't3']);
+  assert.equal(req.round, 2);
+  l.roundSent(2);
+  l.onPlanned(2, req.tests, undefined, 2);
+  const e2 = l.onResults(2, 'w', [res(ts[1]!, 'passed'), res(ts[3]!, 'failed', 'real again')], 3);
+  assert.equal(e2[0]!.kind, 'round', 'round 3: t3 still fails, under the threshold');
+  l.roundSent(3);
+  l.onPlanned(3, [ts[3]!], undefined, 4);
+  const e3 = l.onResults(3, 'w', [res(ts[3]!, 'failed', 'real third')], 5);
+  const report = e3[0]!.kind === 'report' ? e3[0]!.report : assert.fail('expected the report after max rounds');
+  assert.deepEqual(report.tests.map((t) => [t.id, t.status]), [['t0', 'passed'], ['t1', 'flaky'], ['t2', 'pending'], ['t3', 'failed']]);
+  assert.deepEqual(report.tests[1]!.attempts, ['failed', 'passed']);
+  assert.equal(report.tests[1]!.message, 'flake');
+  assert.equal(report.tests[3]!.message, 'real third');
+  assert.deepEqual(report.totals, { total: 4, passed: 1, failed: 1, flaky: 1, pending: 1 });
+  assert.equal(report.status, 'failed');
+  assert.equal(report.rounds, 3);
+});
+
+test('over the threshold, no re-run: the report comes at once', () => {
+  const l = new RunLedger(run({ rerunThreshold: 0.1 }));
+  const ts = tests(2);
+  l.onPlanned(1, ts, undefined, 0);
+  const e = l.onResults(1, 'w', [res(ts[0]!, 'failed'), res(ts[1]!, 'passed')], 1);
+  assert.equal(e[0]!.kind, 'report');
+});
+
+test('tests that crashed their worker are not re-run: the delivery limit already retried them', () => {
+  const l = new RunLedger(run({ rerunThreshold: 1 }));
+  const ts = tests(2);
+  l.onPlanned(1, ts, undefined, 0);
+  l.onResults(1, 'crashed', [res(ts[0]!, 'failed', 'crashed its worker 4 times')], 1);
+  const e = l.onResults(1, 'w', [res(ts[1]!, 'passed')], 2);
+  assert.equal(e[0]!.kind, 'report');
+});
+
+test('results before the plan are kept and count once the plan arrives', () => {
+  const l = new RunLedger(run());
+  const ts = tests(1);
+  assert.deepEqual(l.onResults(1, 'w', [res(ts[0]!, 'passed')], 0), []);
+  const e = l.onPlanned(1, ts, undefined, 1);
+  assert.equal(e[0]!.kind, 'report');
+});
+
+test('at the deadline, what never came back is failed as dropped', () => {
+  const l = new RunLedger(run());
+  const ts = tests(3);
+  l.onPlanned(1, ts, undefined, 0);
+  l.onResults(1, 'w', [res(ts[0]!, 'passed')], 1);
+  const e = l.onDeadline(1000);
+  const report = e[0]!.kind === 'report' ? e[0]!.report : assert.fail();
+  assert.deepEqual(report.tests.map((t) => [t.status, t.message]), [['passed', undefined], ['failed', DROPPED_MESSAGE], ['failed', DROPPED_MESSAGE]]);
+  assert.deepEqual(l.onResults(1, 'w', [res(ts[1]!, 'passed')], 2), [], 'a finished run takes nothing more');
+});
+
+test('a discovery error ends the run with an error report', () => {
+  const l = new RunLedger(run());
+  const e = l.onPlanned(1, [], 'discovery failed: rspec exited with code 1', 0);
+  const report = e[0]!.kind === 'report' ? e[0]!.report : assert.fail();
+  assert.equal(report.status, 'error');
+  assert.match(report.error!, /discovery failed/);
+});

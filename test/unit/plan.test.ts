@@ -1,0 +1,37 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { batchSize, filterTests, planBatches } from '../../services/dispatcher/plan.js';
+import type { TestRef } from '../../shared/messages.js';
+
+const t = (file: string, n: number): TestRef => ({ id: `./${file}[1:${n}]`, file, name: `${file} example ${n}` });
+const suite = (files: Record<string, number>) => Object.entries(files).flatMap(([f, n]) => Array.from({ length: n }, (_, i) => t(f, i + 1)));
+
+test('filterTests matches the pattern against ids and full names, then removes excluded', () => {
+  const tests = suite({ 'spec/a_spec.rb': 2, 'spec/b_spec.rb': 2 });
+  assert.deepEqual(filterTests(tests, 'a_spec').map((x) => x.id), ['./spec/a_spec.rb[1:1]', './spec/a_spec.rb[1:2]']);
+  assert.deepEqual(filterTests(tests, 'example 2$').length, 2);
+  assert.deepEqual(filterTests(tests, undefined, 'b_spec|example 1').map((x) => x.id), ['./spec/a_spec.rb[1:2]']);
+});
+
+test('batches never split a file that fits and never exceed the size', () => {
+  const tests = suite({ a: 3, b: 3, c: 10, d: 1 });
+  const batches = planBatches(tests, { maxBatch: 4, slots: 1 });
+  assert.ok(batches.every((b) => b.length <= 4));
+  assert.deepEqual(batches.flat(), tests, 'every test once, order kept');
+  const files = batches.map((b) => [...new Set(b.map((x) => x.file))]);
+  assert.deepEqual(files[0], ['a']);
+  assert.ok(!batches.some((b) => b.some((x) => x.file === 'a') && b.some((x) => x.file === 'b')), 'a and b (3+3) do not fit together in 4');
+});
+
+test('batch size gives every slot several specs, within the cap', () => {
+  assert.equal(batchSize(300, { maxBatch: 50, slots: 16 }), 5);
+  assert.equal(batchSize(10_000, { maxBatch: 50, slots: 4 }), 50);
+  assert.equal(batchSize(3, { maxBatch: 50, slots: 8 }), 1);
+  assert.equal(batchSize(5000, { maxBatch: 50, slots: 0 }), 50, 'no consumers yet counts as one');
+});
+
+test('a suite of thousands does not start one process per example by default', () => {
+  const tests = suite(Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`spec/f${i}_spec.rb`, 15])));
+  const batches = planBatches(tests, { maxBatch: 50, slots: 8 });
+  assert.ok(batches.length < tests.length / 10, `${batches.length} specs for ${tests.length} tests`);
+});

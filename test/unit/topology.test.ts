@@ -1,0 +1,44 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { definitions } from '../../shared/definitions.js';
+import { EXCHANGES, QUEUES, TOPOLOGY } from '../../shared/topology.js';
+import { ROOT } from '../helpers/cli.js';
+
+test('rabbitmq/definitions.json agrees with shared/topology.ts (regenerate: npm run definitions)', () => {
+  const file = JSON.parse(fs.readFileSync(path.join(ROOT, 'rabbitmq/definitions.json'), 'utf8'));
+  assert.deepEqual(file, JSON.parse(JSON.stringify(definitions())));
+});
+
+test('every binding joins a declared exchange to a declared queue', () => {
+  const exchanges = new Set(TOPOLOGY.exchanges.map((e) => e.name));
+  const queues = new Set(TOPOLOGY.queues.map((q) => q.name));
+  for (const b of TOPOLOGY.bindings) {
+    assert.ok(exchanges.has(b.exchange), b.exchange);
+    assert.ok(queues.has(b.queue), b.queue);
+  }
+  for (const q of TOPOLOGY.queues) {
+    const dlx = q.arguments['x-dead-letter-exchange'];
+    if (dlx) assert.ok(exchanges.has(String(dlx)), `${q.name} dead-letters to a declared exchange`);
+  }
+});
+
+test('the work queue takes a spec out of circulation after its delivery limit, at least once', () => {
+  const specs = TOPOLOGY.queues.find((q) => q.name === QUEUES.specs)!;
+  assert.equal(specs.arguments['x-queue-type'], 'quorum');
+  assert.equal(specs.arguments['x-delivery-limit'], 3);
+  assert.equal(specs.arguments['x-dead-letter-exchange'], EXCHANGES.dlx);
+  // at-least-once dead-lettering silently falls back to at-most-once without reject-publish
+  assert.equal(specs.arguments['x-dead-letter-strategy'], 'at-least-once');
+  assert.equal(specs.arguments['x-overflow'], 'reject-publish');
+  const crashedRoute = TOPOLOGY.bindings.find((b) => b.queue === QUEUES.crashed)!;
+  assert.equal(crashedRoute.routingKey, specs.arguments['x-dead-letter-routing-key']);
+});
+
+test('the broker config loads the definitions and enables the management UI', () => {
+  const conf = fs.readFileSync(path.join(ROOT, 'rabbitmq/rabbitmq.conf'), 'utf8');
+  assert.match(conf, /^load_definitions = .*definitions\.json$/m);
+  assert.match(conf, /^consumer_timeout = \d+$/m);
+  assert.match(fs.readFileSync(path.join(ROOT, 'rabbitmq/enabled_plugins'), 'utf8'), /rabbitmq_management/);
+});
