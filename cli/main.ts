@@ -154,9 +154,10 @@ interface LocalServices {
 }
 
 async function startLocal(url: string, workers: number): Promise<LocalServices> {
-  // The person at the terminal reads the progress line; services (and the slots they fork)
-  // log only warnings unless WARREN_LOG_LEVEL says otherwise.
-  process.env.WARREN_LOG_LEVEL ??= 'warn';
+  // The person at the terminal reads the progress line and the summary (which says what
+  // crashed or timed out); services and their slots log only errors unless
+  // WARREN_LOG_LEVEL says otherwise.
+  process.env.WARREN_LOG_LEVEL ??= 'error';
   const level = process.env.WARREN_LOG_LEVEL;
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-local-'));
   const dispatcher = new Dispatcher({ brokerUrl: url, log: createLogger('dispatcher', level) });

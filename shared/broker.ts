@@ -12,7 +12,7 @@
  * - 'error' listeners on the connection and every channel, so no event crashes the process;
  * - a consumer cancelled by the server (queue deleted) is re-subscribed.
  */
-import { EventEmitter, once } from 'node:events';
+import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type Options } from 'amqplib';
 import pRetry from 'p-retry';
@@ -71,6 +71,10 @@ export class Broker extends EventEmitter {
   private generation = 0;
   private readonly consumers: ConsumerSpec[] = [];
   private readonly returned = new Set<string>();
+  /** Rejecters of publishes awaiting their confirm on the current channel. */
+  private readonly unconfirmed = new Set<(e: Error) => void>();
+  /** Set while the publish channel's buffer is full. */
+  private full?: Promise<void>;
   private connected?: { promise: Promise<void>; resolve: () => void; reject: (e: Error) => void };
   private readonly log: Logger;
 
@@ -206,7 +210,12 @@ export class Broker extends EventEmitter {
       for (const setup of this.queueSetups) await setup(pub);
       // Any channel closing under us (406, queue deleted...) is handled the same way as a lost
       // connection: drop everything and reconnect, so no half-working state survives.
-      pub.on('close', () => this.onLost(conn, generation, 'publish channel closed'));
+      pub.on('close', () => {
+        const pending = [...this.unconfirmed];
+        this.unconfirmed.clear();
+        for (const fail of pending) fail(new InfrastructureError('channel closed before the confirm'));
+        this.onLost(conn, generation, 'publish channel closed');
+      });
       this.conn = conn;
       this.pub = pub;
       for (const spec of this.consumers) await this.subscribeConsumer(conn, spec, generation);
@@ -309,6 +318,7 @@ export class Broker extends EventEmitter {
   }
 
   private async publishOnce(exchange: string, routingKey: string, content: Buffer, opts: PublishOptions): Promise<void> {
+    if (this.full) await this.full;
     const ch = this.pub;
     if (!ch) throw new InfrastructureError('no publish channel');
     const messageId = randomUUID();
@@ -319,27 +329,33 @@ export class Broker extends EventEmitter {
       messageId,
       headers: opts.headers,
     };
-    const confirmed = new Promise<void>((resolve, reject) => {
+    await new Promise<void>((resolve, reject) => {
+      // A channel that closes with this message unconfirmed fails it, so the caller retries.
+      const fail = (e: Error) => reject(e);
+      this.unconfirmed.add(fail);
       const ok = ch.publish(exchange, routingKey, content, options, (err) => {
+        this.unconfirmed.delete(fail);
         if (err) return reject(new InfrastructureError(`publish to ${exchange} nacked by the broker`, { cause: err }));
         if (this.returned.delete(messageId)) {
           return reject(new UnroutableError(`unroutable: no queue bound to ${exchange} for ${JSON.stringify(routingKey)}`));
         }
         resolve();
       });
-      if (!ok) {
-        // Buffered, not dropped: the confirm callback still settles it. Waiting for 'drain'
-        // keeps callers from piling up more while the socket is full.
-        void Promise.race([once(ch, 'drain'), once(ch, 'close')]).catch(() => undefined);
+      if (!ok && !this.full) {
+        // Buffered, not dropped: the confirm callback still settles it. Later publishes wait
+        // for 'drain' (or 'close'), so callers do not pile up more while the socket is full.
+        this.full = new Promise<void>((done) => {
+          const release = () => {
+            ch.off('drain', release);
+            ch.off('close', release);
+            this.full = undefined;
+            done();
+          };
+          ch.on('drain', release);
+          ch.on('close', release);
+        });
       }
     });
-    // A channel that closes with this message unconfirmed: fail it so the caller retries.
-    const closed = new Promise<never>((_, reject) => {
-      const onClose = () => reject(new InfrastructureError('channel closed before the confirm'));
-      ch.once('close', onClose);
-      confirmed.finally(() => ch.removeListener('close', onClose)).catch(() => undefined);
-    });
-    await Promise.race([confirmed, closed]);
   }
 }
 

@@ -24,6 +24,8 @@ interface Round {
   /** Undefined until the dispatcher's plan arrives (results may be buffered before). */
   tests?: TestRef[];
   results: Map<string, TestResult & { worker: string }>;
+  /** Planned tests still without a result (kept so completion is O(1) per result). */
+  waiting: Set<string>;
   startedAt: number;
 }
 
@@ -44,7 +46,7 @@ export class RunLedger {
   private round(n: number, now: number): Round {
     let r = this.rounds.get(n);
     if (!r) {
-      r = { number: n, results: new Map(), startedAt: now };
+      r = { number: n, results: new Map(), waiting: new Set(), startedAt: now };
       this.rounds.set(n, r);
     }
     return r;
@@ -55,6 +57,7 @@ export class RunLedger {
     const r = this.round(round, now);
     if (r.tests) return []; // a duplicate plan (dispatcher redelivery): the first one stands
     r.tests = tests;
+    r.waiting = new Set(tests.filter((t) => !r.results.has(t.id)).map((t) => t.id));
     r.startedAt = now;
     if (round === 1 && (error || tests.length === 0)) {
       this.error = error ?? 'no tests to run';
@@ -69,7 +72,10 @@ export class RunLedger {
     for (const res of results) {
       // Exactly one result per test per round: the first. A redelivered spec's second run,
       // or a split batch's overlap, adds nothing.
-      if (!r.results.has(res.testId)) r.results.set(res.testId, { ...res, worker });
+      if (!r.results.has(res.testId)) {
+        r.results.set(res.testId, { ...res, worker });
+        r.waiting.delete(res.testId);
+      }
     }
     return this.maybeComplete(now);
   }
@@ -85,6 +91,7 @@ export class RunLedger {
     for (const t of round.tests) {
       if (!round.results.has(t.id)) {
         round.results.set(t.id, { testId: t.id, file: t.file, name: t.name, status: 'failed', durationMs: 0, message: DROPPED_MESSAGE, worker: '' });
+        round.waiting.delete(t.id);
       }
     }
     this.pendingRound = undefined;
@@ -99,7 +106,7 @@ export class RunLedger {
   private maybeComplete(now: number): Effect[] {
     const r = this.rounds.get(this.current);
     if (!r?.tests || this.pendingRound) return [];
-    if (!r.tests.every((t) => r.results.has(t.id))) return [];
+    if (r.waiting.size > 0) return [];
     // A test that crashed its worker has had its retries (the delivery limit): no re-run.
     const failed = r.tests.filter((t) => r.results.get(t.id)!.status === 'failed');
     const retryable = failed.filter((t) => r.results.get(t.id)!.worker !== CRASHED);
@@ -173,7 +180,7 @@ export class RunLedger {
   progress(now: number, activeWorkers: number): RunProgress {
     const r = this.rounds.get(this.current);
     const tests = r?.tests ?? [];
-    const done = tests.filter((t) => r!.results.has(t.id)).length;
+    const done = tests.length - (r?.waiting.size ?? 0);
     const finals = this.finalTests();
     const count = (s: FinalStatus) => finals.filter((t) => t.attempts.length > 0 && t.status === s).length;
     const elapsed = (now - (r?.startedAt ?? now)) / 1000;

@@ -43,6 +43,8 @@ export type SlotState = 'starting' | 'running' | 'draining' | 'stopped' | 'faile
 
 /** How often the events file is read while a test runs (for the per-test timeout). */
 const WATCH_INTERVAL_MS = 200;
+/** How long a framework process may linger after reporting `done`. */
+const AFTER_DONE_GRACE_MS = 3000;
 
 export class Slot {
   state: SlotState = 'starting';
@@ -237,15 +239,19 @@ export class Slot {
     let timedOutAfterSec: number | undefined;
     let offset = 0;
     let clockFrom = started;
+    let doneAt: number | undefined;
     const watch = setInterval(() => {
-      if (!wholeProcess) {
-        const chunk = readFrom(files.events, offset);
-        offset += chunk.length;
-        for (const e of parseEvents(chunk.toString('utf8'))) {
-          if (e.event === 'test_start' || e.event === 'test_end') clockFrom = Date.now();
-        }
+      const chunk = readFrom(files.events, offset);
+      offset += chunk.length;
+      for (const e of parseEvents(chunk.toString('utf8'))) {
+        if (!wholeProcess && (e.event === 'test_start' || e.event === 'test_end')) clockFrom = Date.now();
+        if (e.event === 'done') doneAt ??= Date.now();
       }
-      if (Date.now() - clockFrom > timeoutSec * 1000 && timedOutAfterSec === undefined) {
+      if (doneAt !== undefined && Date.now() - doneAt > AFTER_DONE_GRACE_MS) {
+        // The framework has reported everything but a leaked handle (a timer, a server)
+        // keeps the process alive, as plain mocha would: the results stand, end it.
+        proc.kill('SIGKILL');
+      } else if (Date.now() - clockFrom > timeoutSec * 1000 && timedOutAfterSec === undefined) {
         timedOutAfterSec = timeoutSec;
         proc.kill('SIGKILL');
       }
