@@ -298,7 +298,7 @@ export async function main(argv: string[]): Promise<void> {
       process.exitCode = err.exitCode === 0 ? 0 : EXIT.error;
       return;
     }
-    process.stderr.write(`\nwarren: ${errorMessage(err)}\n`);
+    process.stderr.write(`warren: ${errorMessage(err)}\n`);
     process.exitCode = EXIT.error;
   }
 }

@@ -113,6 +113,11 @@ export class Slot {
     try {
       if (job.type === 'discover') await this.discover(job, d);
       else await this.spec(job, d);
+    } catch (err) {
+      // Stopping mid-job closes the connection under the publish: the job is unacked and
+      // goes back to the queue, which is the point of stopping. Anything else is a bug.
+      if (this.state !== 'stopped') throw err;
+      this.opts.log.info({ runId: job.runId, specId: job.id }, 'stopped mid-job; the broker requeues it');
     } finally {
       this.current = undefined;
       resolveDone();
