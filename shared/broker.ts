@@ -156,12 +156,13 @@ export class Broker extends EventEmitter {
   }
 
   /**
-   * A private queue bound to `exchange` with `routingKey`, for a watcher (the CLI). It is not
-   * exclusive, so it survives a reconnect of ours; it expires once unused for `expiresMs`.
+   * A private queue bound to `exchange` with `routingKey`, for a watcher (the CLI). Not
+   * exclusive and durable, so a report published while we reconnect (or while the broker
+   * restarts) waits for us; it expires once unused for `expiresMs`.
    */
   async watch(exchange: string, routingKey: string, queue: string, handler: DeliveryHandler, expiresMs = 600_000): Promise<void> {
     const setup = async (ch: Channel) => {
-      await ch.assertQueue(queue, { durable: false, arguments: { 'x-expires': expiresMs } });
+      await ch.assertQueue(queue, { durable: true, arguments: { 'x-expires': expiresMs } });
       await ch.bindQueue(queue, exchange, routingKey);
     };
     this.queueSetups.push(setup);
