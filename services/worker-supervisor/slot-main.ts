@@ -6,6 +6,7 @@
  */
 import { createLogger } from '../../shared/log.js';
 import { LocalDriver } from './drivers/local.js';
+import { NoopDriver } from './drivers/noop.js';
 import { Slot, type SlotActivity } from './slot.js';
 
 interface SlotConfig {
@@ -14,6 +15,7 @@ interface SlotConfig {
   workerId: string;
   dir: string;
   graceMs: number;
+  driver: 'local' | 'noop';
 }
 
 const config = JSON.parse(process.env.WARREN_SLOT ?? 'null') as SlotConfig | null;
@@ -23,7 +25,7 @@ if (!config) {
 }
 const log = createLogger('worker-slot').child({ worker: config.workerId });
 const send = (activity: SlotActivity) => process.send?.(activity);
-const slot = new Slot({ ...config, driver: new LocalDriver(), log, onState: send });
+const slot = new Slot({ ...config, driver: config.driver === 'noop' ? new NoopDriver() : new LocalDriver(), log, onState: send });
 
 process.on('disconnect', () => {
   // Our supervisor is gone: nobody would restart or reap us. Leave now; the broker requeues.

@@ -26,6 +26,8 @@ export interface SupervisorOptions {
   /** On SIGTERM, how long a running test may take to finish before it is killed and requeued. */
   graceMs?: number;
   heartbeatMs?: number;
+  /** Where tests run: `local` child processes (default), or `noop` (runs nothing; benchmarks). */
+  driver?: 'local' | 'noop';
   log: Logger;
 }
 
@@ -106,7 +108,7 @@ export class Supervisor {
     fs.mkdirSync(dir, { recursive: true });
     const env = {
       ...process.env,
-      WARREN_SLOT: JSON.stringify({ brokerUrl: this.opts.brokerUrl, index: handle.index, workerId, dir, graceMs: this.opts.graceMs ?? 30_000 }),
+      WARREN_SLOT: JSON.stringify({ brokerUrl: this.opts.brokerUrl, index: handle.index, workerId, dir, graceMs: this.opts.graceMs ?? 30_000, driver: this.opts.driver ?? 'local' }),
       WARREN_WORKER_INDEX: String(handle.index),
       // parallel_tests' convention: '' for the first worker, then '2', '3', ...
       TEST_ENV_NUMBER: handle.index === 0 ? '' : String(handle.index + 1),

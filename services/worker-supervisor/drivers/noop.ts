@@ -1,0 +1,20 @@
+/**
+ * The no-op driver: starts nothing and reports a clean exit at once. With the `command`
+ * adapter every test passes instantly, which measures Warren's own overhead (broker,
+ * dispatch, confirms, aggregation) without any framework: `npm run bench` uses it.
+ */
+import type { Invocation, RunningProcess, WorkerDriver } from './driver.js';
+
+export class NoopDriver implements WorkerDriver {
+  readonly name = 'noop';
+  async prepare(): Promise<void> {}
+  start(_inv: Invocation): RunningProcess {
+    return {
+      exited: Promise.resolve({ code: 0, signal: null }),
+      kill: () => undefined,
+      stdoutTail: () => '',
+      stderrTail: () => '',
+    };
+  }
+  async dispose(): Promise<void> {}
+}

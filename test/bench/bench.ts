@@ -1,0 +1,183 @@
+/**
+ * `npm run bench`: Warren's own speed, on the real RabbitMQ (a fresh vhost), in one run.
+ *
+ * (a) Pipeline throughput: N specs through dispatcher → 8 slots (no-op driver: nothing is
+ *     started, every test passes) → aggregator → report, in specs/s; beside raw amqplib on
+ *     the same queue type (quorum, persistent, prefetch 1, 8 consumers): consume+ack, and
+ *     consume + publish-a-result-with-confirm + ack (the shape of a Warren slot).
+ * (b) Makespan of a synthetic suite of sleeping tests with skewed durations (300 tests,
+ *     16 slots, real processes), divided by its lower bound max(total/slots, longest), one
+ *     test per spec and in batches.
+ */
+import os from 'node:os';
+import amqp from 'amqplib';
+import { Broker } from '../../shared/broker.js';
+import { createLogger } from '../../shared/log.js';
+import { AcceptedRun, RunRequest, SCHEMA_VERSION, type Discovered, type RunAccepted, type RunReport, type TestRef } from '../../shared/messages.js';
+import { EXCHANGES, ROUTING, TOPOLOGY, reportKey } from '../../shared/topology.js';
+import { Aggregator } from '../../services/aggregator/aggregator.js';
+import { Dispatcher } from '../../services/dispatcher/dispatcher.js';
+import { Supervisor } from '../../services/worker-supervisor/supervisor.js';
+import { createVhost } from '../helpers/rabbit.js';
+import { tmpDir } from '../helpers/cli.js';
+
+const log = createLogger('bench', 'error');
+process.env.WARREN_LOG_LEVEL = 'error';
+
+async function cluster(url: string, workers: number, driver: 'local' | 'noop') {
+  const dispatcher = new Dispatcher({ brokerUrl: url, log });
+  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), stateDir: tmpDir(), log });
+  const supervisor = new Supervisor({ brokerUrl: url, workers, driver, log, graceMs: 1000 });
+  const broker = new Broker({ url, name: 'bench', log });
+  await Promise.all([dispatcher.start(), aggregator.start(), supervisor.start(), broker.start()]);
+  // slots connect asynchronously: wait until all consume, so batch sizing sees them
+  for (;;) {
+    const { consumerCount } = await broker.checkQueue('warren.specs');
+    if (consumerCount >= workers) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    broker,
+    async report(runId: string, start: () => Promise<void>): Promise<{ report: RunReport; ms: number }> {
+      let done!: (r: RunReport) => void;
+      const got = new Promise<RunReport>((r) => (done = r));
+      await broker.watch(EXCHANGES.reports, reportKey(runId, 'report'), `bench.${runId}`, async (d) => {
+        d.ack();
+        done(JSON.parse(d.body.toString()));
+      });
+      const t0 = performance.now();
+      await start();
+      const report = await got;
+      return { report, ms: performance.now() - t0 };
+    },
+    async stop() {
+      await supervisor.stop();
+      await Promise.all([dispatcher.stop(), aggregator.stop(), broker.close()]);
+    },
+  };
+}
+
+/** (a) the whole pipeline, from a discovered suite to the final report. */
+async function pipeline(url: string, specs: number) {
+  const c = await cluster(url, 8, 'noop');
+  try {
+    const run = AcceptedRun.parse({
+      type: 'run.request', runId: 'bench-pipeline', id: 'bench-pipeline', adapter: 'command', cwd: '/tmp',
+      command: { discover: 'true', run: 'true' }, acceptedAt: Date.now(), deadline: Date.now() + 3_600_000,
+    });
+    const tests: TestRef[] = Array.from({ length: specs }, (_, i) => ({ id: `t${i}`, file: '', name: `t${i}` }));
+    const { report, ms } = await c.report(run.runId, async () => {
+      const accepted: RunAccepted = { type: 'run.accepted', v: SCHEMA_VERSION, id: 'a', runId: run.runId, run };
+      await c.broker.publish(EXCHANGES.events, ROUTING.runAccepted, accepted);
+      const discovered: Discovered = { type: 'run.discovered', v: SCHEMA_VERSION, id: 'd', runId: run.runId, run, tests, worker: 'bench' };
+      await c.broker.publish(EXCHANGES.runs, ROUTING.discovered, discovered);
+    });
+    if (report.totals.passed !== specs) throw new Error(`pipeline lost tests: ${JSON.stringify(report.totals)}`);
+    return { specsPerSec: specs / (ms / 1000), ms };
+  } finally {
+    await c.stop();
+  }
+}
+
+/** (a') raw amqplib on a queue declared like warren.specs. */
+async function raw(url: string, messages: number, consumers: number, withResult: boolean) {
+  const conn = await amqp.connect(url);
+  const q = `bench.raw.${withResult}`;
+  const specsArgs = TOPOLOGY.queues.find((x) => x.name === 'warren.specs')!.arguments;
+  const setup = await conn.createChannel();
+  await setup.assertQueue(q, { durable: true, arguments: { 'x-queue-type': 'quorum', 'x-delivery-limit': specsArgs['x-delivery-limit'] } });
+  await setup.assertQueue(`${q}.results`, { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+  const body = Buffer.from(JSON.stringify({ type: 'spec', tests: [{ id: 'x', file: '', name: 'x' }] }));
+  const pub = await conn.createConfirmChannel();
+  for (let i = 0; i < messages; i++) pub.sendToQueue(q, body, { persistent: true });
+  await pub.waitForConfirms();
+  let received = 0;
+  let finish!: () => void;
+  const all = new Promise<void>((r) => (finish = r));
+  const t0 = performance.now();
+  const conns: amqp.ChannelModel[] = [];
+  for (let c = 0; c < consumers; c++) {
+    const cc = await amqp.connect(url);
+    conns.push(cc);
+    const ch = await cc.createChannel();
+    const out = await cc.createConfirmChannel();
+    await ch.prefetch(1);
+    await ch.consume(q, (m) => {
+      if (!m) return;
+      const ack = () => {
+        ch.ack(m);
+        if (++received === messages) finish();
+      };
+      if (!withResult) return ack();
+      out.sendToQueue(`${q}.results`, body, { persistent: true }, (err) => (err ? undefined : ack()));
+    });
+  }
+  await all;
+  const ms = performance.now() - t0;
+  for (const cc of conns) await cc.close();
+  await setup.deleteQueue(q);
+  await setup.deleteQueue(`${q}.results`);
+  await conn.close();
+  return messages / (ms / 1000);
+}
+
+/** Deterministic skewed durations: mostly short tests, a long tail. */
+function durations(n: number): number[] {
+  let seed = 42;
+  const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  return Array.from({ length: n }, () => {
+    const u = rand();
+    return u < 0.85 ? 0.02 + rand() * 0.15 : u < 0.97 ? 0.3 + rand() * 0.7 : 1.5 + rand() * 1.5;
+  }).map((d) => Math.round(d * 1000) / 1000);
+}
+
+/** (b) makespan of a sleeping suite, real processes. */
+async function makespan(url: string, batched: boolean) {
+  const slots = 16;
+  const ds = durations(300);
+  const total = ds.reduce((a, b) => a + b, 0);
+  const bound = Math.max(total / slots, Math.max(...ds));
+  const c = await cluster(url, slots, 'local');
+  try {
+    const runId = `bench-makespan-${batched ? 'batched' : 'single'}`;
+    const ids = ds.map((d, i) => `t${String(i).padStart(3, '0')}-${d}`).join('\n');
+    const request = RunRequest.parse({
+      type: 'run.request', runId, adapter: 'command', cwd: tmpDir(),
+      command: {
+        discover: `printf '%s\\n' ${ids.split('\n').join(' ')}`,
+        run: batched ? 'for x in {ids}; do sleep ${x#*-}; done' : 'x={id}; sleep ${x#*-}',
+      },
+    });
+    const { report, ms } = await c.report(runId, () => c.broker.publish(EXCHANGES.runs, ROUTING.runRequest, request));
+    if (report.totals.passed !== 300) throw new Error(`makespan run failed: ${JSON.stringify(report.totals)}`);
+    return { makespan: ms / 1000, bound, total, ratio: ms / 1000 / bound };
+  } finally {
+    await c.stop();
+  }
+}
+
+async function main() {
+  const vhost = await createVhost('warren-bench');
+  try {
+    const N = Number(process.env.BENCH_SPECS ?? 5000);
+    console.log(`machine: ${os.cpus().length} cores, node ${process.version}; RabbitMQ at localhost, vhost ${vhost.name}\n`);
+    const rawAck = await raw(vhost.url, N, 8, false);
+    const rawResult = await raw(vhost.url, N, 8, true);
+    const p = await pipeline(vhost.url, N);
+    console.log(`(a) throughput, ${N} specs, 8 consumers/slots, quorum queue, persistent, prefetch 1`);
+    console.log(`    raw amqplib consume+ack                         ${rawAck.toFixed(0).padStart(6)} msgs/s`);
+    console.log(`    raw amqplib consume+publish result(confirm)+ack ${rawResult.toFixed(0).padStart(6)} msgs/s`);
+    console.log(`    Warren pipeline (no-op executor), to report     ${p.specsPerSec.toFixed(0).padStart(6)} specs/s  (${(p.ms / 1000).toFixed(1)} s)`);
+    console.log(`    Warren / raw-with-result                        ${(p.specsPerSec / rawResult).toFixed(2)}`);
+    for (const batched of [false, true]) {
+      const m = await makespan(vhost.url, batched);
+      console.log(`\n(b) makespan, 300 sleeping tests (skewed, ${m.total.toFixed(1)} s in all), 16 slots, ${batched ? 'batched by the dispatcher' : 'one test per spec'}`);
+      console.log(`    makespan ${m.makespan.toFixed(2)} s, lower bound max(total/slots, longest) ${m.bound.toFixed(2)} s, ratio ${m.ratio.toFixed(2)}`);
+    }
+  } finally {
+    await vhost.delete();
+  }
+  process.exit(0);
+}
+
+void main();
