@@ -8,7 +8,7 @@ import { z } from 'zod';
 
 export const SCHEMA_VERSION = 1;
 
-export const ADAPTERS = ['rspec', 'mocha', 'command'] as const;
+export const ADAPTERS = ['rspec', 'mocha', 'jest', 'vitest', 'node-test', 'pytest', 'go', 'command'] as const;
 export type AdapterName = (typeof ADAPTERS)[number];
 
 const runId = z

@@ -54,12 +54,29 @@ export const rspec: Adapter = {
   run: (suite, tests) => [...rspecBase(suite), ...tests.map((t) => t.id)],
 };
 
-export const mocha: Adapter = {
-  name: 'mocha',
-  events: true,
-  discover: () => [process.execPath, path.join(assetsDir(), 'warren-mocha.cjs'), 'discover'],
-  run: () => [process.execPath, path.join(assetsDir(), 'warren-mocha.cjs'), 'run'],
-};
+/**
+ * An adapter whose plug-in is a script of ours run in the suite directory as
+ * `<interpreter> <script> discover|run`, reading the ids to run from WARREN_IDS_FILE.
+ */
+function scriptAdapter(name: AdapterName, script: string, interpreter: (suite: SuiteConfig) => string): Adapter {
+  const argv = (suite: SuiteConfig, mode: 'discover' | 'run') => [interpreter(suite), path.join(assetsDir(), script), mode];
+  return { name, events: true, discover: (suite) => argv(suite, 'discover'), run: (suite) => argv(suite, 'run') };
+}
+
+const node = () => process.execPath;
+
+/** The suite's Python: WARREN_PYTHON in the run's env, else its .venv, else python3. */
+const python = (suite: SuiteConfig) =>
+  suite.env.WARREN_PYTHON ??
+  ['.venv/bin/python', 'venv/bin/python'].map((p) => path.join(suite.cwd, p)).find((p) => fs.existsSync(p)) ??
+  'python3';
+
+export const mocha = scriptAdapter('mocha', 'warren-mocha.cjs', node);
+const jest = scriptAdapter('jest', 'warren-jest.cjs', node);
+const vitest = scriptAdapter('vitest', 'warren-vitest.mjs', node);
+const nodeTest = scriptAdapter('node-test', 'warren-node-test.mjs', node);
+const pytest = scriptAdapter('pytest', 'warren_pytest.py', python);
+const go = scriptAdapter('go', 'warren-go.cjs', node);
 
 export function shellQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
@@ -78,7 +95,7 @@ export const command: Adapter = {
     [...new Set(stdout.split('\n').map((l) => l.trim()).filter(Boolean))].map((id) => ({ id, file: '', name: id })),
 };
 
-const ADAPTERS: Record<AdapterName, Adapter> = { rspec, mocha, command };
+const ADAPTERS: Record<AdapterName, Adapter> = { rspec, mocha, jest, vitest, 'node-test': nodeTest, pytest, go, command };
 
 export function adapterFor(name: AdapterName): Adapter {
   return ADAPTERS[name];
