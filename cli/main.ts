@@ -48,6 +48,7 @@ interface RunFlags {
   local?: boolean;
   workers?: string;
   runId?: string;
+  timings?: string | false;
 }
 
 /** The adapter a suite directory looks like it needs (a fuller detection is issue #4). */
@@ -90,7 +91,8 @@ function buildRequest(flags: RunFlags): RunRequest {
     runTimeoutSec: positiveNumber('--run-timeout', flags.runTimeout),
     maxBatch: positiveInt('--max-batch', flags.maxBatch),
   };
-  const parsed = RunRequest.safeParse(input);
+  const durations = loadDurations(flags);
+  const parsed = RunRequest.safeParse({ ...input, durations });
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     throw new UsageError(`${issue.path.join('.')}: ${issue.message}`);
@@ -98,6 +100,27 @@ function buildRequest(flags: RunFlags): RunRequest {
   const problem = runRequestProblem(parsed.data);
   if (problem) throw new UsageError(problem);
   return parsed.data;
+}
+
+/**
+ * Durations by test id from an earlier report: `--timings FILE`, else the report left in
+ * --report-dir by the previous run; `--no-timings` turns it off.
+ */
+function loadDurations(flags: RunFlags): Record<string, number> | undefined {
+  if (flags.timings === false) return undefined;
+  const file = flags.timings ?? path.join(path.resolve(flags.reportDir), 'report.json');
+  if (!fs.existsSync(file)) {
+    if (flags.timings) throw new UsageError(`--timings: ${file} does not exist`);
+    return undefined;
+  }
+  try {
+    const report = JSON.parse(fs.readFileSync(file, 'utf8')) as { tests?: Array<{ id: string; durationMs: number; status: string }> };
+    const out: Record<string, number> = {};
+    for (const t of report.tests ?? []) if (t.status === 'passed' || t.status === 'failed' || t.status === 'flaky') out[t.id] = t.durationMs;
+    return Object.keys(out).length ? out : undefined;
+  } catch (err) {
+    throw new UsageError(`--timings: cannot read ${file}: ${errorMessage(err)}`);
+  }
 }
 
 /** A progress line on a terminal (rewritten in place), or a line now and then in a log. */
@@ -210,7 +233,7 @@ async function run(flags: RunFlags): Promise<number> {
           }
         })
         .then(() => broker.publish(EXCHANGES.runs, ROUTING.runRequest, request))
-        .then(() => process.stderr.write(`warren: run ${runId} published (${request.adapter}, ${request.cwd}${flags.local ? `, ${workers} local workers` : ''})\n`))
+        .then(() => process.stderr.write(`warren: run ${runId} published (${request.adapter}, ${request.cwd}${flags.local ? `, ${workers} local workers` : ''}${request.durations ? `, batches balanced by ${Object.keys(request.durations).length} known durations` : ''})\n`))
         .catch(reject);
     });
     progress.end();
@@ -251,6 +274,8 @@ export function program(): Command {
     .option('--env <KEY=VALUE>', 'environment for the test processes (repeatable)', collect, [])
     .option('--discover-command <cmd>', 'command adapter: prints one test id per line')
     .option('--run-command <template>', 'command adapter: runs one test; {id} is replaced by its id')
+    .option('--timings <report.json>', 'balance batches by the durations in an earlier report (default: <report-dir>/report.json if there is one)')
+    .option('--no-timings', 'do not balance by earlier durations')
     .option('--run-id <id>', 'name the run (default: a new one)')
     .option('--broker <url>', 'RabbitMQ URL (default: $WARREN_BROKER_URL, then amqp://localhost)')
     .option('--local', 'also start a dispatcher, an aggregator and a supervisor for this run')

@@ -62,6 +62,9 @@ export const RunRequest = SuiteConfig.extend({
   maxBatch: z.number().int().min(1).max(1000).default(50),
   /** Where the aggregator writes report.json, junit.xml, summary.md (a path on its host). */
   reportDir: z.string().optional(),
+  /** Known durations in ms by test id (from an earlier report): batches are then sized by
+   * time and the longest go first. */
+  durations: z.record(z.string(), z.number().min(0)).optional(),
 });
 export type RunRequest = z.infer<typeof RunRequest>;
 

@@ -125,7 +125,7 @@ export class Dispatcher {
     }
     const { consumerCount } = await this.broker.checkQueue(QUEUES.specs);
     const maxBatch = run.adapter === 'command' && !run.command?.run.includes('{ids}') ? 1 : run.maxBatch;
-    const batches = planBatches(tests, { maxBatch, slots: consumerCount });
+    const batches = planBatches(tests, { maxBatch, slots: consumerCount, durations: run.durations });
     // The plan goes first: the aggregator must know the whole round before any result, and
     // if we die halfway through the specs, the redelivered message publishes them again.
     await this.publishPlan(run, round, tests, batches.length);

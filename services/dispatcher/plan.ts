@@ -20,7 +20,12 @@ export interface BatchOptions {
   slots: number;
   /** Specs to aim for per slot. */
   specsPerSlot?: number;
+  /** Known durations (ms) by test id, from an earlier run. */
+  durations?: Record<string, number>;
 }
+
+/** Below this much work, a framework process costs more than the balance it buys. */
+export const MIN_BATCH_MS = 1000;
 
 /** The batch size for a suite of `total` tests. */
 export function batchSize(total: number, opts: BatchOptions): number {
@@ -34,6 +39,7 @@ export function batchSize(total: number, opts: BatchOptions): number {
  * small files share a batch. Order is kept.
  */
 export function planBatches(tests: TestRef[], opts: BatchOptions): TestRef[][] {
+  if (opts.durations && tests.some((t) => opts.durations![t.id] !== undefined)) return planByDuration(tests, opts, opts.durations);
   const size = batchSize(tests.length, opts);
   const byFile = new Map<string, TestRef[]>();
   for (const t of tests) {
@@ -58,4 +64,53 @@ export function planBatches(tests: TestRef[], opts: BatchOptions): TestRef[][] {
   }
   flush();
   return batches;
+}
+
+/**
+ * With durations known: batches hold about the same amount of *time* (a share of the total
+ * per slot, never less than MIN_BATCH_MS of work unless a file is shorter), a file's tests
+ * together unless the file alone is longer than a batch, and the longest batches are
+ * queued first, so the long tail starts early (longest-processing-time-first on a FIFO
+ * queue). Tests with no known duration count as the median.
+ */
+export function planByDuration(tests: TestRef[], opts: BatchOptions, durations: Record<string, number>): TestRef[][] {
+  const known = tests.map((t) => durations[t.id]).filter((d): d is number => d !== undefined).sort((a, b) => a - b);
+  const median = known[Math.floor(known.length / 2)] ?? 0;
+  const cost = (t: TestRef) => durations[t.id] ?? median;
+  const total = tests.reduce((s, t) => s + cost(t), 0);
+  const target = Math.max(MIN_BATCH_MS, total / (Math.max(1, opts.slots) * (opts.specsPerSlot ?? 4)));
+  const byFile = new Map<string, TestRef[]>();
+  for (const t of tests) {
+    const group = byFile.get(t.file) ?? [];
+    group.push(t);
+    byFile.set(t.file, group);
+  }
+  const batches: Array<{ tests: TestRef[]; ms: number }> = [];
+  let current = { tests: [] as TestRef[], ms: 0 };
+  const flush = () => {
+    if (current.tests.length) batches.push(current);
+    current = { tests: [], ms: 0 };
+  };
+  for (const group of byFile.values()) {
+    const groupMs = group.reduce((s, t) => s + cost(t), 0);
+    if (groupMs > target || group.length > opts.maxBatch) {
+      // a long file is cut by time; each piece is a batch of its own
+      let piece = { tests: [] as TestRef[], ms: 0 };
+      for (const t of [...group].sort((a, b) => cost(b) - cost(a))) {
+        if (piece.tests.length && (piece.ms + cost(t) > target || piece.tests.length >= opts.maxBatch)) {
+          batches.push(piece);
+          piece = { tests: [], ms: 0 };
+        }
+        piece.tests.push(t);
+        piece.ms += cost(t);
+      }
+      if (piece.tests.length) batches.push(piece);
+      continue;
+    }
+    if (current.tests.length && (current.ms + groupMs > target || current.tests.length + group.length > opts.maxBatch)) flush();
+    current.tests.push(...group);
+    current.ms += groupMs;
+  }
+  flush();
+  return batches.sort((a, b) => b.ms - a.ms).map((b) => b.tests);
 }

@@ -35,3 +35,23 @@ test('a suite of thousands does not start one process per example by default', (
   const batches = planBatches(tests, { maxBatch: 50, slots: 8 });
   assert.ok(batches.length < tests.length / 10, `${batches.length} specs for ${tests.length} tests`);
 });
+
+test('with known durations, batches hold similar time and the longest go first', () => {
+  const tests = suite({ a: 4, b: 4, c: 1, d: 1 });
+  const durations: Record<string, number> = {};
+  for (const x of tests) durations[x.id] = x.file === 'c' ? 9000 : 300;
+  delete durations['./d[1:1]']; // unknown: counts as the median
+  const batches = planBatches(tests, { maxBatch: 50, slots: 2, durations });
+  assert.deepEqual(batches.flat().map((x) => x.id).sort(), tests.map((x) => x.id).sort(), 'every test once');
+  assert.deepEqual(batches[0]!.map((x) => x.file), ['c'], 'the 9 s file is queued first, alone');
+  const ms = (b: TestRef[]) => b.reduce((s, x) => s + (durations[x.id] ?? 300), 0);
+  for (const b of batches.slice(1)) assert.ok(ms(b) <= Math.max(1000, ms(batches[0]!)), 'no batch outweighs the longest');
+  for (let i = 1; i < batches.length; i++) assert.ok(ms(batches[i - 1]!) >= ms(batches[i]!), 'longest first');
+});
+
+test('with known durations, short tests share a process (at least a second of work each)', () => {
+  const tests = suite({ a: 30 });
+  const durations = Object.fromEntries(tests.map((x) => [x.id, 20]));
+  const batches = planBatches(tests, { maxBatch: 50, slots: 8, durations });
+  assert.equal(batches.length, 1, '30 tests of 20 ms: one process, not 32');
+});
