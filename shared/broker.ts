@@ -70,6 +70,8 @@ export class Broker extends EventEmitter {
   private pub?: ConfirmChannel;
   private generation = 0;
   private readonly consumers: ConsumerSpec[] = [];
+  /** Consumer channels of the current connection. */
+  private channels = new Set<Channel>();
   private readonly returned = new Set<string>();
   /** Rejecters of publishes awaiting their confirm on the current channel. */
   private readonly unconfirmed = new Set<(e: Error) => void>();
@@ -175,6 +177,16 @@ export class Broker extends EventEmitter {
     if (this.state === 'closed') return;
     this.state = 'closed';
     this.connected?.reject(new InfrastructureError('broker connection is closed'));
+    // Close each channel before the connection: on RabbitMQ 3.10 an ack to a quorum queue
+    // followed at once by connection.close is lost (the message is requeued), while a
+    // channel.close handshake settles it (checked: test/e2e/drain.test.ts).
+    for (const ch of [...this.channels, this.pub]) {
+      try {
+        await ch?.close();
+      } catch {
+        // already closed
+      }
+    }
     try {
       await this.conn?.close();
     } catch {
@@ -198,6 +210,7 @@ export class Broker extends EventEmitter {
   private async connectOnce(): Promise<void> {
     const conn = await amqp.connect(this.opts.url, { clientProperties: { connection_name: this.opts.name } });
     const generation = ++this.generation;
+    this.channels = new Set();
     conn.on('error', (err) => this.log.warn({ err }, 'broker connection error'));
     conn.on('blocked', (reason) => this.log.warn({ reason }, 'broker blocked publishing (resource alarm)'));
     conn.on('unblocked', () => this.log.info('broker unblocked publishing'));
@@ -257,6 +270,7 @@ export class Broker extends EventEmitter {
 
   private async subscribeConsumer(conn: ChannelModel, spec: ConsumerSpec, generation: number): Promise<void> {
     const ch = await conn.createChannel();
+    this.channels.add(ch);
     ch.on('error', (err) => this.log.warn({ err, queue: spec.queue }, 'consumer channel error'));
     ch.on('close', () => this.onLost(conn, generation, `consumer channel of ${spec.queue} closed`));
     await ch.prefetch(spec.prefetch);
