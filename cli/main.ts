@@ -27,6 +27,7 @@ import { Supervisor } from '../services/worker-supervisor/supervisor.js';
 import { startDispatcher } from '../services/dispatcher/main.js';
 import { startAggregator } from '../services/aggregator/main.js';
 import { startSupervisor } from '../services/worker-supervisor/main.js';
+import { loadSupervisorConfig, type SupervisorConfigInput } from '../services/worker-supervisor/config.js';
 
 const EXIT = { passed: 0, failed: 1, error: 2 } as const;
 
@@ -49,6 +50,11 @@ interface RunFlags {
   workers?: string;
   runId?: string;
   timings?: string | false;
+  image?: string;
+  driver?: string;
+  memory?: string;
+  isolation?: string;
+  network?: string;
 }
 
 /** The adapter a suite directory looks like it needs (a fuller detection is issue #4). */
@@ -90,6 +96,7 @@ function buildRequest(flags: RunFlags): RunRequest {
     testTimeoutSec: positiveNumber('--test-timeout', flags.testTimeout),
     runTimeoutSec: positiveNumber('--run-timeout', flags.runTimeout),
     maxBatch: positiveInt('--max-batch', flags.maxBatch),
+    image: flags.image,
   };
   const durations = loadDurations(flags);
   const parsed = RunRequest.safeParse({ ...input, durations });
@@ -176,7 +183,7 @@ interface LocalServices {
   stop(): Promise<void>;
 }
 
-async function startLocal(url: string, workers: number): Promise<LocalServices> {
+async function startLocal(url: string, workers: number, flags: RunFlags): Promise<LocalServices> {
   // The person at the terminal reads the progress line and the summary (which says what
   // crashed or timed out); services and their slots log only errors unless
   // WARREN_LOG_LEVEL says otherwise.
@@ -188,7 +195,15 @@ async function startLocal(url: string, workers: number): Promise<LocalServices> 
     brokerUrl: url, reportDir: path.join(stateDir, 'reports'), stateDir: path.join(stateDir, 'journal'),
     log: createLogger('aggregator', level),
   });
-  const supervisor = new Supervisor({ brokerUrl: url, workers, graceMs: 2000, log: createLogger('worker-supervisor', level), dir: path.join(stateDir, 'slots') });
+  // --local --driver docker: the suite directory from --cwd is mounted into the containers
+  const config = loadSupervisorConfig({
+    workers, driver: flags.driver as SupervisorConfigInput['driver'],
+    docker: { mountSuite: true, image: flags.image, memory: flags.memory, isolation: flags.isolation as 'slot' | 'spec' | undefined, network: flags.network as 'none' | 'host' | undefined },
+  });
+  const supervisor = new Supervisor({
+    brokerUrl: url, workers, graceMs: 2000, log: createLogger('worker-supervisor', level), dir: path.join(stateDir, 'slots'),
+    driver: config.driver, docker: config.docker,
+  });
   await Promise.all([dispatcher.start(), aggregator.start(), supervisor.start()]);
   return {
     async stop() {
@@ -211,13 +226,14 @@ async function run(flags: RunFlags): Promise<number> {
   const url = brokerUrl(flags.broker);
   const workers = flags.workers !== undefined ? positiveInt('--workers', flags.workers) : os.availableParallelism();
   if (flags.workers !== undefined && !flags.local) throw new UsageError('--workers: only with --local (remote supervisors have their own --workers)');
+  if (flags.driver !== undefined && !flags.local) throw new UsageError('--driver: only with --local (remote supervisors have their own --driver)');
   const log = createLogger('cli', process.env.WARREN_LOG_LEVEL ?? 'warn');
   const broker = new Broker({ url, name: `warren cli ${runId}`, log, connectAttempts: 3 });
   await broker.start();
   let local: LocalServices | undefined;
   const progress = new ProgressView(process.stderr);
   try {
-    if (flags.local) local = await startLocal(url, workers);
+    if (flags.local) local = await startLocal(url, workers, flags);
     const report = await new Promise<RunReport>((resolve, reject) => {
       const waitMs = request.runTimeoutSec * 1000 + 120_000;
       const timer = setTimeout(() => reject(new UsageError(`no report for run ${runId} within ${Math.round(waitMs / 1000)} s: are a dispatcher, an aggregator and a supervisor running on ${url}?`)), waitMs);
@@ -280,6 +296,11 @@ export function program(): Command {
     .option('--broker <url>', 'RabbitMQ URL (default: $WARREN_BROKER_URL, then amqp://localhost)')
     .option('--local', 'also start a dispatcher, an aggregator and a supervisor for this run')
     .option('--workers <n>', 'with --local: parallel workers (default: the number of CPUs)')
+    .option('--image <name>', "the suite's image, for supervisors on the docker driver")
+    .option('--driver <name>', 'with --local: local (child processes) or docker (a container per worker)')
+    .option('--memory <size>', 'with --local --driver docker: memory limit per worker container, e.g. 512m')
+    .option('--isolation <level>', 'with --local --driver docker: slot (a container per worker) or spec (a fresh one per spec)')
+    .option('--network <mode>', 'with --local --driver docker: none or host')
     .action(async (flags: RunFlags) => {
       process.exitCode = await run(flags);
     });
@@ -296,11 +317,40 @@ export function program(): Command {
     .command('supervisor')
     .description('start a worker-supervisor: N isolated worker slots on this host')
     .option('--broker <url>', 'RabbitMQ URL (default: $WARREN_BROKER_URL, then amqp://localhost)')
+    .option('--config <file>', 'JSON file with any of the settings below (flags and WARREN_* variables win)')
     .option('--workers <n>', 'worker slots (default: $WARREN_WORKERS, then 2)')
-    .option('--id <name>', 'name of this supervisor (default: host-pid)')
-    .option('--grace <sec>', 'on SIGTERM, how long running tests may finish before they are requeued', '30')
-    .action(async (o: { broker?: string; workers?: string; id?: string; grace: string }) => {
-      await startSupervisor({ ...o, graceSec: positiveNumber('--grace', o.grace) });
+    .option('--id <name>', 'name of this supervisor (default: the host name, with -pid for the local driver)')
+    .option('--dir <dir>', "parent of the slots' directories; with docker, a host path ($WARREN_SUPERVISOR_DIR)")
+    .option('--grace <sec>', 'on SIGTERM, how long running tests may finish before they are requeued')
+    .option('--driver <name>', 'local (child processes), docker (a container per worker) ($WARREN_DRIVER)')
+    .option('--image <name>', 'docker: image when a run names none ($WARREN_IMAGE)')
+    .option('--isolation <level>', 'docker: slot (one container per worker, default) or spec (a fresh one per spec)')
+    .option('--memory <size>', 'docker: memory limit per container, e.g. 512m ($WARREN_MEMORY)')
+    .option('--cpus <n>', 'docker: CPUs per container, e.g. 1.5 ($WARREN_CPUS)')
+    .option('--pids-limit <n>', 'docker: processes per container ($WARREN_PIDS_LIMIT)')
+    .option('--network <mode>', 'docker: none (default) or host ($WARREN_NETWORK)')
+    .option('--user <user>', 'docker: user the tests run as ($WARREN_USER)')
+    .option('--mount-suite', 'docker: mount the suite directory of each run into the containers')
+    .action(async (o: Record<string, string | boolean | undefined>) => {
+      await startSupervisor({
+        broker: o.broker as string | undefined,
+        config: o.config as string | undefined,
+        workers: o.workers as string | undefined,
+        id: o.id as string | undefined,
+        dir: o.dir as string | undefined,
+        graceSec: o.grace as string | undefined,
+        driver: o.driver as SupervisorConfigInput['driver'],
+        docker: {
+          image: o.image as string | undefined,
+          isolation: o.isolation as 'slot' | 'spec' | undefined,
+          memory: o.memory as string | undefined,
+          cpus: o.cpus as string | undefined,
+          pidsLimit: o.pidsLimit as string | undefined,
+          network: o.network as 'none' | 'host' | undefined,
+          user: o.user as string | undefined,
+          mountSuite: o.mountSuite as boolean | undefined,
+        },
+      });
     });
 
   cmd

@@ -36,6 +36,8 @@ export const SuiteConfig = z.object({
   env: z.record(z.string(), z.string()).default({}),
   /** A single test running longer than this is killed and reported "timed out after N s". */
   testTimeoutSec: z.number().positive().default(300),
+  /** The suite's image, for supervisors on the docker driver (pulled when missing). */
+  image: z.string().min(1).optional(),
 });
 export type SuiteConfig = z.infer<typeof SuiteConfig>;
 

@@ -1,18 +1,24 @@
 /** Process entry of the worker-supervisor: `node dist/services/worker-supervisor/main.js` (or `warren supervisor`). */
 import { createLogger } from '../../shared/log.js';
-import { brokerUrl, positiveInt } from '../../shared/config.js';
+import { brokerUrl } from '../../shared/config.js';
 import { runService } from '../../shared/service.js';
+import { loadSupervisorConfig, type SupervisorConfigInput } from './config.js';
 import { Supervisor } from './supervisor.js';
 
-export function startSupervisor(opts: { broker?: string; workers?: string | number; id?: string; graceSec?: number }) {
+export function startSupervisor(opts: { broker?: string; config?: string } & SupervisorConfigInput) {
   const log = createLogger('worker-supervisor');
+  const url = brokerUrl(opts.broker);
+  const config = loadSupervisorConfig(opts);
   return runService(
     log,
     new Supervisor({
-      brokerUrl: brokerUrl(opts.broker),
-      workers: positiveInt('--workers', opts.workers ?? process.env.WARREN_WORKERS ?? 2),
-      id: opts.id ?? process.env.WARREN_SUPERVISOR_ID,
-      graceMs: (opts.graceSec ?? 30) * 1000,
+      brokerUrl: url,
+      workers: config.workers,
+      id: config.id,
+      dir: config.dir,
+      graceMs: config.graceSec * 1000,
+      driver: config.driver,
+      docker: config.docker,
       log,
     }),
   );

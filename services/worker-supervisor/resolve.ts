@@ -53,6 +53,7 @@ export interface Resolution {
 const normFile = (f: string | undefined) => (f ?? '').replace(/^\.\//, '');
 
 export function describeExit(exit: ProcessExit): string {
+  if (exit.oom) return `killed: out of memory (${exit.oom})`;
   if (exit.signal) return `killed by ${exit.signal}`;
   return `exited with code ${exit.code}`;
 }
@@ -99,7 +100,9 @@ export function resolveAttempt(tests: TestRef[], outcome: AttemptOutcome): Resol
   const stderrTail = outcome.stderr.trim().split('\n').slice(-20).join('\n');
   const whatHappened = outcome.timedOutAfterSec !== undefined
     ? `timed out after ${outcome.timedOutAfterSec} s`
-    : `crashed: the test process ${describeExit(outcome.exit)}`;
+    : outcome.exit.oom
+      ? describeExit(outcome.exit)
+      : `crashed: the test process ${describeExit(outcome.exit)}`;
   if (crashed && culprit) {
     settled.set(culprit.id, result(culprit, { status: 'failed', durationMs: outcome.elapsedMs, message: whatHappened, details: stderrTail || undefined }));
   }

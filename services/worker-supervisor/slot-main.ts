@@ -4,19 +4,14 @@
  * (the IPC channel disconnects, even after a SIGKILL of the supervisor) the slot kills its
  * test process and exits at once: its unacked job is redelivered to a live worker.
  */
+import Docker from 'dockerode';
 import { createLogger } from '../../shared/log.js';
 import { LocalDriver } from './drivers/local.js';
 import { NoopDriver } from './drivers/noop.js';
+import { DockerDriver } from './drivers/docker.js';
+import type { WorkerDriver } from './drivers/driver.js';
 import { Slot, type SlotActivity } from './slot.js';
-
-interface SlotConfig {
-  brokerUrl: string;
-  index: number;
-  workerId: string;
-  dir: string;
-  graceMs: number;
-  driver: 'local' | 'noop';
-}
+import type { SlotConfig, SlotRequest, SupervisorReply } from './supervisor.js';
 
 const config = JSON.parse(process.env.WARREN_SLOT ?? 'null') as SlotConfig | null;
 if (!config) {
@@ -25,7 +20,56 @@ if (!config) {
 }
 const log = createLogger('worker-slot').child({ worker: config.workerId });
 const send = (activity: SlotActivity) => process.send?.(activity);
-const slot = new Slot({ ...config, driver: config.driver === 'noop' ? new NoopDriver() : new LocalDriver(), log, onState: send });
+/** Asks the supervisor to make an image present (one pull per image on the host). */
+let requests = 0;
+const waiting = new Map<number, (reply: SupervisorReply) => void>();
+process.on('message', (m: SupervisorReply) => waiting.get(m.id)?.(m));
+function ensureImage(image: string): Promise<void> {
+  const id = ++requests;
+  return new Promise((resolve, reject) => {
+    waiting.set(id, (reply) => {
+      waiting.delete(id);
+      if (reply.error) reject(new Error(reply.error));
+      else resolve();
+    });
+    process.send?.({ type: 'ensure-image', id, image } satisfies SlotRequest);
+  });
+}
+
+function makeDriver(c: SlotConfig): WorkerDriver {
+  if (c.driver === 'noop') return new NoopDriver();
+  if (c.driver === 'local') return new LocalDriver();
+  return new DockerDriver({
+    docker: new Docker(),
+    supervisorId: c.supervisorId,
+    slotIndex: c.index,
+    slotDir: c.dir,
+    assetsDir: c.assetsDir,
+    defaultImage: c.docker.image,
+    isolation: c.docker.isolation,
+    memory: c.docker.memory,
+    nanoCpus: Math.round(c.docker.cpus * 1e9),
+    pidsLimit: c.docker.pidsLimit,
+    network: c.docker.network,
+    user: c.docker.user,
+    mountSuite: c.docker.mountSuite,
+    env: c.env,
+    ensureImage,
+    log,
+  });
+}
+
+const slot = new Slot({
+  ...config,
+  driver: makeDriver(config),
+  log,
+  onState: send,
+  onBroken: () => {
+    // Leave without acking: the broker redelivers the job, the supervisor restarts us
+    // with a backoff and a fresh environment.
+    process.exit(3);
+  },
+});
 
 process.on('disconnect', () => {
   // Our supervisor is gone: nobody would restart or reap us. Leave now; the broker requeues.

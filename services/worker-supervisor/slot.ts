@@ -33,6 +33,14 @@ export interface SlotOptions {
   log: Logger;
   /** Told what the slot is doing (the supervisor forwards it in heartbeats). */
   onState?: (state: SlotActivity) => void;
+  /** The worker's environment broke under a job (its container died): the slot must go,
+   * so that the broker redelivers the job and the supervisor starts a fresh slot. */
+  onBroken?: (reason: string) => void;
+}
+
+/** The environment failed, not the test: the job goes back to the queue. */
+export class WorkerBrokenError extends Error {
+  override name = 'WorkerBrokenError';
 }
 
 export type SlotActivity =
@@ -114,6 +122,12 @@ export class Slot {
       if (job.type === 'discover') await this.discover(job, d);
       else await this.spec(job, d);
     } catch (err) {
+      if (err instanceof WorkerBrokenError) {
+        // Not acked: the job is redelivered when this slot's connection goes.
+        this.opts.log.warn({ runId: job.runId, specId: job.id, reason: err.message }, 'worker environment broke under a job; giving it back');
+        this.opts.onBroken?.(err.message);
+        return;
+      }
       // Stopping mid-job closes the connection under the publish: the job is unacked and
       // goes back to the queue, which is the point of stopping. Anything else is a bug.
       if (this.state !== 'stopped') throw err;
@@ -142,7 +156,7 @@ export class Slot {
       const adapter = adapterFor(suite.adapter);
       const files = this.files();
       const timeoutSec = Math.max(120, suite.testTimeoutSec);
-      const { outcome, events, stdout } = await this.execute(adapter.discover(suite, files), suite, files, timeoutSec, true);
+      const { outcome, events, stdout } = await this.execute(adapter.discover(suite, this.opts.driver.context), suite, files, timeoutSec, true);
       if (adapter.events) {
         tests = dedupeTests(events.filter((e): e is Extract<FrameworkEvent, { event: 'test' }> => e.event === 'test'));
         if (!events.some((e) => e.event === 'done')) {
@@ -183,7 +197,7 @@ export class Slot {
     const adapter = adapterFor(job.suite.adapter);
     const files = this.files();
     fs.writeFileSync(files.ids, job.tests.map((t) => t.id).join('\n') + '\n');
-    const { outcome, stdout } = await this.execute(adapter.run(job.suite, job.tests, files), job.suite, files, job.suite.testTimeoutSec, false, job);
+    const { outcome, stdout } = await this.execute(adapter.run(job.suite, job.tests, this.opts.driver.context), job.suite, files, job.suite.testTimeoutSec, false, job);
     const resolution: Resolution = adapter.events ? resolveAttempt(job.tests, outcome) : resolveByExitCode(job.tests, outcome, stdout);
     if (resolution.results.length > 0) {
       const msg: SpecResult = {
@@ -219,16 +233,17 @@ export class Slot {
   /** Runs one framework process, killing it when one test outlives the timeout. */
   private async execute(
     argv: string[],
-    suite: { cwd: string; env: Record<string, string> },
+    suite: { cwd: string; env: Record<string, string>; image?: string },
     files: RunFiles,
     timeoutSec: number,
     wholeProcess: boolean,
     job?: SpecJob,
   ) {
     const started = Date.now();
-    const proc = this.opts.driver.start({
+    const proc = await this.opts.driver.start({
       argv,
       cwd: suite.cwd,
+      image: suite.image,
       env: {
         ...suite.env,
         WARREN_EVENTS: files.events,
@@ -263,6 +278,7 @@ export class Slot {
     }, WATCH_INTERVAL_MS);
     const exit = await proc.exited;
     clearInterval(watch);
+    if (exit.infra) throw new WorkerBrokenError(exit.infra);
     const events = parseEvents(readFrom(files.events, 0).toString('utf8'));
     return {
       outcome: { events, exit, timedOutAfterSec, stderr: proc.stderrTail(), elapsedMs: Date.now() - started },

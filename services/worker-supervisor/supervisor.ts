@@ -9,11 +9,37 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import Docker from 'dockerode';
 import { Broker } from '../../shared/broker.js';
+import { InfrastructureError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
 import { SCHEMA_VERSION, type Heartbeat } from '../../shared/messages.js';
 import { EXCHANGES } from '../../shared/topology.js';
 import type { SlotActivity } from './slot.js';
+import type { SupervisorConfig } from './config.js';
+import { assetsDir } from './adapters/adapter.js';
+import { LABELS, removeContainers } from './drivers/docker.js';
+import { ImagePuller, dockerImageStore } from './drivers/images.js';
+
+/** What a slot process is told at start (env WARREN_SLOT). */
+export interface SlotConfig {
+  brokerUrl: string;
+  index: number;
+  workerId: string;
+  supervisorId: string;
+  dir: string;
+  graceMs: number;
+  driver: SupervisorConfig['driver'];
+  docker: SupervisorConfig['docker'];
+  /** Our plug-ins, where the driver's processes can read them. */
+  assetsDir: string;
+  /** Environment of every test process of this slot. */
+  env: Record<string, string>;
+}
+
+/** Slot → supervisor over IPC, besides activity reports. */
+export type SlotRequest = { type: 'ensure-image'; id: number; image: string };
+export type SupervisorReply = { type: 'image-ready'; id: number; error?: string };
 
 export interface SupervisorOptions {
   brokerUrl: string;
@@ -26,8 +52,10 @@ export interface SupervisorOptions {
   /** On SIGTERM, how long a running test may take to finish before it is killed and requeued. */
   graceMs?: number;
   heartbeatMs?: number;
-  /** Where tests run: `local` child processes (default), or `noop` (runs nothing; benchmarks). */
-  driver?: 'local' | 'noop';
+  /** Where tests run: `local` child processes (default), `docker` containers, or `noop`
+   * (runs nothing; benchmarks). */
+  driver?: SupervisorConfig['driver'];
+  docker?: SupervisorConfig['docker'];
   log: Logger;
 }
 
@@ -52,14 +80,18 @@ export class Supervisor {
   private readonly dir: string;
   private heartbeat?: NodeJS.Timeout;
   private stopping?: Promise<void>;
+  private puller?: ImagePuller;
+  private assets = assetsDir();
 
   constructor(private readonly opts: SupervisorOptions) {
-    this.id = opts.id ?? `${os.hostname()}-${process.pid}`;
+    // With docker, a restarted supervisor must find its earlier containers: a stable name.
+    this.id = opts.id ?? (opts.driver === 'docker' ? os.hostname() : `${os.hostname()}-${process.pid}`);
     this.dir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'warren-supervisor-'));
     this.broker = new Broker({ url: opts.brokerUrl, name: `warren supervisor ${this.id}`, log: opts.log });
   }
 
   async start(): Promise<void> {
+    if (this.opts.driver === 'docker') await this.startDocker();
     await this.broker.start();
     for (let i = 0; i < this.opts.workers; i++) {
       const handle: SlotHandle = { index: i, activity: { state: 'starting' }, startedAt: 0, failures: 0 };
@@ -102,27 +134,59 @@ export class Supervisor {
     this.state = 'stopped';
   }
 
+  /** The engine answers, our earlier containers are gone, the plug-ins are where it can mount them. */
+  private async startDocker(): Promise<void> {
+    const docker = new Docker();
+    try {
+      await docker.ping();
+    } catch (err) {
+      throw new InfrastructureError(`cannot reach the Docker engine (${process.env.DOCKER_HOST ?? '/var/run/docker.sock'}): ${(err as Error).message}`);
+    }
+    await removeContainers(docker, { [LABELS.supervisor]: this.id }, this.opts.log);
+    this.assets = path.join(this.dir, 'assets');
+    fs.cpSync(assetsDir(), this.assets, { recursive: true });
+    this.puller = new ImagePuller(dockerImageStore(docker), this.opts.docker?.registryAuth);
+  }
+
   private spawn(handle: SlotHandle): void {
     const workerId = `${this.id}/${handle.index}`;
     const dir = path.join(this.dir, `slot-${handle.index}`);
     fs.mkdirSync(dir, { recursive: true });
-    const env = {
-      ...process.env,
-      WARREN_SLOT: JSON.stringify({ brokerUrl: this.opts.brokerUrl, index: handle.index, workerId, dir, graceMs: this.opts.graceMs ?? 30_000, driver: this.opts.driver ?? 'local' }),
+    const slotEnv = {
       WARREN_WORKER_INDEX: String(handle.index),
       // parallel_tests' convention: '' for the first worker, then '2', '3', ...
       TEST_ENV_NUMBER: handle.index === 0 ? '' : String(handle.index + 1),
       WARREN_WORKER_ID: workerId,
       WARREN_SLOT_DIR: dir,
     };
+    const config: SlotConfig = {
+      brokerUrl: this.opts.brokerUrl, index: handle.index, workerId, supervisorId: this.id, dir,
+      graceMs: this.opts.graceMs ?? 30_000, driver: this.opts.driver ?? 'local',
+      docker: this.opts.docker ?? { isolation: 'slot', memory: 0, cpus: 0, pidsLimit: 0, network: 'none', mountSuite: false },
+      assetsDir: this.assets, env: slotEnv,
+    };
+    const env = { ...process.env, ...slotEnv, WARREN_SLOT: JSON.stringify(config) };
     const child = fork(SLOT_MAIN, [], { env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     handle.child = child;
     handle.startedAt = Date.now();
     handle.activity = { state: 'starting' };
-    child.on('message', (m: SlotActivity) => {
+    child.on('message', (m: SlotActivity | SlotRequest) => {
+      if ('type' in m) return void this.onRequest(child, m);
       handle.activity = m;
     });
     child.on('exit', (code, signal) => this.onSlotExit(handle, child, code, signal));
+  }
+
+  private async onRequest(child: ChildProcess, req: SlotRequest): Promise<void> {
+    let reply: SupervisorReply;
+    try {
+      if (!this.puller) throw new Error('this supervisor does not run the docker driver');
+      await this.puller.ensure(req.image);
+      reply = { type: 'image-ready', id: req.id };
+    } catch (err) {
+      reply = { type: 'image-ready', id: req.id, error: (err as Error).message };
+    }
+    if (child.connected) child.send(reply);
   }
 
   private onSlotExit(handle: SlotHandle, child: ChildProcess, code: number | null, signal: string | null): void {

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AdapterName, SuiteConfig, TestRef } from '../../../shared/messages.js';
+import type { AdapterContext } from '../drivers/driver.js';
 
 /** Files the slot gives the framework process. */
 export interface RunFiles {
@@ -21,8 +22,8 @@ export interface Adapter {
   readonly name: AdapterName;
   /** True when results come as events (EVENTS.md); false: exit code and stdout only. */
   readonly events: boolean;
-  discover(suite: SuiteConfig, files: RunFiles): string[];
-  run(suite: SuiteConfig, tests: TestRef[], files: RunFiles): string[];
+  discover(suite: SuiteConfig, ctx: AdapterContext): string[];
+  run(suite: SuiteConfig, tests: TestRef[], ctx: AdapterContext): string[];
   /** For adapters without events: the tests listed on the discover command's stdout. */
   parseDiscoveryOutput?(stdout: string): TestRef[];
 }
@@ -38,9 +39,9 @@ export function assetsDir(): string {
   return candidates.find((d) => fs.existsSync(d)) ?? candidates[1]!;
 }
 
-const rspecBase = (suite: SuiteConfig): string[] => {
+const rspecBase = (suite: SuiteConfig, ctx: AdapterContext): string[] => {
   const bundled = fs.existsSync(path.join(suite.cwd, 'Gemfile'));
-  const formatter = path.join(assetsDir(), 'warren_formatter.rb');
+  const formatter = path.join(ctx.assets, 'warren_formatter.rb');
   return [
     ...(bundled ? ['bundle', 'exec', 'rspec'] : ['rspec']),
     '--require', formatter, '--format', 'WarrenFormatter', '--out', '/dev/null', '--no-color',
@@ -50,20 +51,20 @@ const rspecBase = (suite: SuiteConfig): string[] => {
 export const rspec: Adapter = {
   name: 'rspec',
   events: true,
-  discover: (suite) => [...rspecBase(suite), '--dry-run'],
-  run: (suite, tests) => [...rspecBase(suite), ...tests.map((t) => t.id)],
+  discover: (suite, ctx) => [...rspecBase(suite, ctx), '--dry-run'],
+  run: (suite, tests, ctx) => [...rspecBase(suite, ctx), ...tests.map((t) => t.id)],
 };
 
 /**
  * An adapter whose plug-in is a script of ours run in the suite directory as
  * `<interpreter> <script> discover|run`, reading the ids to run from WARREN_IDS_FILE.
  */
-function scriptAdapter(name: AdapterName, script: string, interpreter: (suite: SuiteConfig) => string): Adapter {
-  const argv = (suite: SuiteConfig, mode: 'discover' | 'run') => [interpreter(suite), path.join(assetsDir(), script), mode];
-  return { name, events: true, discover: (suite) => argv(suite, 'discover'), run: (suite) => argv(suite, 'run') };
+function scriptAdapter(name: AdapterName, script: string, interpreter: (suite: SuiteConfig, ctx: AdapterContext) => string): Adapter {
+  const argv = (suite: SuiteConfig, ctx: AdapterContext, mode: 'discover' | 'run') => [interpreter(suite, ctx), path.join(ctx.assets, script), mode];
+  return { name, events: true, discover: (suite, ctx) => argv(suite, ctx, 'discover'), run: (suite, _tests, ctx) => argv(suite, ctx, 'run') };
 }
 
-const node = () => process.execPath;
+const node = (_suite: SuiteConfig, ctx: AdapterContext) => ctx.node;
 
 /** The suite's Python: WARREN_PYTHON in the run's env, else its .venv, else python3. */
 const python = (suite: SuiteConfig) =>

@@ -10,11 +10,26 @@ export interface Invocation {
   /** Added to the slot's own environment. */
   env: Record<string, string>;
   cwd: string;
+  /** The run's suite image (docker driver). */
+  image?: string;
 }
 
 export interface ProcessExit {
   code: number | null;
   signal: string | null;
+  /** The kernel killed it for memory (the container's limit). A result, pinned on the test. */
+  oom?: string;
+  /** The worker's environment itself failed (its container died, the engine is gone): not
+   * the test's doing. The slot gives the spec back to the queue and is restarted. */
+  infra?: string;
+}
+
+/** Where adapters find what they run, as seen by the test process. */
+export interface AdapterContext {
+  /** The node binary. */
+  node: string;
+  /** The directory holding our framework plug-ins. */
+  assets: string;
 }
 
 export interface RunningProcess {
@@ -30,9 +45,10 @@ export interface RunningProcess {
 
 export interface WorkerDriver {
   readonly name: string;
+  readonly context: AdapterContext;
   /** Prepares the slot (a directory, a container). Called once per slot process. */
   prepare(): Promise<void>;
-  start(inv: Invocation): RunningProcess;
+  start(inv: Invocation): Promise<RunningProcess>;
   /** Releases what prepare() made. */
   dispose(): Promise<void>;
 }

@@ -3,15 +3,17 @@
  * group so that a timeout kills the framework and whatever it started.
  */
 import { spawn } from 'node:child_process';
-import type { Invocation, ProcessExit, RunningProcess, WorkerDriver } from './driver.js';
+import type { AdapterContext, Invocation, ProcessExit, RunningProcess, WorkerDriver } from './driver.js';
 import { Tail } from './driver.js';
+import { assetsDir } from '../adapters/adapter.js';
 
 export class LocalDriver implements WorkerDriver {
   readonly name = 'local';
+  readonly context: AdapterContext = { node: process.execPath, assets: assetsDir() };
 
   async prepare(): Promise<void> {}
 
-  start(inv: Invocation): RunningProcess {
+  async start(inv: Invocation): Promise<RunningProcess> {
     const [cmd, ...args] = inv.argv;
     const child = spawn(cmd!, args, {
       cwd: inv.cwd,

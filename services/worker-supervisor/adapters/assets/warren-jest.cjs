@@ -200,7 +200,7 @@ async function warrenTestRunner(globalConfig, config, environment, runtime, test
       block.children = block.children.filter((c) => c.type !== 'test' || keep.has(c));
       for (const c of block.children) if (c.type === 'describeBlock') prune(c);
     })(state.rootDescribeBlock);
-    fs.writeFileSync(sideFile(process.env.WARREN_JEST_STATE, testPath), JSON.stringify({ file: rel, kept, notFound }));
+    fs.writeFileSync(sideFile(process.env.WARREN_JEST_STATE, testPath), JSON.stringify({ file: rel, total: all.length, kept, notFound }));
   };
   const original = environment.handleTestEvent;
   environment.handleTestEvent = function warrenHandleTestEvent(event, state) {
@@ -248,6 +248,7 @@ class WarrenReporter {
     } catch (_) { /* not (yet) there: the file did not reach run_start */ }
     if (side) {
       f.kept = side.kept;
+      f.total = side.total;
       f.notFound = side.notFound;
       for (const k of side.kept) {
         for (const m of [f.live, f.liveStart, f.final]) {
@@ -291,21 +292,27 @@ class WarrenReporter {
         for (const c of result.console) process.stderr.write('[' + f.rel + '] console.' + c.type + ': ' + c.message + '\n');
       }
       f.done = true;
-      f.execError = !!result.testExecError;
+      // jest fails a file that reports no test ("Your test suite must contain at least one
+      // test."): when the file has tests but none of them was asked for (only ids that
+      // are not found), that is our doing, not an error of the file
+      const emptied = f.kept && f.kept.length === 0 && f.total > 0 && (result.testResults || []).length === 0;
+      f.execError = !!result.testExecError && !emptied;
       for (const r of result.testResults || []) {
         const q = f.final.get([...r.ancestorTitles, r.title].join(' > '));
         const k = q && q.shift();
         if (k) endFromResult(runState.info.get(k.id), r);
       }
       for (const id of f.notFound) notFoundTest(id, 'test not found in ' + f.rel + ' (renamed or removed since discovery, or defined conditionally)');
-      if (result.testExecError) {
+      if (f.execError) {
         const e = result.testExecError;
         const text = stripAnsi(e.stack && String(e.stack).includes(String(e.message || '')) ? e.stack : (e.message || '') + '\n' + (e.stack || ''));
         const message = f.kept
           ? 'error outside the tests of ' + f.rel + ': ' + messageOf(text)
           : 'failed to load ' + f.rel + ': ' + messageOf(text);
         const ev = { event: 'error', message, file: f.rel };
-        const details = stripAnsi(result.failureMessage || text).trim();
+        // a load failure: jest's own rendering (with the code frame); otherwise the error
+        // (the file's failureMessage also holds every failed test of the file)
+        const details = (f.kept ? text : stripAnsi(result.failureMessage || text)).trim();
         if (details) ev.details = details;
         emit(ev);
       }
@@ -372,8 +379,9 @@ function startTest(rec) {
 
 function endTest(rec, status, durationMs, message, details) {
   if (!rec || rec.ended) return;
-  if (status !== 'pending') startTest(rec);
+  startTest(rec);
   rec.ended = true;
+  rec.status = status;
   const ev = {
     event: 'test_end', id: rec.id, file: rec.file, name: rec.name, status,
     durationMs: typeof durationMs === 'number' && isFinite(durationMs) ? Math.round(durationMs) : rec.started ? Date.now() - rec.t0 : 0,
@@ -595,15 +603,16 @@ async function run(J, cwd) {
     WARREN_JEST_RUNNERS: JSON.stringify(runners),
   });
   runState = { cwd, stateDir, files: new Map(), info: new Map() };
+  const existing = [...byFile.keys()].filter((rel) => fs.existsSync(path.resolve(cwd, rel)));
   const argv = await makeArgv(J, {
-    _: [...byFile.keys()].map((rel) => path.resolve(cwd, rel)),
+    _: existing.map((rel) => path.resolve(cwd, rel)),
     runTestsByPath: true,
     testRunner: __filename,
     reporters: [__filename],
   });
   emit({ event: 'start', count: ids.length });
   let globalConfig = null;
-  if (byFile.size > 0) {
+  if (existing.length > 0) {
     try {
       ({ globalConfig } = await J.jest.runCLI(argv, [cwd]));
     } catch (err) {

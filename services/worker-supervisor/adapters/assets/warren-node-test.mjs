@@ -1,0 +1,668 @@
+#!/usr/bin/env node
+/*
+ * warren-node-test.mjs: Warren's adapter for node's built-in test runner, node:test
+ * (see ../EVENTS.md for the events protocol). Written for node 20 (tested on 20.20).
+ *
+ *   cd <suite dir> && WARREN_EVENTS=/tmp/ev.jsonl node /abs/warren-node-test.mjs discover
+ *   cd <suite dir> && WARREN_EVENTS=/tmp/ev.jsonl WARREN_IDS_FILE=/tmp/ids node /abs/warren-node-test.mjs run
+ *
+ * How: the script runs node's own test runner,
+ *
+ *   node --expose-internals --import <this file> --test --test-name-pattern=<...>
+ *        --test-reporter=<this file> --test-reporter-destination=stdout [files]
+ *
+ * (files: none in discovery, so node picks the test files with its own default rules; the
+ * requested files in run). node runs each test file in a child process, with the same
+ * flags; this one file then plays three parts:
+ * - the script (above), which turns what the reporter prints into Warren's events;
+ * - a preload (`--import`) in each test file's process, which decides which tests run.
+ *   node 20 has no dry run and its --test-name-pattern matches a test's own name or any
+ *   ancestor's, so it can neither list tests without running them nor pick exactly one
+ *   test among several of the same name. The preload replaces the matcher node calls for
+ *   every test and suite it creates once a name pattern is given
+ *   (`Test.prototype.matchesTestNamePatterns` of node's internal test_runner/test module,
+ *   reached with --expose-internals): it sees the test's parents, so it computes the
+ *   test's id (full name, ` #n` for duplicates, in creation order: definition order) and
+ *   answers "run" for exactly the requested ids (in discovery: for none). A test that does
+ *   not match is skipped by node itself (its function replaced by a no-op); suites always
+ *   match (node still runs describe bodies to register their tests). Hooks
+ *   (`Test.prototype.runHook`) run only for suites/tests that contain a selected test, and
+ *   never in discovery. So discovery loads each file (module code and describe bodies
+ *   run) and runs no test body and no hook; a run runs exactly the requested tests.
+ *   Subtests created inside a running test (t.test()) run with it; they are not listed.
+ * - node's test reporter (the default export, in node's orchestrating process): prints
+ *   every test event as a JSON line on stdout, for the script.
+ * Names come from node's report events (test:start / test:pass / test:fail, reported in
+ * definition order with their nesting), not from the preload: the ids the script gives and
+ * the ids the preload selects are computed the same way on the same tree.
+ *
+ * - Test ids: `<file> :: <suite > ... > test name>`, duplicates within a file get ` #2`,
+ *   ` #3`...; `name` is the full name (node:test names joined with ' > '). A skipped
+ *   describe (node never runs its body, so its tests are unknown) is listed as one test
+ *   named after the describe, pending, as node reports it.
+ * - Reporting: test_start on test:dequeue (when node is about to run it), test_end on the
+ *   test's test:pass / test:fail. Status: skip or todo -> pending, pass -> passed, fail ->
+ *   failed, message `<error name>: <message>` (its first line, plus the next lines
+ *   collapsed when it ends with ':'), details the error's stack. A failing suite with an
+ *   error of its own (a hook, an exception in the describe body) is an `error` event.
+ * - A file that fails to load (node reports the file itself as a failed test and nothing
+ *   else) is listed in discovery as a test whose id is the file, plus an `error` event; in
+ *   run it is an `error` event with `file`. Its message is the error node printed on the
+ *   file's stderr. A file whose process dies part-way (process.exit, a signal) fails the
+ *   test that was running; the tests it never reached are left for Warren to run again.
+ *
+ * Limits: node 20's internals (test_runner/test) are used, checked at start (a clear error
+ * otherwise); describe blocks running their tests concurrently may make test_start go to
+ * the wrong one of two tests with the same full name (test_end never does).
+ *
+ * Exit codes: discover 0 when it completed (load errors are events, not a failed
+ * discovery); run 0 when every test passed or was pending and no `error` event was
+ * written, 1 otherwise; 2 when the adapter itself could not work.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+const TAG = 'warren-node-test';
+const SELF = fileURLToPath(import.meta.url);
+const isMain = !!process.argv[1] && path.resolve(process.argv[1]) === SELF;
+
+// --------------------------------------------------------------------------- helpers (all parts)
+
+const toPosix = (p) => p.split(path.sep).join('/');
+const relPath = (cwd, abs) => toPosix(path.relative(cwd, abs)).replace(/^\.\//, '');
+
+function readIdsFile(file) {
+  // keep names exactly (they may end with spaces): only strip line terminators
+  return fs.readFileSync(file, 'utf8').split('\n').map((l) => l.replace(/\r$/, '')).filter((l) => l.trim() !== '');
+}
+
+/** requested ids grouped by file: rel -> {whole, wholeIds, ids: Set, requested: []} */
+function groupIds(cwd, ids) {
+  const byFile = new Map();
+  for (const id of ids) {
+    const i = id.indexOf(' :: ');
+    const rel = relPath(cwd, path.resolve(cwd, i < 0 ? id : id.slice(0, i)));
+    if (!byFile.has(rel)) byFile.set(rel, { whole: false, wholeIds: [], ids: new Set(), requested: [] });
+    const entry = byFile.get(rel);
+    if (i < 0) {
+      entry.whole = true;
+      entry.wholeIds.push(id);
+    } else {
+      const norm = rel + id.slice(i);
+      if (!entry.ids.has(norm)) entry.requested.push(norm);
+      entry.ids.add(norm);
+    }
+  }
+  return byFile;
+}
+
+/** `<file> :: a > b` plus ` #n` for the n-th item (n > 1) of that full name in the file. */
+function idOf(rel, counts, names) {
+  const key = names.join(' > ');
+  const n = (counts.get(key) || 0) + 1;
+  counts.set(key, n);
+  return { id: rel + ' :: ' + key + (n > 1 ? ' #' + n : ''), name: key };
+}
+
+// --------------------------------------------------------------------------- preload part (each test file's process)
+
+function installPreload() {
+  const mode = process.env.WARREN_NODE_TEST_MODE;
+  const cwd = process.env.WARREN_NODE_TEST_CWD || process.cwd();
+  const require = createRequire(import.meta.url);
+  let T;
+  try {
+    T = require('internal/test_runner/test');
+  } catch (err) {
+    throw new Error(TAG + ': cannot reach node:test internals (internal/test_runner/test, needs --expose-internals): ' + err.message);
+  }
+  const { Test, Suite } = T || {};
+  if (typeof Test !== 'function' || typeof Suite !== 'function' ||
+    typeof Test.prototype.matchesTestNamePatterns !== 'function' || typeof Test.prototype.runHook !== 'function') {
+    throw new Error(TAG + ': node ' + process.version + ' test runner internals are not the ones of node 20 (Test.prototype.matchesTestNamePatterns, runHook)');
+  }
+  if (!process.execArgv.some((a) => a.startsWith('--test-name-pattern'))) {
+    throw new Error(TAG + ': no --test-name-pattern in this test process: the selection would not apply');
+  }
+  const file = path.resolve(process.argv[1] || '');
+  const rel = relPath(cwd, file);
+  let want = { whole: false, ids: new Set() };
+  if (mode === 'run') want = groupIds(cwd, readIdsFile(process.env.WARREN_IDS_FILE)).get(rel) || want;
+  const counts = new Map();
+  const SELECTED = Symbol('warren.selected');
+
+  Test.prototype.matchesTestNamePatterns = function warrenMatches() {
+    if (!this.parent) return true; // the root test
+    const names = [];
+    for (let t = this; t && t.parent; t = t.parent) names.unshift(t.name);
+    let insideTest = false; // a subtest created by a running test (t.test())
+    for (let p = this.parent; p && p.parent; p = p.parent) if (!(p instanceof Suite)) insideTest = true;
+    const { id } = idOf(rel, counts, names);
+    if (this instanceof Suite) return true; // build every suite: its body registers its tests
+    if (mode !== 'run') return false; // discovery: node skips it (its function is never called)
+    const selected = insideTest || want.whole || want.ids.has(id);
+    if (selected) for (let p = this; p; p = p.parent) p[SELECTED] = true;
+    return selected;
+  };
+  const runHook = Test.prototype.runHook;
+  Test.prototype.runHook = function warrenRunHook(hook, args) {
+    // hooks run only around selected tests, never in discovery
+    if (mode !== 'run' || !this[SELECTED]) return Promise.resolve();
+    return runHook.call(this, hook, args);
+  };
+  // tell the script this file's process was set up (a missing preload must not pass silently)
+  if (process.env.WARREN_NODE_TEST_STATE) {
+    fs.writeFileSync(path.join(process.env.WARREN_NODE_TEST_STATE, 'preload-' + process.pid), rel + '\n');
+  }
+}
+
+if (!isMain && process.env.NODE_TEST_CONTEXT && process.env.WARREN_NODE_TEST_MODE) installPreload();
+
+// --------------------------------------------------------------------------- reporter part (node's orchestrating process)
+
+function plainError(e) {
+  if (e === null || e === undefined) return undefined;
+  if (typeof e !== 'object' && typeof e !== 'function') return { message: String(e), notAnError: true };
+  const out = {};
+  for (const k of ['name', 'message', 'code', 'stack', 'failureType', 'exitCode', 'signal']) {
+    try {
+      if (e[k] !== undefined && e[k] !== null) out[k] = typeof e[k] === 'number' ? e[k] : String(e[k]);
+    } catch (_) { /* exotic */ }
+  }
+  if (!(e instanceof Error) && out.name === undefined && out.stack === undefined) out.notAnError = true;
+  return out;
+}
+
+/** node:test reporter: one JSON line per event, for the script. */
+export default async function* warrenNodeTestReporter(source) {
+  for await (const ev of source) {
+    const d = ev.data || {};
+    const out = { type: ev.type };
+    for (const k of ['name', 'nesting', 'file', 'skip', 'todo', 'message', 'testNumber']) if (d[k] !== undefined) out[k] = d[k];
+    if (d.details) {
+      if (d.details.type) out.kind = d.details.type;
+      if (d.details.duration_ms !== undefined) out.durationMs = d.details.duration_ms;
+      if (d.details.error) {
+        const e = plainError(d.details.error);
+        try {
+          e.cause = plainError(d.details.error.cause);
+        } catch (_) { /* ignore */ }
+        out.error = e;
+      }
+    }
+    yield JSON.stringify(out) + '\n';
+  }
+}
+
+// --------------------------------------------------------------------------- script part
+
+let eventsFd = null;
+let finished = false;
+let anyFailure = false;
+
+function emit(ev) {
+  if (ev.event === 'error' || (ev.event === 'test_end' && ev.status === 'failed')) anyFailure = true;
+  const line = JSON.stringify(ev) + '\n';
+  if (eventsFd === null) {
+    process.stderr.write('[' + TAG + '] (no events file) ' + line);
+    return;
+  }
+  // writeSync on an O_APPEND fd: the line is in the kernel before we go on
+  fs.writeSync(eventsFd, line);
+}
+
+function fatal(message, err) {
+  const ev = { event: 'error', message: TAG + ': ' + message };
+  if (err) {
+    ev.message += ': ' + (err && err.message ? err.message : String(err));
+    if (err && err.stack) ev.details = String(err.stack);
+  }
+  emit(ev);
+  finished = true;
+  process.stderr.write(ev.message + '\n' + (ev.details ? ev.details + '\n' : ''));
+  process.exit(2);
+}
+
+/**
+ * One line of an error message: its first line, plus, when that line only introduces
+ * what follows (ends with ':', as node's assert does), the following lines collapsed.
+ */
+function oneLine(s) {
+  const lines = String(s).split('\n');
+  let out = lines[0].trimEnd();
+  if (lines.length > 1 && out.endsWith(':')) {
+    const rest = lines.slice(1).map((l) => l.trim()).filter(Boolean).join(' ').replace(/\s+/g, ' ');
+    if (rest) out += ' ' + (rest.length > 200 ? rest.slice(0, 200) + '…' : rest);
+  }
+  return out;
+}
+
+/** `{message, details}` of a failed test's error (node wraps the thrown error as `cause`). */
+function failureOf(error) {
+  if (!error) return { message: 'Error: failed' };
+  const c = error.cause && !error.cause.notAnError ? error.cause : null;
+  const name = (c ? c.name : null) || 'Error';
+  const msg = c ? c.message || '' : error.cause && error.cause.notAnError && error.failureType === 'testCodeFailure' ? error.cause.message : error.message || '';
+  const message = name + ': ' + oneLine(msg);
+  const details = (c && c.stack) || error.stack || '';
+  return details ? { message, details } : { message };
+}
+
+/** The error a test file's process printed on stderr when it died (the lines before the first stack frame). */
+function stderrError(text) {
+  const lines = String(text).split('\n');
+  const k = lines.findIndex((l) => /^\s+at \S/.test(l));
+  if (k < 0) {
+    const last = lines.map((l) => l.trim()).filter(Boolean);
+    return last.length ? oneLine(last[last.length - 1]) : '';
+  }
+  let j = k - 1;
+  while (j >= 0 && lines[j].trim() === '') j--;
+  let i = j;
+  while (i > 0 && lines[i - 1].trim() !== '' && !/^\s*\^+\s*$/.test(lines[i - 1])) i--;
+  return i >= 0 && j >= i ? oneLine(lines.slice(i, j + 1).join('\n')) : '';
+}
+
+function startTest(rec) {
+  if (!rec || rec.started) return;
+  rec.started = true;
+  rec.t0 = Date.now();
+  emit({ event: 'test_start', id: rec.id, file: rec.file, name: rec.name });
+}
+
+function endTest(rec, status, durationMs, message, details) {
+  if (!rec || rec.ended) return;
+  startTest(rec);
+  rec.ended = true;
+  rec.status = status;
+  const ev = {
+    event: 'test_end', id: rec.id, file: rec.file, name: rec.name, status,
+    durationMs: typeof durationMs === 'number' && isFinite(durationMs) ? Math.round(durationMs) : Date.now() - rec.t0,
+  };
+  if (message !== undefined) ev.message = message;
+  if (details) ev.details = details;
+  emit(ev);
+}
+
+/**
+ * Reads the reporter's JSON lines: per file, rebuilds each item's full name from the
+ * report order (test:start, with nesting, in definition order) and calls back.
+ */
+class EventReader {
+  constructor(cwd, handlers) {
+    this.cwd = cwd;
+    this.h = handlers;
+    this.files = new Map(); // abs -> per-file state
+  }
+
+  file(abs) {
+    let f = this.files.get(abs);
+    if (!f) {
+      f = {
+        abs, rel: relPath(this.cwd, abs), stack: [], dstack: [], counts: new Map(), dcounts: new Map(),
+        items: 0, dequeued: 0, stderr: [], fileFail: null, running: null,
+      };
+      this.files.set(abs, f);
+    }
+    return f;
+  }
+
+  line(text) {
+    let ev;
+    try {
+      ev = JSON.parse(text);
+    } catch (_) {
+      process.stderr.write(text + '\n');
+      return;
+    }
+    if (!ev.file) {
+      if (ev.type === 'test:diagnostic' || ev.type === 'test:stderr' || ev.type === 'test:stdout') {
+        if (ev.message) process.stderr.write('[node:test] ' + String(ev.message).replace(/\n$/, '') + '\n');
+      }
+      return;
+    }
+    const f = this.file(ev.file);
+    const isFileItself = ev.nesting === 0 && ev.name === ev.file;
+    switch (ev.type) {
+      case 'test:stderr':
+      case 'test:stdout': {
+        const m = String(ev.message || '');
+        if (ev.type === 'test:stderr') {
+          f.stderr.push(m);
+          if (f.stderr.length > 400) f.stderr.splice(0, f.stderr.length - 400);
+        }
+        process.stderr.write('[' + f.rel + '] ' + m.replace(/\n$/, '') + '\n');
+        break;
+      }
+      case 'test:dequeue': {
+        if (isFileItself) break;
+        f.dstack.length = ev.nesting;
+        f.dstack.push(ev.name);
+        f.dequeued++;
+        const { id } = idOf(f.rel, f.dcounts, f.dstack.slice());
+        if (this.h.dequeue) this.h.dequeue(f, id);
+        break;
+      }
+      case 'test:start': {
+        if (isFileItself) break;
+        f.stack.length = ev.nesting;
+        if (ev.nesting > 0 && f.stack[ev.nesting - 1]) f.stack[ev.nesting - 1].children = true;
+        f.stack.push({ name: ev.name, children: false });
+        break;
+      }
+      case 'test:pass':
+      case 'test:fail': {
+        if (isFileItself) {
+          if (ev.type === 'test:fail') f.fileFail = ev; // the file's process failed on its own
+          break;
+        }
+        const own = f.stack[ev.nesting];
+        const names = [...f.stack.slice(0, ev.nesting).map((s) => s.name), ev.name];
+        const { id, name } = idOf(f.rel, f.counts, names);
+        f.items++;
+        const suite = ev.kind === 'suite';
+        // a suite is listed as a test when node reports it without any test in it: skipped
+        // or todo (node never runs its body), or failing on its own (its body threw)
+        const ownFailure = ev.type === 'test:fail' && ev.error && ev.error.failureType === 'testCodeFailure';
+        const leaf = !suite || ((ev.skip !== undefined || ev.todo !== undefined || ownFailure) && !(own && own.children));
+        if (leaf) this.h.leaf(f, { id, name, ev });
+        else if (this.h.suite) this.h.suite(f, { id, name, ev });
+        break;
+      }
+      default:
+        break;
+    }
+  }
+}
+
+/** The file's process failed and node reported nothing else of it: it failed to load. */
+const isLoadFailure = (f) => !!f.fileFail && f.items === 0 && f.dequeued === 0;
+
+function howItEnded(f) {
+  const e = (f.fileFail && f.fileFail.error) || {};
+  return e.signal ? 'was killed by ' + e.signal : e.exitCode !== undefined ? 'exited with code ' + e.exitCode : 'failed';
+}
+
+function stderrTail(f, n) {
+  const t = f.stderr.join('').trim();
+  return t ? t.split('\n').slice(-n).join('\n') : undefined;
+}
+
+function loadErrorEvent(f) {
+  const err = stderrError(f.stderr.join(''));
+  const ev = { event: 'error', message: 'failed to load ' + f.rel + ': ' + (err || 'its test process ' + howItEnded(f) + ' before reporting any test'), file: f.rel };
+  const details = stderrTail(f, 60);
+  if (details) ev.details = details;
+  return ev;
+}
+
+/** Runs node's test runner with our preload and reporter; resolves with its exit status. */
+function runNode(cwd, mode, files, stateDir, reader) {
+  const args = [
+    '--expose-internals',
+    '--import', import.meta.url,
+    '--test',
+    '--test-name-pattern=' + (mode === 'run' ? 'warren-selection' : 'warren-discovery'),
+    '--test-reporter=' + import.meta.url,
+    '--test-reporter-destination=stdout',
+    ...files,
+  ];
+  const env = Object.assign({}, process.env, {
+    WARREN_NODE_TEST_MODE: mode,
+    WARREN_NODE_TEST_CWD: cwd,
+    WARREN_NODE_TEST_STATE: stateDir,
+  });
+  return new Promise((resolve) => {
+    let child;
+    try {
+      child = spawn(process.execPath, args, { cwd, env, stdio: ['ignore', 'pipe', 'inherit'] });
+    } catch (err) {
+      fatal('cannot start node --test', err);
+    }
+    const rl = createInterface({ input: child.stdout, crlfDelay: Infinity });
+    rl.on('line', (l) => {
+      try {
+        reader.line(l);
+      } catch (err) {
+        emit({ event: 'error', message: TAG + ' internal error: ' + (err && err.message), details: err && err.stack });
+      }
+    });
+    let exit = null;
+    let closed = false;
+    const done = () => {
+      if (exit && closed) resolve(exit);
+    };
+    rl.on('close', () => {
+      closed = true;
+      done();
+    });
+    child.on('error', (err) => fatal('node --test failed to run', err));
+    child.on('exit', (code, signal) => {
+      exit = { code, signal };
+      done();
+    });
+    // forward termination to node's runner (Warren kills the process group anyway)
+    for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => child.kill(sig));
+  });
+}
+
+function preloadSeen(stateDir) {
+  const seen = new Set();
+  for (const n of fs.readdirSync(stateDir)) {
+    if (n.startsWith('preload-')) seen.add(fs.readFileSync(path.join(stateDir, n), 'utf8').trim());
+  }
+  return seen;
+}
+
+function checkNode() {
+  const major = parseInt(process.versions.node.split('.')[0], 10);
+  if (major !== 20) {
+    process.stderr.write(TAG + ': written for node 20 (this is ' + process.version + '); its internals are checked in each test process\n');
+  }
+}
+
+// --------------------------------------------------------------------------- discover
+
+async function discover(cwd, stateDir) {
+  const entries = [];
+  const reader = new EventReader(cwd, {
+    leaf: (f, t) => entries.push({ f, test: { event: 'test', id: t.id, file: f.rel, name: t.name } }),
+    suite: (f, t) => {
+      const e = t.ev.error;
+      if (t.ev.type === 'test:fail' && e && e.failureType !== 'subtestsFailed') {
+        const fl = failureOf(e);
+        entries.push({ f, error: { event: 'error', message: 'error in suite "' + t.name + '" of ' + f.rel + ': ' + fl.message, file: f.rel, details: fl.details } });
+      }
+    },
+  });
+  const exit = await runNode(cwd, 'discover', [], stateDir, reader);
+  const out = [];
+  const seen = preloadSeen(stateDir);
+  const files = [...reader.files.values()].sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
+  for (const f of files) {
+    if (isLoadFailure(f)) {
+      out.push({ event: 'test', id: f.rel, file: f.rel, name: f.rel + ' (failed to load)' });
+      out.push(loadErrorEvent(f));
+      continue;
+    }
+    if (!seen.has(f.rel)) out.push({ event: 'error', message: TAG + ': the preload did not run in the process of ' + f.rel + ' (its tests were not listed reliably)', file: f.rel });
+    if (f.fileFail) out.push({ event: 'error', message: 'the test process of ' + f.rel + ' ' + howItEnded(f) + ' while its tests were listed' + (stderrError(f.stderr.join('')) ? ': ' + stderrError(f.stderr.join('')) : ''), file: f.rel, details: stderrTail(f, 40) });
+    for (const e of entries) if (e.f === f) out.push(e.test || e.error);
+  }
+  if (exit.signal) fatal('node --test was killed by ' + exit.signal + ' during discovery');
+  emit({ event: 'start', count: out.filter((e) => e.event === 'test').length });
+  for (const e of out) emit(e);
+  emit({ event: 'done' });
+  finished = true;
+  process.exit(0);
+}
+
+// --------------------------------------------------------------------------- run
+
+async function run(cwd, stateDir) {
+  const idsFile = process.env.WARREN_IDS_FILE;
+  if (!idsFile) fatal('WARREN_IDS_FILE is not set (run mode needs the ids to run, one per line)');
+  let ids;
+  try {
+    ids = readIdsFile(idsFile);
+  } catch (err) {
+    fatal('cannot read WARREN_IDS_FILE ' + idsFile, err);
+  }
+  const byFile = groupIds(cwd, ids);
+  const recs = new Map(); // id -> rec
+  const recOf = (f, id) => {
+    const want = byFile.get(f.rel);
+    if (!want || !(want.whole || want.ids.has(id))) return null;
+    let rec = recs.get(id);
+    if (!rec) {
+      rec = { id, file: f.rel, name: id.slice(id.indexOf(' :: ') + 4), started: false, ended: false, t0: 0 };
+      recs.set(id, rec);
+    }
+    return rec;
+  };
+  const reader = new EventReader(cwd, {
+    dequeue: (f, id) => {
+      const rec = recOf(f, id);
+      if (rec && !rec.ended) {
+        startTest(rec);
+        f.running = rec;
+      }
+    },
+    leaf: (f, t) => {
+      const rec = recOf(f, t.id);
+      if (!rec) return;
+      rec.name = t.name;
+      const ev = t.ev;
+      if (f.running === rec) f.running = null;
+      if (ev.skip !== undefined || ev.todo !== undefined) endTest(rec, 'pending', 0);
+      else if (ev.type === 'test:pass') endTest(rec, 'passed', ev.durationMs);
+      else {
+        const fl = failureOf(ev.error);
+        endTest(rec, 'failed', ev.durationMs, fl.message, fl.details);
+      }
+    },
+    suite: (f, t) => {
+      const e = t.ev.error;
+      if (t.ev.type === 'test:fail' && e && e.failureType !== 'subtestsFailed') {
+        const fl = failureOf(e);
+        const ev = { event: 'error', message: 'error in suite "' + t.name + '" of ' + f.rel + ': ' + fl.message, file: f.rel };
+        if (fl.details) ev.details = fl.details;
+        emit(ev);
+      }
+    },
+  });
+  const existing = [...byFile.keys()].filter((rel) => fs.existsSync(path.resolve(cwd, rel)));
+  emit({ event: 'start', count: ids.length });
+  if (existing.length) await runNode(cwd, 'run', existing.map((rel) => path.resolve(cwd, rel)), stateDir, reader);
+  const seen = preloadSeen(stateDir);
+  const byRel = new Map([...reader.files.values()].map((f) => [f.rel, f]));
+  const notFound = (id, why) => {
+    const i = id.indexOf(' :: ');
+    const rec = recs.get(id) || { id, file: i < 0 ? id : id.slice(0, i), name: i < 0 ? id : id.slice(i + 4), started: false, ended: false, t0: Date.now() };
+    recs.set(id, rec);
+    endTest(rec, 'failed', 0, 'WarrenTestNotFound: ' + why);
+  };
+  let crashed = false;
+  for (const [rel, want] of byFile) {
+    const f = byRel.get(rel);
+    if (!f) {
+      const why = fs.existsSync(path.resolve(cwd, rel)) ? 'node did not run ' + rel : rel + ' does not exist';
+      for (const id of want.requested) notFound(id, 'test not found: ' + why);
+      for (const id of want.wholeIds) emit({ event: 'error', message: 'failed to run ' + rel + ': ' + why, file: rel });
+      continue;
+    }
+    if (isLoadFailure(f)) {
+      emit(loadErrorEvent(f));
+      continue; // its `error` event stands for its tests
+    }
+    if (!seen.has(rel)) {
+      emit({ event: 'error', message: TAG + ': the preload did not run in the process of ' + rel + ': the selection of its tests was not applied', file: rel });
+      continue;
+    }
+    const mine = [...recs.values()].filter((r) => r.file === rel);
+    const reported = new Set(mine.map((r) => r.id));
+    const unreported = want.requested.filter((id) => !reported.has(id) || !recs.get(id).ended);
+    if (f.fileFail && unreported.length) {
+      // the file's process died part-way (process.exit, a signal, a fatal error): what it
+      // had not reported is unknown (node 20 loses the last events of a dying process).
+      // The test it was running is the culprit; the adapter then ends as a crashed run
+      // (no `done`), so Warren runs the others again instead of failing them all.
+      const err = stderrError(f.stderr.join(''));
+      const what = 'crashed: the test process of ' + rel + ' ' + howItEnded(f) + (err ? ': ' + err : '');
+      if (f.running && !f.running.ended) endTest(f.running, 'failed', undefined, what, stderrTail(f, 40));
+      const ev = { event: 'error', message: what + ' (' + unreported.length + ' requested test(s) of it not reported)' };
+      const details = stderrTail(f, 40);
+      if (details) ev.details = details;
+      emit(ev);
+      crashed = true;
+      continue;
+    }
+    if (f.fileFail) {
+      // every test reported, yet the file's process failed (process.exitCode, an error
+      // after the tests...)
+      const err = stderrError(f.stderr.join(''));
+      const ev = { event: 'error', message: 'the test process of ' + rel + ' ' + howItEnded(f) + ' after its tests' + (err ? ': ' + err : ''), file: rel };
+      const details = stderrTail(f, 40);
+      if (details) ev.details = details;
+      emit(ev);
+    }
+    for (const id of want.requested) {
+      if (!reported.has(id)) notFound(id, 'test not found in ' + rel + ' (renamed or removed since discovery, or defined conditionally)');
+    }
+    for (const rec of mine) if (!rec.ended) endTest(rec, 'failed', 0, 'WarrenNotRun: not run: node did not report it');
+    for (const id of want.wholeIds) {
+      // a file that failed to load at discovery and loads now
+      const failed = mine.filter((r) => r.status === 'failed').length;
+      const rec = { id, file: rel, name: rel + ' (failed to load)', started: false, ended: false, t0: Date.now() };
+      endTest(rec, failed ? 'failed' : 'passed', 0, failed ? rel + ' loads now; ' + failed + ' of its tests failed' : undefined);
+    }
+  }
+  if (crashed) {
+    finished = true; // nothing more to say: the error events above tell what happened
+    process.exit(1);
+  }
+  emit({ event: 'done' });
+  finished = true;
+  process.exit(anyFailure ? 1 : 0);
+}
+
+// --------------------------------------------------------------------------- main
+
+async function main() {
+  const mode = process.argv[2];
+  const cwd = process.cwd();
+  const eventsPath = process.env.WARREN_EVENTS;
+  if (!eventsPath) {
+    process.stderr.write(TAG + ': WARREN_EVENTS is not set (path of the events file to append to)\n');
+    process.exit(2);
+  }
+  try {
+    eventsFd = fs.openSync(eventsPath, 'a');
+  } catch (err) {
+    process.stderr.write(TAG + ': cannot open WARREN_EVENTS ' + eventsPath + ': ' + err.message + '\n');
+    process.exit(2);
+  }
+  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-node-test-'));
+  process.on('exit', (code) => {
+    try {
+      fs.rmSync(stateDir, { recursive: true, force: true });
+    } catch (_) { /* ignore */ }
+    if (!finished) {
+      try {
+        emit({ event: 'error', message: TAG + ': the process exited (code ' + code + ') before node --test finished' });
+      } catch (_) { /* nothing left to do */ }
+      if (!code) process.exitCode = 1;
+    }
+  });
+  if (mode !== 'discover' && mode !== 'run') fatal('usage: node warren-node-test.mjs discover|run (got ' + JSON.stringify(mode) + ')');
+  checkNode();
+  if (mode === 'discover') await discover(cwd, stateDir);
+  else await run(cwd, stateDir);
+}
+
+if (isMain) main().catch((err) => fatal('unexpected failure', err));

@@ -1,0 +1,586 @@
+#!/usr/bin/env node
+/*
+ * warren-vitest.mjs: Warren's vitest adapter (see ../EVENTS.md for the events protocol).
+ *
+ *   cd <suite dir> && WARREN_EVENTS=/tmp/ev.jsonl node /abs/warren-vitest.mjs discover
+ *   cd <suite dir> && WARREN_EVENTS=/tmp/ev.jsonl WARREN_IDS_FILE=/tmp/ids node /abs/warren-vitest.mjs run
+ *
+ * - Uses the suite's own vitest (resolved from the cwd, then from this script) through its
+ *   Node API (`createVitest` from `vitest/node`): the suite's vite/vitest config applies.
+ * - Discovery: `vitest.collect()`, the machinery of `vitest list`: the workers import each
+ *   test file in collect mode (module code and describe callbacks run, no test body, no
+ *   hook). Unlike `vitest list`, tests vitest would skip (`.skip`, `.todo`, not focused)
+ *   are listed too: a run reports them as pending. A file that fails to load (throws,
+ *   syntax error) is listed as a test whose id is the file, plus an `error` event.
+ * - Run: `vitest.runTestSpecifications()` on the requested files, with this file as the
+ *   test `runner` (a subclass of vitest's own VitestTestRunner, loaded by the workers) and
+ *   a reporter object of ours as the only reporter. In the worker, once a file is
+ *   collected (after vitest applied `.only`/`.skip`), the runner computes the ids of its
+ *   tests (same walk, same order as discovery) and marks every test that was not asked
+ *   for `skip` (and a suite left without a test to run `skip`, as vitest does, so its
+ *   hooks do not run): exactly the requested tests run. The reporter maps vitest's tasks
+ *   (by task id) onto our ids.
+ * - Test ids: `<file> :: <describe > ... > test name>` (vitest's full name); duplicates
+ *   within a file get ` #2`, ` #3`... in collection order. `name` is vitest's full name.
+ * - Reporting: test_start on onTestCaseReady, test_end on onTestCaseResult (final, after
+ *   vitest's own retries); a skipped test is settled when its file ends: pending, unless it
+ *   was to run and a hook of its suite failed (vitest then skips the tests under it): that
+ *   is a failure (`not run: ...`), never a silent pending. Messages: vitest's own failure
+ *   text (the error's stack, or its message), `message` the lines before the stack (first
+ *   line, plus the following lines collapsed when it ends with ':'), `details` the text.
+ *   Errors outside tests (a file that fails to load, a failing beforeAll/afterAll, an
+ *   unhandled error) are `error` events, with `file` when vitest knows it.
+ * - Forced: watch off, coverage off, bail off, passWithNoTests; the suite's reporters are
+ *   replaced. A custom `runner` in the suite's config is not supported (fatal).
+ *
+ * Exit codes: discover 0 when it completed (load errors are events, not a failed
+ * discovery); run 0 when every test passed or was pending and no `error` event was
+ * written, 1 otherwise; 2 when the adapter itself could not work (no vitest, bad config,...).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const TAG = 'warren-vitest';
+const SELF = fileURLToPath(import.meta.url);
+const isMain = !!process.argv[1] && path.resolve(process.argv[1]) === SELF;
+
+// --------------------------------------------------------------------------- helpers (both parts)
+
+// eslint-disable-next-line no-control-regex
+const ANSI = /[\u001b\u009b][[\]()#;?]*(?:(?:(?:[a-zA-Z\d]*(?:;[-a-zA-Z\d/#&.:=?%@~_]*)*)?\u0007)|(?:(?:\d{1,4}(?:;\d{0,4})*)?[\dA-PR-TZcf-ntqry=><~]))/g;
+const stripAnsi = (s) => String(s).replace(ANSI, '');
+
+/**
+ * One line of an error message: its first line, plus, when that line only introduces
+ * what follows (ends with ':', as node's assert does), the following lines collapsed.
+ */
+function oneLine(s) {
+  const lines = s.split('\n');
+  let out = lines[0].trimEnd();
+  if (lines.length > 1 && out.endsWith(':')) {
+    const rest = lines.slice(1).map((l) => l.trim()).filter(Boolean).join(' ').replace(/\s+/g, ' ');
+    if (rest) out += ' ' + (rest.length > 200 ? rest.slice(0, 200) + '…' : rest);
+  }
+  return out;
+}
+
+/** The message of a failure text ("Name: message\n    at frame..."): the lines before the first stack frame, one-lined. */
+function messageOf(text) {
+  const lines = stripAnsi(text).split('\n');
+  const k = lines.findIndex((l, i) => i > 0 && /^\s+at \S/.test(l));
+  const msg = (k < 0 ? lines : lines.slice(0, k)).join('\n').replace(/^\s*\n/, '');
+  return oneLine(msg) || 'Error';
+}
+
+/** vitest's failure text for a serialized error (what its json reporter writes). */
+const errorText = (e) => stripAnsi(e ? e.stack || e.message || String(e) : 'Error');
+
+const toPosix = (p) => p.split(path.sep).join('/');
+const relPath = (cwd, abs) => toPosix(path.relative(cwd, abs)).replace(/^\.\//, '');
+
+/** Every test of a vitest File task, in collection order, with its suite names. */
+function collectTasks(task, ancestors, out) {
+  for (const t of task.tasks || []) {
+    if (t.type === 'suite') collectTasks(t, [...ancestors, t.name], out);
+    else if (t.type === 'test') out.push({ task: t, titles: [...ancestors, t.name] });
+  }
+  return out;
+}
+
+/** ids: `<file> :: a > b > name`, duplicates suffixed ` #2`...; name = vitest's full name. */
+function assignIds(rel, entries) {
+  const seen = new Map();
+  return entries.map((e) => {
+    const name = e.titles.join(' > ');
+    const n = (seen.get(name) || 0) + 1;
+    seen.set(name, n);
+    return Object.assign({}, e, { id: rel + ' :: ' + name + (n > 1 ? ' #' + n : ''), name });
+  });
+}
+
+function readIdsFile(file) {
+  // keep names exactly (they may end with spaces): only strip line terminators
+  return fs.readFileSync(file, 'utf8').split('\n').map((l) => l.replace(/\r$/, '')).filter((l) => l.trim() !== '');
+}
+
+/** requested ids grouped by file: rel -> {whole, wholeIds, ids: Set, requested: []} */
+function groupIds(cwd, ids) {
+  const byFile = new Map();
+  for (const id of ids) {
+    const i = id.indexOf(' :: ');
+    const rel = relPath(cwd, path.resolve(cwd, i < 0 ? id : id.slice(0, i)));
+    if (!byFile.has(rel)) byFile.set(rel, { whole: false, wholeIds: [], ids: new Set(), requested: [] });
+    const entry = byFile.get(rel);
+    if (i < 0) {
+      entry.whole = true;
+      entry.wholeIds.push(id);
+    } else {
+      const norm = rel + id.slice(i);
+      if (!entry.ids.has(norm)) entry.requested.push(norm);
+      entry.ids.add(norm);
+    }
+  }
+  return byFile;
+}
+
+// --------------------------------------------------------------------------- runner part (vitest worker)
+
+const runnerRole = !isMain && !!process.env.WARREN_VITEST_RUNNERS;
+const Base = runnerRole ? (await import(process.env.WARREN_VITEST_RUNNERS)).VitestTestRunner : class {};
+
+/** vitest's VitestTestRunner, running only the requested tests of each file. */
+export default class WarrenVitestRunner extends Base {
+  onCollected(files) {
+    const cwd = process.env.WARREN_VITEST_CWD || process.cwd();
+    const byFile = groupIds(cwd, readIdsFile(process.env.WARREN_IDS_FILE));
+    for (const file of files) {
+      const want = byFile.get(relPath(cwd, file.filepath)) || { whole: false, ids: new Set() };
+      if (want.whole) continue;
+      for (const t of assignIds(relPath(cwd, file.filepath), collectTasks(file, [], []))) {
+        if (!want.ids.has(t.id) && (t.task.mode === 'run' || t.task.mode === 'queued' || t.task.mode === 'only')) t.task.mode = 'skip';
+      }
+      // a suite with nothing left to run is skipped (its hooks do not run), as vitest does
+      (function settle(suite) {
+        for (const t of suite.tasks || []) if (t.type === 'suite') settle(t);
+        if ((suite.mode === 'run' || suite.mode === 'queued') && suite.tasks && suite.tasks.length &&
+          suite.tasks.every((t) => t.mode !== 'run' && t.mode !== 'queued')) suite.mode = 'skip';
+      })(file);
+    }
+    return super.onCollected ? super.onCollected(files) : undefined;
+  }
+}
+
+// --------------------------------------------------------------------------- events
+
+let eventsFd = null;
+let finished = false;
+let anyFailure = false;
+
+function emit(ev) {
+  if (ev.event === 'error' || (ev.event === 'test_end' && ev.status === 'failed')) anyFailure = true;
+  const line = JSON.stringify(ev) + '\n';
+  if (eventsFd === null) {
+    process.stderr.write('[' + TAG + '] (no events file) ' + line);
+    return;
+  }
+  // writeSync on an O_APPEND fd: the line is in the kernel before we go on
+  fs.writeSync(eventsFd, line);
+}
+
+function formatError(err) {
+  if (err === null || err === undefined || (typeof err !== 'object' && typeof err !== 'function')) return { message: 'Error: ' + String(err) };
+  let text;
+  try {
+    const msg = err.message === undefined || err.message === null ? '' : String(err.message);
+    const stack = typeof err.stack === 'string' ? err.stack : '';
+    text = stack && stack.includes(msg) ? stack : (err.name || 'Error') + ': ' + msg + (stack ? '\n' + stack : '');
+  } catch (_) {
+    text = 'Error';
+  }
+  return { message: messageOf(text), details: stripAnsi(text) };
+}
+
+function fatal(message, err) {
+  const ev = { event: 'error', message: TAG + ': ' + message };
+  if (err) {
+    const f = formatError(err);
+    ev.message += ': ' + f.message;
+    if (f.details) ev.details = f.details;
+  }
+  emit(ev);
+  finished = true;
+  process.stderr.write(ev.message + '\n' + (ev.details ? ev.details + '\n' : ''));
+  process.exit(2);
+}
+
+function guard(fn) {
+  try {
+    fn();
+  } catch (err) {
+    const f = formatError(err);
+    emit({ event: 'error', message: TAG + ' internal error: ' + f.message, details: f.details });
+  }
+}
+
+function startTest(rec) {
+  if (!rec || rec.started) return;
+  rec.started = true;
+  rec.t0 = Date.now();
+  emit({ event: 'test_start', id: rec.id, file: rec.file, name: rec.name });
+}
+
+function endTest(rec, status, durationMs, message, details) {
+  if (!rec || rec.ended) return;
+  startTest(rec);
+  rec.ended = true;
+  rec.status = status;
+  const ev = {
+    event: 'test_end', id: rec.id, file: rec.file, name: rec.name, status,
+    durationMs: typeof durationMs === 'number' && isFinite(durationMs) ? Math.round(durationMs) : Date.now() - rec.t0,
+  };
+  if (message !== undefined) ev.message = message;
+  if (details) ev.details = details;
+  emit(ev);
+}
+
+function failNotFound(state, id, why) {
+  const i = id.indexOf(' :: ');
+  const rec = { id, file: i < 0 ? id : id.slice(0, i), name: i < 0 ? id : id.slice(i + 4), started: false, ended: false, t0: Date.now() };
+  state.extra.push(rec);
+  endTest(rec, 'failed', 0, 'WarrenTestNotFound: ' + why);
+}
+
+function errorEvent(prefix, error, file) {
+  const text = errorText(error);
+  const ev = { event: 'error', message: prefix + messageOf(text) };
+  if (file) ev.file = file;
+  if (text.trim()) ev.details = text.trim();
+  return ev;
+}
+
+// --------------------------------------------------------------------------- reporter part (main process)
+
+class WarrenReporter {
+  constructor(state) {
+    this.s = state; // {cwd, byFile, modules: Map(moduleId -> m), byTask: Map(taskId -> rec), extra: []}
+  }
+
+  module(testModule) {
+    const s = this.s;
+    let m = s.modules.get(testModule.moduleId);
+    if (m) return m;
+    const rel = relPath(s.cwd, testModule.moduleId);
+    const want = s.byFile.get(rel) || { whole: false, wholeIds: [], ids: new Set(), requested: [] };
+    m = { rel, want, recs: [], ended: false, loadFailed: false, errorsReported: false };
+    s.modules.set(testModule.moduleId, m);
+    const all = assignIds(rel, collectTasks(testModule.task, [], []));
+    for (const t of all) {
+      if (!want.whole && !want.ids.has(t.id)) continue;
+      const rec = { id: t.id, file: rel, name: t.name, taskId: t.task.id, mode: t.task.mode, started: false, ended: false, t0: 0 };
+      m.recs.push(rec);
+      s.byTask.set(t.task.id, rec);
+    }
+    m.found = new Set(m.recs.map((r) => r.id));
+    return m;
+  }
+
+  onTestModuleCollected(testModule) {
+    guard(() => this.module(testModule));
+  }
+
+  onTestCaseReady(testCase) {
+    guard(() => {
+      this.module(testCase.module);
+      const rec = this.s.byTask.get(testCase.id);
+      if (rec) startTest(rec);
+    });
+  }
+
+  onTestCaseResult(testCase) {
+    guard(() => {
+      this.module(testCase.module);
+      const rec = this.s.byTask.get(testCase.id);
+      if (!rec) return;
+      const task = testCase.task;
+      const state = task.result && task.result.state;
+      const duration = task.result && task.result.duration;
+      if (state === 'pass') endTest(rec, 'passed', duration);
+      else if (state === 'fail') {
+        const texts = (task.result.errors || []).map(errorText);
+        endTest(rec, 'failed', duration, texts.length ? messageOf(texts[0]) : 'failed', texts.join('\n\n') || undefined);
+      }
+      // skipped: settled when the module ends (a failed hook above it makes it a failure)
+    });
+  }
+
+  onTestModuleEnd(testModule) {
+    guard(() => this.endModule(testModule));
+  }
+
+  endModule(testModule) {
+    const m = this.module(testModule);
+    if (m.ended) return;
+    m.ended = true;
+    const task = testModule.task;
+    const moduleErrors = (task.result && task.result.errors) || [];
+    const hasTests = collectTasks(task, [], []).length > 0;
+    if (moduleErrors.length && !hasTests) {
+      // the file failed to load: its error stands for every id of it
+      m.loadFailed = true;
+      for (const e of moduleErrors) emit(errorEvent('failed to load ' + m.rel + ': ', e, m.rel));
+      return;
+    }
+    // errors outside tests: the module's own (top-level hooks) and its suites' (hooks)
+    const failedSuites = new Map(); // suite task -> first error
+    for (const e of moduleErrors) emit(errorEvent('error outside the tests of ' + m.rel + ': ', e, m.rel));
+    if (moduleErrors.length) failedSuites.set(task, moduleErrors[0]);
+    (function walk(suite, names) {
+      for (const t of suite.tasks || []) {
+        if (t.type !== 'suite') continue;
+        const errs = (t.result && t.result.errors) || [];
+        const full = [...names, t.name];
+        for (const e of errs) emit(errorEvent('error in suite "' + full.join(' > ') + '" of ' + m.rel + ': ', e, m.rel));
+        if (errs.length) failedSuites.set(t, errs[0]);
+        walk(t, full);
+      }
+    })(task, []);
+    const byTaskId = new Map(collectTasks(task, [], []).map((x) => [x.task.id, x.task]));
+    for (const rec of m.recs) {
+      if (rec.ended) continue;
+      const t = byTaskId.get(rec.taskId);
+      const state = t && t.result && t.result.state;
+      if (state === 'pass' || state === 'fail') {
+        // result not seen through onTestCaseResult (should not happen): take it now
+        const texts = ((t.result && t.result.errors) || []).map(errorText);
+        endTest(rec, state === 'pass' ? 'passed' : 'failed', t.result.duration, state === 'fail' ? (texts.length ? messageOf(texts[0]) : 'failed') : undefined, texts.join('\n\n') || undefined);
+        continue;
+      }
+      if (state === 'skip' || state === 'todo' || t.mode === 'skip' || t.mode === 'todo') {
+        // skipped because a hook above it failed (it was to run): a failure, not a pending test
+        let failedAbove = null;
+        if (rec.mode === 'run' || rec.mode === 'queued') {
+          for (let p = t.suite; p && !failedAbove; p = p.suite) if (failedSuites.has(p)) failedAbove = failedSuites.get(p);
+          if (!failedAbove && failedSuites.has(task)) failedAbove = failedSuites.get(task);
+        }
+        if (failedAbove) endTest(rec, 'failed', 0, 'not run: a hook of its suite failed: ' + messageOf(errorText(failedAbove)), errorText(failedAbove));
+        else endTest(rec, 'pending', 0);
+      }
+    }
+    for (const id of m.want.requested) {
+      if (!m.found.has(id)) failNotFound(this.s, id, 'test not found in ' + m.rel + ' (renamed or removed since discovery, or defined conditionally)');
+    }
+  }
+
+  onTestRunEnd(testModules, unhandledErrors) {
+    guard(() => {
+      for (const tm of testModules || []) this.endModule(tm);
+      for (const e of unhandledErrors || []) {
+        const p = e && (e.VITEST_TEST_PATH || (e.meta && e.meta.VITEST_TEST_PATH));
+        const where = e && e.VITEST_TEST_NAME ? ' (during "' + e.VITEST_TEST_NAME + '")' : '';
+        emit(errorEvent('unhandled error' + where + ': ', e, p ? relPath(this.s.cwd, p) : undefined));
+      }
+    });
+  }
+
+  onUserConsoleLog(log) {
+    const where = log.taskId && this.s.byTask.get(log.taskId) ? this.s.byTask.get(log.taskId).id : log.origin || '';
+    process.stderr.write('[' + where + '] ' + (log.type || 'stdout') + ': ' + String(log.content).replace(/\n$/, '') + '\n');
+  }
+}
+
+// --------------------------------------------------------------------------- vitest
+
+function findPackageDir(resolved, name) {
+  let dir = path.dirname(resolved);
+  for (;;) {
+    const pj = path.join(dir, 'package.json');
+    if (fs.existsSync(pj)) {
+      try {
+        if (JSON.parse(fs.readFileSync(pj, 'utf8')).name === name) return dir;
+      } catch (_) { /* keep walking */ }
+    }
+    const up = path.dirname(dir);
+    if (up === dir) return null;
+    dir = up;
+  }
+}
+
+async function loadVitest(cwd) {
+  let dir = null;
+  for (const from of [path.join(cwd, 'package.json'), SELF]) {
+    try {
+      // vitest's package.json is exported; its main entry may be ESM-only
+      dir = path.dirname(createRequire(from).resolve('vitest/package.json'));
+      break;
+    } catch (_) {
+      try {
+        dir = findPackageDir(createRequire(from).resolve('vitest'), 'vitest');
+        if (dir) break;
+      } catch (_) { /* next */ }
+    }
+  }
+  if (!dir) fatal('cannot find vitest (neither in the suite at ' + cwd + ' nor next to ' + SELF + ')');
+  let pkg;
+  try {
+    pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8'));
+  } catch (err) {
+    fatal('cannot read ' + path.join(dir, 'package.json'), err);
+  }
+  const entry = (sub) => {
+    const e = pkg.exports && pkg.exports[sub];
+    const target = typeof e === 'string' ? e : e && (e.import && (typeof e.import === 'string' ? e.import : e.import.default) || e.default);
+    if (!target) fatal('vitest ' + pkg.version + ' at ' + dir + ' has no export "' + sub + '"; this adapter supports vitest 3');
+    return pathToFileURL(path.join(dir, target)).href;
+  };
+  let node;
+  try {
+    node = await import(entry('./node'));
+  } catch (err) {
+    fatal('cannot load vitest/node from ' + dir, err);
+  }
+  if (typeof node.createVitest !== 'function') fatal('vitest ' + pkg.version + ' at ' + dir + ' has no createVitest; this adapter supports vitest 3');
+  return { node, dir, version: pkg.version, runnersUrl: entry('./runners') };
+}
+
+async function createVitest(V, options) {
+  process.env.TEST = 'true';
+  process.env.VITEST = 'true';
+  process.env.NODE_ENV ??= 'test';
+  try {
+    return await V.node.createVitest('test', Object.assign({
+      watch: false,
+      run: true,
+      bail: 0,
+      passWithNoTests: true,
+      coverage: { enabled: false },
+      reporters: [{}],
+    }, options), {}, { stdout: process.stderr, stderr: process.stderr });
+  } catch (err) {
+    fatal('cannot start vitest with the suite configuration', err);
+  }
+  return null;
+}
+
+// --------------------------------------------------------------------------- discover
+
+async function discover(V, cwd) {
+  const vitest = await createVitest(V, {});
+  let result;
+  try {
+    result = await vitest.collect();
+  } catch (err) {
+    fatal('vitest failed to collect the tests', err);
+  }
+  const modules = [...result.testModules].sort((a, b) => {
+    const x = relPath(cwd, a.moduleId);
+    const y = relPath(cwd, b.moduleId);
+    return x < y ? -1 : x > y ? 1 : 0;
+  });
+  const entries = [];
+  const seenFiles = new Set();
+  for (const tm of modules) {
+    const rel = relPath(cwd, tm.moduleId);
+    if (seenFiles.has(rel)) continue; // the same file in several projects: one entry (ids have no project)
+    seenFiles.add(rel);
+    const task = tm.task;
+    const errors = (task.result && task.result.errors) || [];
+    const tests = collectTasks(task, [], []);
+    if (errors.length && tests.length === 0) {
+      entries.push({ test: { event: 'test', id: rel, file: rel, name: rel + ' (failed to load)' }, errors: errors.map((e) => errorEvent('failed to load ' + rel + ': ', e, rel)) });
+      continue;
+    }
+    const errs = errors.map((e) => errorEvent('error while collecting ' + rel + ': ', e, rel));
+    for (const t of assignIds(rel, tests)) entries.push({ test: { event: 'test', id: t.id, file: rel, name: t.name }, errors: errs.splice(0) });
+  }
+  emit({ event: 'start', count: entries.length });
+  for (const e of entries) {
+    emit(e.test);
+    for (const err of e.errors || []) emit(err);
+  }
+  for (const e of result.unhandledErrors || []) emit(errorEvent('unhandled error while collecting: ', e));
+  emit({ event: 'done' });
+  finished = true;
+  try {
+    await vitest.close();
+  } catch (_) { /* ignore */ }
+  process.exit(0);
+}
+
+// --------------------------------------------------------------------------- run
+
+async function run(V, cwd) {
+  const idsFile = process.env.WARREN_IDS_FILE;
+  if (!idsFile) fatal('WARREN_IDS_FILE is not set (run mode needs the ids to run, one per line)');
+  let ids;
+  try {
+    ids = readIdsFile(idsFile);
+  } catch (err) {
+    fatal('cannot read WARREN_IDS_FILE ' + idsFile, err);
+  }
+  const byFile = groupIds(cwd, ids);
+  Object.assign(process.env, { WARREN_VITEST_RUNNERS: V.runnersUrl, WARREN_VITEST_CWD: cwd });
+  const state = { cwd, byFile, modules: new Map(), byTask: new Map(), extra: [] };
+  const reporter = new WarrenReporter(state);
+  const vitest = await createVitest(V, { runner: SELF, reporters: [reporter] });
+  for (const p of vitest.projects || []) {
+    if (p.config && p.config.runner && path.resolve(p.config.runner) !== SELF) {
+      fatal('project "' + (p.name || p.config.root) + '" has its own test runner ' + p.config.runner + ': not supported by this adapter');
+    }
+  }
+  let specs = [];
+  try {
+    const all = await vitest.globTestSpecifications();
+    const wanted = new Set([...byFile.keys()].map((rel) => path.resolve(cwd, rel)));
+    specs = all.filter((s) => wanted.has(path.resolve(s.moduleId)));
+  } catch (err) {
+    fatal('cannot list the test files', err);
+  }
+  emit({ event: 'start', count: ids.length });
+  if (specs.length) {
+    try {
+      await vitest.runTestSpecifications(specs, false);
+    } catch (err) {
+      fatal('vitest could not run', err);
+    }
+  }
+  // anything requested that vitest never reported must not vanish
+  const modByRel = new Map([...state.modules.values()].map((m) => [m.rel, m]));
+  for (const [rel, want] of byFile) {
+    const m = modByRel.get(rel);
+    if (!m) {
+      const why = fs.existsSync(path.resolve(cwd, rel)) ? rel + ' is not a test file of this vitest configuration' : rel + ' does not exist';
+      for (const id of want.requested) failNotFound(state, id, 'test not found: ' + why);
+      for (const id of want.wholeIds) emit({ event: 'error', message: 'failed to run ' + rel + ': ' + why, file: rel });
+      continue;
+    }
+    if (m.loadFailed) continue; // its `error` event stands for its tests
+    for (const rec of m.recs) if (!rec.ended) endTest(rec, 'failed', 0, 'WarrenNotRun: not run: vitest did not report it');
+    for (const id of want.wholeIds) {
+      // a file that failed to load at discovery and loads now
+      const failed = m.recs.filter((r) => r.status === 'failed').length;
+      const rec = { id, file: rel, name: rel + ' (failed to load)', started: false, ended: false, t0: Date.now() };
+      endTest(rec, failed ? 'failed' : 'passed', 0, failed ? rel + ' loads now; ' + failed + ' of its tests failed' : undefined);
+    }
+  }
+  emit({ event: 'done' });
+  finished = true;
+  const code = anyFailure ? 1 : 0;
+  try {
+    await vitest.close();
+  } catch (_) { /* ignore */ }
+  process.exit(code); // as `vitest run` does once closed
+}
+
+// --------------------------------------------------------------------------- main
+
+async function main() {
+  const mode = process.argv[2];
+  const cwd = process.cwd();
+  const eventsPath = process.env.WARREN_EVENTS;
+  if (!eventsPath) {
+    process.stderr.write(TAG + ': WARREN_EVENTS is not set (path of the events file to append to)\n');
+    process.exit(2);
+  }
+  try {
+    eventsFd = fs.openSync(eventsPath, 'a');
+  } catch (err) {
+    process.stderr.write(TAG + ': cannot open WARREN_EVENTS ' + eventsPath + ': ' + err.message + '\n');
+    process.exit(2);
+  }
+  process.on('exit', (code) => {
+    if (!finished) {
+      try {
+        emit({ event: 'error', message: TAG + ': the process exited (code ' + code + ') before vitest finished (process.exit() called by vitest, a test or a file, or an uncaught error)' });
+      } catch (_) { /* nothing left to do */ }
+      if (!code) process.exitCode = 1;
+    }
+  });
+  if (mode !== 'discover' && mode !== 'run') fatal('usage: node warren-vitest.mjs discover|run (got ' + JSON.stringify(mode) + ')');
+  const V = await loadVitest(cwd);
+  if (mode === 'discover') await discover(V, cwd);
+  else await run(V, cwd);
+}
+
+if (isMain) main().catch((err) => fatal('unexpected failure', err));

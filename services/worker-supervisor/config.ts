@@ -1,0 +1,91 @@
+/**
+ * The supervisor's configuration, parsed once into a validated form: flags, then
+ * environment (WARREN_*), then a JSON file (--config), then defaults. A bad value stops the
+ * supervisor at start with the field named.
+ */
+import fs from 'node:fs';
+import { z } from 'zod';
+import { UsageError } from '../../shared/errors.js';
+
+const size = z
+  .union([z.number().int().min(0), z.string().regex(/^\d+(\.\d+)?\s*[kmgKMG]?[bB]?$/, 'expected a size like 512m or 2g')])
+  .transform((v) => {
+    if (typeof v === 'number') return v;
+    const m = /^(\d+(?:\.\d+)?)\s*([kmg]?)/i.exec(v)!;
+    const unit = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g'];
+    return Math.round(Number(m[1]) * unit);
+  });
+
+export const SupervisorConfig = z.object({
+  workers: z.coerce.number().int().min(1).max(256).default(2),
+  id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'letters, digits, "_", "." or "-"').optional(),
+  /** Parent of the slots' directories; with docker, a host path the engine can mount. */
+  dir: z.string().optional(),
+  graceSec: z.coerce.number().positive().default(30),
+  driver: z.enum(['local', 'docker', 'noop']).default('local'),
+  docker: z
+    .object({
+      /** Image when a run names none. */
+      image: z.string().min(1).optional(),
+      isolation: z.enum(['slot', 'spec']).default('slot'),
+      memory: size.default(0),
+      cpus: z.coerce.number().min(0).default(0),
+      pidsLimit: z.coerce.number().int().min(0).default(0),
+      network: z.enum(['none', 'host']).default('none'),
+      user: z.string().min(1).optional(),
+      mountSuite: z.coerce.boolean().default(false),
+      registryAuth: z.object({ username: z.string(), password: z.string(), serveraddress: z.string().optional() }).optional(),
+    })
+    .default({ isolation: 'slot', memory: 0, cpus: 0, pidsLimit: 0, network: 'none', mountSuite: false }),
+});
+export type SupervisorConfig = z.infer<typeof SupervisorConfig>;
+export type SupervisorConfigInput = z.input<typeof SupervisorConfig>;
+
+const env = (name: string) => (process.env[name] === undefined || process.env[name] === '' ? undefined : process.env[name]);
+
+/** Layers the sources and validates; throws a UsageError naming the field. */
+export function loadSupervisorConfig(flags: SupervisorConfigInput & { config?: string }): SupervisorConfig {
+  let file: Record<string, unknown> = {};
+  if (flags.config) {
+    try {
+      file = JSON.parse(fs.readFileSync(flags.config, 'utf8')) as Record<string, unknown>;
+    } catch (err) {
+      throw new UsageError(`--config: cannot read ${flags.config}: ${(err as Error).message}`);
+    }
+  }
+  const fileDocker = (file.docker ?? {}) as Record<string, unknown>;
+  const auth = env('WARREN_REGISTRY_AUTH');
+  const pick = <T>(...values: T[]) => values.find((v) => v !== undefined);
+  const merged = {
+    workers: pick(flags.workers, env('WARREN_WORKERS'), file.workers),
+    id: pick(flags.id, env('WARREN_SUPERVISOR_ID'), file.id),
+    dir: pick(flags.dir, env('WARREN_SUPERVISOR_DIR'), file.dir),
+    graceSec: pick(flags.graceSec, file.graceSec),
+    driver: pick(flags.driver, env('WARREN_DRIVER'), file.driver),
+    docker: {
+      image: pick(flags.docker?.image, env('WARREN_IMAGE'), fileDocker.image),
+      isolation: pick(flags.docker?.isolation, env('WARREN_ISOLATION'), fileDocker.isolation),
+      memory: pick(flags.docker?.memory, env('WARREN_MEMORY'), fileDocker.memory),
+      cpus: pick(flags.docker?.cpus, env('WARREN_CPUS'), fileDocker.cpus),
+      pidsLimit: pick(flags.docker?.pidsLimit, env('WARREN_PIDS_LIMIT'), fileDocker.pidsLimit),
+      network: pick(flags.docker?.network, env('WARREN_NETWORK'), fileDocker.network),
+      user: pick(flags.docker?.user, env('WARREN_USER'), fileDocker.user),
+      mountSuite: pick(flags.docker?.mountSuite, env('WARREN_MOUNT_SUITE') === undefined ? undefined : env('WARREN_MOUNT_SUITE') === 'true', fileDocker.mountSuite),
+      registryAuth: pick(flags.docker?.registryAuth, auth === undefined ? undefined : parseAuth(auth), fileDocker.registryAuth),
+    },
+  };
+  const parsed = SupervisorConfig.safeParse(merged);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new UsageError(`supervisor config: ${issue.path.join('.')}: ${issue.message}`);
+  }
+  return parsed.data;
+}
+
+function parseAuth(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new UsageError('WARREN_REGISTRY_AUTH: expected JSON {"username": ..., "password": ..., "serveraddress": ...}');
+  }
+}

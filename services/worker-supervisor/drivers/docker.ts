@@ -1,0 +1,239 @@
+/**
+ * Docker driver: each slot runs its tests in a container of the run's suite image, made
+ * through dockerode, so workers act as separate hosts (own filesystem, processes, ports,
+ * limits) without virtual machines. Tests run with `docker exec`, stdout and stderr kept
+ * apart, with the real exit code.
+ *
+ * - Isolation `slot` (default): one long-lived container per slot, replaced when the image
+ *   changes or it dies; `spec`: a fresh container for every spec.
+ * - A hung test: Docker cannot kill an exec, so we exec `kill -9 -1` in the container (every
+ *   process but its init); if the exec still does not end, the container is killed and
+ *   replaced.
+ * - The container's memory kill (OOM) is the test's result; a container that dies for any
+ *   other reason is the worker's failure (`infra`): the slot gives the spec back.
+ * - Containers carry labels naming their supervisor and slot; `prepare()` removes what an
+ *   earlier process of the same slot left behind.
+ * - The slot's directory (events files, TMPDIR) and the plug-ins directory are bind-mounted
+ *   at the same paths, so paths mean the same inside and out.
+ */
+import { PassThrough } from 'node:stream';
+import Docker from 'dockerode';
+import type { Logger } from '../../../shared/log.js';
+import type { AdapterContext, Invocation, ProcessExit, RunningProcess, WorkerDriver } from './driver.js';
+import { Tail } from './driver.js';
+
+export interface DockerSlotOptions {
+  docker: Docker;
+  supervisorId: string;
+  slotIndex: number;
+  /** The slot's own directory (a host path, mounted at the same path). */
+  slotDir: string;
+  /** Our plug-ins, copied to a host path (mounted read-only at the same path). */
+  assetsDir: string;
+  /** Image when the run names none. */
+  defaultImage?: string;
+  isolation: 'slot' | 'spec';
+  /** Bytes; 0 = no limit. */
+  memory: number;
+  nanoCpus: number;
+  pidsLimit: number;
+  network: 'none' | 'host';
+  user?: string;
+  /** Mount the suite directory (same path) into the container: for local use. */
+  mountSuite: boolean;
+  /** Environment of every process in the container (worker index, TEST_ENV_NUMBER). */
+  env: Record<string, string>;
+  /** Makes sure an image is present (pulled once, host-wide, by the supervisor). */
+  ensureImage: (image: string) => Promise<void>;
+  log: Logger;
+}
+
+export const LABELS = { supervisor: 'warren.supervisor', slot: 'warren.slot' } as const;
+
+interface Live {
+  container: Docker.Container;
+  image: string;
+  cwd: string;
+  oomAt?: number;
+  events?: NodeJS.ReadableStream;
+}
+
+export class DockerDriver implements WorkerDriver {
+  readonly name = 'docker';
+  readonly context: AdapterContext;
+  private live?: Live;
+
+  constructor(private readonly opts: DockerSlotOptions) {
+    // The node of the suite image, on its PATH; our plug-ins where we mounted them.
+    this.context = { node: 'node', assets: opts.assetsDir };
+  }
+
+  async prepare(): Promise<void> {
+    await removeContainers(this.opts.docker, {
+      [LABELS.supervisor]: this.opts.supervisorId,
+      [LABELS.slot]: String(this.opts.slotIndex),
+    }, this.opts.log);
+  }
+
+  async start(inv: Invocation): Promise<RunningProcess> {
+    const image = inv.image ?? this.opts.defaultImage;
+    if (!image) return failed('no image: the run names none (--image) and the supervisor has no default (--image)');
+    let live: Live;
+    try {
+      live = await this.container(image, inv.cwd);
+    } catch (err) {
+      const message = (err as Error).message;
+      // An image that cannot be had is the run's problem, reported on its tests; an engine
+      // that does not answer is ours.
+      if (/pull|No such image|not found|manifest|denied|repository/i.test(message)) return failed(`image ${image}: ${message}`, 125);
+      return failed(`docker: ${message}`, null, true);
+    }
+    const startedAt = Date.now();
+    const exec = await live.container.exec({
+      Cmd: inv.argv,
+      Env: Object.entries({ ...this.opts.env, ...inv.env }).map(([k, v]) => `${k}=${v}`),
+      WorkingDir: inv.cwd,
+      AttachStdout: true,
+      AttachStderr: true,
+      Tty: false,
+      ...(this.opts.user ? { User: this.opts.user } : {}),
+    });
+    const stream = await exec.start({ hijack: true, stdin: false });
+    const out = new Tail();
+    const err = new Tail();
+    const stdout = new PassThrough();
+    const stderr = new PassThrough();
+    stdout.on('data', (c: Buffer) => out.push(c));
+    stderr.on('data', (c: Buffer) => err.push(c));
+    // Multiplexed output: demuxStream does not end the targets; the source's end is ours.
+    this.opts.docker.modem.demuxStream(stream, stdout, stderr);
+    const ended = new Promise<void>((resolve) => {
+      stream.on('end', resolve);
+      stream.on('close', resolve);
+      stream.on('error', resolve);
+    });
+    let killing: Promise<void> | undefined;
+    const exited = ended.then(async (): Promise<ProcessExit> => {
+      await killing;
+      const state = await live.container.inspect().then((i) => i.State).catch(() => undefined);
+      if (!state?.Running) {
+        this.live = undefined;
+        if (state?.OOMKilled) return { code: null, signal: 'SIGKILL', oom: this.memoryText() };
+        return { code: null, signal: null, infra: `container ${live.container.id.slice(0, 12)} died (${state ? `exit code ${state.ExitCode}` : 'gone'})` };
+      }
+      const info = await exec.inspect();
+      const code = info.ExitCode ?? null;
+      // The engine's oom event can trail the exec's end by a moment.
+      if (code === 137 && live.oomAt === undefined && !killing) await new Promise((r) => setTimeout(r, 500));
+      if (live.oomAt !== undefined && live.oomAt >= startedAt && code === 137) {
+        return { code, signal: 'SIGKILL', oom: this.memoryText() };
+      }
+      return { code: code !== null && code > 128 && code < 160 ? null : code, signal: code !== null && code > 128 && code < 160 ? signalName(code - 128) : null };
+    }).finally(async () => {
+      if (this.opts.isolation === 'spec') await this.dispose();
+    });
+    return {
+      exited,
+      stdoutTail: () => out.toString(),
+      stderrTail: () => err.toString(),
+      kill: () => {
+        killing ??= this.killAll(live, ended);
+      },
+    };
+  }
+
+  async dispose(): Promise<void> {
+    const live = this.live;
+    this.live = undefined;
+    if (!live) return;
+    (live.events as unknown as { destroy?: () => void } | undefined)?.destroy?.();
+    await live.container.remove({ force: true }).catch(() => undefined);
+  }
+
+  // ---- internals ---------------------------------------------------------------------
+
+  private memoryText(): string {
+    return this.opts.memory ? `container memory limit ${Math.round(this.opts.memory / 1048576)} MiB` : 'no container memory limit';
+  }
+
+  /** The slot's container for this image, made (and the image pulled) when needed. */
+  private async container(image: string, cwd: string): Promise<Live> {
+    if (this.live && this.live.image === image && (!this.opts.mountSuite || this.live.cwd === cwd)) {
+      const state = await this.live.container.inspect().then((i) => i.State).catch(() => undefined);
+      if (state?.Running) return this.live;
+    }
+    await this.dispose();
+    await this.opts.ensureImage(image);
+    const binds = [`${this.opts.slotDir}:${this.opts.slotDir}`, `${this.opts.assetsDir}:${this.opts.assetsDir}:ro`];
+    if (this.opts.mountSuite) binds.push(`${cwd}:${cwd}`);
+    const container = await this.opts.docker.createContainer({
+      Image: image,
+      // a do-nothing init that outlives the tests; tests come in through exec
+      Entrypoint: ['sh', '-c', 'trap "exit 0" TERM; while :; do sleep 3600 & wait $!; done'],
+      Cmd: [],
+      WorkingDir: cwd,
+      Env: Object.entries(this.opts.env).map(([k, v]) => `${k}=${v}`),
+      Labels: { [LABELS.supervisor]: this.opts.supervisorId, [LABELS.slot]: String(this.opts.slotIndex) },
+      HostConfig: {
+        Binds: binds,
+        NetworkMode: this.opts.network,
+        ...(this.opts.memory ? { Memory: this.opts.memory, MemorySwap: this.opts.memory } : {}),
+        ...(this.opts.nanoCpus ? { NanoCpus: this.opts.nanoCpus } : {}),
+        ...(this.opts.pidsLimit ? { PidsLimit: this.opts.pidsLimit } : {}),
+      },
+    });
+    const live: Live = { container, image, cwd };
+    try {
+      await container.start();
+      // The kernel's memory kills inside the container, when the victim is not its init.
+      live.events = await this.opts.docker.getEvents({ filters: { container: [container.id], event: ['oom'] } });
+      live.events.on('data', () => (live.oomAt = Date.now()));
+      live.events.on('error', () => undefined);
+    } catch (err) {
+      await container.remove({ force: true }).catch(() => undefined);
+      throw err;
+    }
+    this.live = live;
+    this.opts.log.info({ container: container.id.slice(0, 12), image }, 'worker container started');
+    return live;
+  }
+
+  /** Kills every process of the test; the container itself if that does not end the exec. */
+  private async killAll(live: Live, ended: Promise<void>): Promise<void> {
+    try {
+      const k = await live.container.exec({ Cmd: ['kill', '-9', '-1'], AttachStdout: false, AttachStderr: false });
+      await k.start({ Detach: true });
+    } catch {
+      // the container may be gone already
+    }
+    const done = await Promise.race([ended.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 5000))]);
+    if (!done) {
+      this.opts.log.warn({ container: live.container.id.slice(0, 12) }, 'test did not die inside its container; killing the container');
+      await live.container.kill().catch(() => undefined);
+    }
+  }
+}
+
+/** Removes (force) every container with these labels. */
+export async function removeContainers(docker: Docker, labels: Record<string, string>, log: Logger): Promise<number> {
+  const list = await docker.listContainers({ all: true, filters: { label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) } });
+  for (const c of list) {
+    await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+    log.info({ container: c.Id.slice(0, 12), labels }, 'removed a leftover worker container');
+  }
+  return list.length;
+}
+
+function failed(message: string, code: number | null = 125, infra = false): RunningProcess {
+  return {
+    exited: Promise.resolve(infra ? { code: null, signal: null, infra: message } : { code, signal: null }),
+    kill: () => undefined,
+    stdoutTail: () => '',
+    stderrTail: () => message,
+  };
+}
+
+const SIGNALS: Record<number, string> = { 1: 'SIGHUP', 2: 'SIGINT', 6: 'SIGABRT', 9: 'SIGKILL', 11: 'SIGSEGV', 13: 'SIGPIPE', 15: 'SIGTERM' };
+function signalName(n: number): string {
+  return SIGNALS[n] ?? `signal ${n}`;
+}
