@@ -115,20 +115,26 @@ export class DockerDriver implements WorkerDriver {
     let killing: Promise<void> | undefined;
     const exited = ended.then(async (): Promise<ProcessExit> => {
       await killing;
-      const state = await live.container.inspect().then((i) => i.State).catch(() => undefined);
+      const info = await exec.inspect().catch(() => undefined);
+      const code = info?.ExitCode ?? null;
+      // A SIGKILL we did not send: the container being killed (its state lags the exec's
+      // end by a moment) or the kernel's memory killer (its event, too, comes a bit later).
+      // Look again for a second before calling it the test's own doing.
+      let state = await this.state(live);
+      for (let i = 0; !killing && (code === 137 || code === null) && state?.Running && live.oomAt === undefined && i < 10; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        state = await this.state(live);
+      }
       if (!state?.Running) {
         this.live = undefined;
         if (state?.OOMKilled) return { code: null, signal: 'SIGKILL', oom: this.memoryText() };
         return { code: null, signal: null, infra: `container ${live.container.id.slice(0, 12)} died (${state ? `exit code ${state.ExitCode}` : 'gone'})` };
       }
-      const info = await exec.inspect();
-      const code = info.ExitCode ?? null;
-      // The engine's oom event can trail the exec's end by a moment.
-      if (code === 137 && live.oomAt === undefined && !killing) await new Promise((r) => setTimeout(r, 500));
       if (live.oomAt !== undefined && live.oomAt >= startedAt && code === 137) {
         return { code, signal: 'SIGKILL', oom: this.memoryText() };
       }
-      return { code: code !== null && code > 128 && code < 160 ? null : code, signal: code !== null && code > 128 && code < 160 ? signalName(code - 128) : null };
+      const bySignal = code !== null && code > 128 && code < 160;
+      return { code: bySignal ? null : code, signal: bySignal ? signalName(code - 128) : null };
     }).finally(async () => {
       if (this.opts.isolation === 'spec') await this.dispose();
     });
@@ -151,6 +157,10 @@ export class DockerDriver implements WorkerDriver {
   }
 
   // ---- internals ---------------------------------------------------------------------
+
+  private state(live: Live) {
+    return live.container.inspect().then((i) => i.State).catch(() => undefined);
+  }
 
   private memoryText(): string {
     return this.opts.memory ? `container memory limit ${Math.round(this.opts.memory / 1048576)} MiB` : 'no container memory limit';

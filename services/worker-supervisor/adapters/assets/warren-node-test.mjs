@@ -123,8 +123,9 @@ function installPreload() {
   }
   const { Test, Suite } = T || {};
   if (typeof Test !== 'function' || typeof Suite !== 'function' ||
-    typeof Test.prototype.matchesTestNamePatterns !== 'function' || typeof Test.prototype.runHook !== 'function') {
-    throw new Error(TAG + ': node ' + process.version + ' test runner internals are not the ones of node 20 (Test.prototype.matchesTestNamePatterns, runHook)');
+    typeof Test.prototype.matchesTestNamePatterns !== 'function' || typeof Test.prototype.runHook !== 'function' ||
+    typeof Test.prototype.createHook !== 'function') {
+    throw new Error(TAG + ': node ' + process.version + ' test runner internals are not the ones of node 20 (Test.prototype.matchesTestNamePatterns, runHook, createHook)');
   }
   if (!process.execArgv.some((a) => a.startsWith('--test-name-pattern'))) {
     throw new Error(TAG + ': no --test-name-pattern in this test process: the selection would not apply');
@@ -149,6 +150,14 @@ function installPreload() {
     if (selected) for (let p = this; p; p = p.parent) p[SELECTED] = true;
     return selected;
   };
+  // discovery: every hook is registered as a no-op (a file-level before() would otherwise
+  // run at once: node runs a `before` added to a test that has started immediately)
+  const createHook = Test.prototype.createHook;
+  if (mode !== 'run') {
+    Test.prototype.createHook = function warrenCreateHook(name, fn, options) {
+      return createHook.call(this, name, function warrenNoHook() {}, options);
+    };
+  }
   const runHook = Test.prototype.runHook;
   Test.prototype.runHook = function warrenRunHook(hook, args) {
     // hooks run only around selected tests, never in discovery
@@ -395,7 +404,13 @@ function stderrTail(f, n) {
 
 function loadErrorEvent(f) {
   const err = stderrError(f.stderr.join(''));
-  const ev = { event: 'error', message: 'failed to load ' + f.rel + ': ' + (err || 'its test process ' + howItEnded(f) + ' before reporting any test'), file: f.rel };
+  // without an error on stderr (process.exit(), a signal) it may as well have died in its
+  // first test: node 20 loses the last events of a process that dies
+  const ev = {
+    event: 'error',
+    message: err ? 'failed to load ' + f.rel + ': ' + err : 'the test process of ' + f.rel + ' ' + howItEnded(f) + ' before reporting any test',
+    file: f.rel,
+  };
   const details = stderrTail(f, 60);
   if (details) ev.details = details;
   return ev;
