@@ -3,6 +3,6 @@
 import { main } from '../dist/cli/main.js';
 
 await main(process.argv);
-// `warren run` is done once main returns (its services are stopped); a service command
+// `warren run` (and deploy, hosts, health) are done once main returns (its services are stopped); a service command
 // (dispatcher, supervisor, aggregator) keeps running until it is signalled.
-if (process.argv[2] === 'run' || process.exitCode !== undefined) process.exit(process.exitCode ?? 0);
+if (['run', 'deploy', 'hosts', 'health'].includes(process.argv[2]) || process.exitCode !== undefined) process.exit(process.exitCode ?? 0);

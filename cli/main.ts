@@ -28,6 +28,7 @@ import { startDispatcher } from '../services/dispatcher/main.js';
 import { startAggregator } from '../services/aggregator/main.js';
 import { startSupervisor } from '../services/worker-supervisor/main.js';
 import { loadSupervisorConfig, type SupervisorConfigInput } from '../services/worker-supervisor/config.js';
+import { deploy, health, hosts, loadMatrix } from './deploy.js';
 
 const EXIT = { passed: 0, failed: 1, error: 2 } as const;
 
@@ -361,6 +362,53 @@ export function program(): Command {
     .option('--state-dir <dir>', 'journals of runs in progress (default: $WARREN_STATE_DIR, then ./.warren/aggregator)')
     .action(async (o: { broker?: string; reportDir?: string; stateDir?: string }) => {
       await startAggregator(o);
+    });
+  cmd
+    .command('deploy')
+    .description('bring a supervisor up (or --down) on every host of the build matrix, over SSH')
+    .option('--matrix <file>', 'the build matrix (JSON; see deploy/matrix.example.json)', 'deploy/matrix.json')
+    .option('--compose <file>', 'the worker compose file to upload', 'deploy/worker.compose.yml')
+    .option('--down', 'take the supervisors down instead')
+    .option('--host <name>', 'only this host (repeatable)', collect, [])
+    .option('--deadline <sec>', 'give up on a host that has not answered by then', '120')
+    .option('--retry <sec>', 'wait between attempts on a host that does not answer', '5')
+    .action(async (o: { matrix: string; compose: string; down?: boolean; host: string[]; deadline: string; retry: string }) => {
+      const matrix = loadMatrix(o.matrix);
+      if (!fs.existsSync(o.compose)) throw new UsageError(`--compose: ${o.compose} does not exist`);
+      const out = (line: string) => process.stdout.write(`${line}\n`);
+      const outcomes = await deploy({
+        matrix, composeFile: o.compose, down: !!o.down, only: o.host, out,
+        deadlineMs: positiveNumber('--deadline', o.deadline) * 1000, retryMs: positiveNumber('--retry', o.retry) * 1000,
+      });
+      for (const r of outcomes) out(`${r.ok ? 'ok    ' : 'FAILED'} ${r.host}: ${r.detail}`);
+      process.exitCode = outcomes.every((r) => r.ok) ? 0 : 1;
+    });
+
+  cmd
+    .command('hosts')
+    .description("show each supervisor's state and workers (from their heartbeats), and matrix hosts that are silent")
+    .option('--broker <url>', 'RabbitMQ URL (default: $WARREN_BROKER_URL, then amqp://localhost)')
+    .option('--matrix <file>', 'also list the hosts of this matrix that send no heartbeat')
+    .option('--listen <sec>', 'how long to listen for heartbeats', '5')
+    .action(async (o: { broker?: string; matrix?: string; listen: string }) => {
+      const matrix = o.matrix ? loadMatrix(o.matrix) : undefined;
+      const broker = new Broker({ url: brokerUrl(o.broker), name: 'warren hosts', log: createLogger('cli', 'error'), connectAttempts: 3 });
+      await broker.start();
+      try {
+        await hosts({ broker, listenMs: positiveNumber('--listen', o.listen) * 1000, matrix, out: (l) => process.stdout.write(`${l}\n`) });
+      } finally {
+        await broker.close();
+      }
+      process.exitCode = 0;
+    });
+
+  cmd
+    .command('health')
+    .description('exit 0 when the broker answers and the topology is there (for health checks)')
+    .option('--broker <url>', 'RabbitMQ URL (default: $WARREN_BROKER_URL, then amqp://localhost)')
+    .action(async (o: { broker?: string }) => {
+      process.stdout.write(`${await health(brokerUrl(o.broker), createLogger('cli', 'error'))}\n`);
+      process.exitCode = 0;
     });
   return cmd;
 }

@@ -259,6 +259,9 @@ export const Heartbeat = z.object({
   supervisor: z.string(),
   host: z.string(),
   at: z.number(),
+  driver: z.string().default('local'),
+  labels: z.record(z.string(), z.string()).default({}),
+  state: z.enum(['starting', 'running', 'draining', 'stopped', 'failed']).default('running'),
   slots: z.array(
     z.object({
       index: z.number(),

@@ -22,6 +22,8 @@ export const SupervisorConfig = z.object({
   /** Parent of the slots' directories; with docker, a host path the engine can mount. */
   dir: z.string().optional(),
   graceSec: z.coerce.number().positive().default(30),
+  /** Free-form labels shown by `warren hosts` (e.g. from the build matrix). */
+  labels: z.record(z.string(), z.string()).default({}),
   driver: z.enum(['local', 'docker', 'noop']).default('local'),
   docker: z
     .object({
@@ -61,6 +63,7 @@ export function loadSupervisorConfig(flags: SupervisorConfigInput & { config?: s
     id: pick(flags.id, env('WARREN_SUPERVISOR_ID'), file.id),
     dir: pick(flags.dir, env('WARREN_SUPERVISOR_DIR'), file.dir),
     graceSec: pick(flags.graceSec, file.graceSec),
+    labels: pick(flags.labels, env('WARREN_LABELS') === undefined ? undefined : parseLabels(env('WARREN_LABELS')!), file.labels),
     driver: pick(flags.driver, env('WARREN_DRIVER'), file.driver),
     docker: {
       image: pick(flags.docker?.image, env('WARREN_IMAGE'), fileDocker.image),
@@ -80,6 +83,17 @@ export function loadSupervisorConfig(flags: SupervisorConfigInput & { config?: s
     throw new UsageError(`supervisor config: ${issue.path.join('.')}: ${issue.message}`);
   }
   return parsed.data;
+}
+
+/** `k=v,k=v` */
+export function parseLabels(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const pair of text.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new UsageError(`WARREN_LABELS: expected key=value[,key=value...], got ${JSON.stringify(pair)}`);
+    out[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return out;
 }
 
 function parseAuth(text: string): unknown {

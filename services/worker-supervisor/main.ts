@@ -19,6 +19,7 @@ export function startSupervisor(opts: { broker?: string; config?: string } & Sup
       graceMs: config.graceSec * 1000,
       driver: config.driver,
       docker: config.docker,
+      labels: config.labels,
       log,
     }),
   );

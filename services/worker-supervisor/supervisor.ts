@@ -56,6 +56,7 @@ export interface SupervisorOptions {
    * (runs nothing; benchmarks). */
   driver?: SupervisorConfig['driver'];
   docker?: SupervisorConfig['docker'];
+  labels?: Record<string, string>;
   log: Logger;
 }
 
@@ -224,6 +225,7 @@ export class Supervisor {
   private async beat(): Promise<void> {
     const msg: Heartbeat = {
       type: 'supervisor.heartbeat', v: SCHEMA_VERSION, supervisor: this.id, host: os.hostname(), at: Date.now(),
+      driver: this.opts.driver ?? 'local', labels: this.opts.labels ?? {}, state: this.state,
       slots: this.slots.map((s) => ({
         index: s.index,
         state: s.activity.state,

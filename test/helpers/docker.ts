@@ -1,5 +1,5 @@
 /** The Docker engine for end-to-end tests, and the images they use, built locally. */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { ROOT } from './cli.js';
 
@@ -11,11 +11,9 @@ export function ensureBaseImages(): void {
   execFileSync(path.join(ROOT, 'docker/build-local-bases.sh'), { stdio: 'inherit' });
 }
 
+/** Builds the services image from this checkout (kept when nothing in it changed). */
 export function ensureServicesImage(): void {
-  const has = spawnSync('docker', ['image', 'inspect', SERVICES_IMAGE], { stdio: 'ignore' }).status === 0;
-  if (!has || process.env.WARREN_REBUILD_IMAGE) {
-    execFileSync(path.join(ROOT, 'docker/build-image.sh'), [SERVICES_IMAGE], { stdio: 'inherit', env: { ...process.env, BASE: 'warren-base-node' } });
-  }
+  execFileSync(path.join(ROOT, 'docker/build-image.sh'), [SERVICES_IMAGE], { stdio: 'inherit', env: { ...process.env, BASE: 'warren-base-node' } });
 }
 
 export function docker(...args: string[]): string {

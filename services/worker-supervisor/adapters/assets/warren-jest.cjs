@@ -60,7 +60,8 @@ const TAG = 'warren-jest';
 
 // eslint-disable-next-line no-control-regex
 const ANSI = /[\u001b\u009b][[\]()#;?]*(?:(?:(?:[a-zA-Z\d]*(?:;[-a-zA-Z\d/#&.:=?%@~_]*)*)?\u0007)|(?:(?:\d{1,4}(?:;\d{0,4})*)?[\dA-PR-TZcf-ntqry=><~]))/g;
-const stripAnsi = (s) => String(s).replace(ANSI, '');
+/** ANSI colours out, and the stack frames of this file (the wrapper runner) with them. */
+const stripAnsi = (s) => String(s).replace(ANSI, '').split('\n').filter((l) => !/^\s+at .*warren-jest\.cjs\b/.test(l)).join('\n');
 
 /**
  * One line of an error message: its first line, plus, when that line only introduces

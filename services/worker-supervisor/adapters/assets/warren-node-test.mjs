@@ -25,10 +25,12 @@
  *   test's id (full name, ` #n` for duplicates, in creation order: definition order) and
  *   answers "run" for exactly the requested ids (in discovery: for none). A test that does
  *   not match is skipped by node itself (its function replaced by a no-op); suites always
- *   match (node still runs describe bodies to register their tests). Hooks
- *   (`Test.prototype.runHook`) run only for suites/tests that contain a selected test, and
- *   never in discovery. So discovery loads each file (module code and describe bodies
- *   run) and runs no test body and no hook; a run runs exactly the requested tests.
+ *   match (node still runs describe bodies to register their tests). In a run, hooks
+ *   (`Test.prototype.runHook`) run only for suites/tests that contain a selected test (a
+ *   file-level `before()` still runs when the file loads: node runs it at once); in
+ *   discovery every hook is registered as a no-op (`Test.prototype.createHook`). So
+ *   discovery loads each file (module code and describe bodies run) and runs no test body
+ *   and no hook; a run runs exactly the requested tests.
  *   Subtests created inside a running test (t.test()) run with it; they are not listed.
  * - node's test reporter (the default export, in node's orchestrating process): prints
  *   every test event as a JSON line on stdout, for the script.
@@ -461,8 +463,15 @@ function runNode(cwd, mode, files, stateDir, reader) {
       exit = { code, signal };
       done();
     });
-    // forward termination to node's runner (Warren kills the process group anyway)
-    for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => child.kill(sig));
+    // terminated: end node's runner too, and end as an unfinished run (no `done`)
+    for (const sig of ['SIGTERM', 'SIGINT']) {
+      process.on(sig, () => {
+        try {
+          child.kill(sig);
+        } catch (_) { /* already gone */ }
+        process.exit(sig === 'SIGINT' ? 130 : 143);
+      });
+    }
   });
 }
 
