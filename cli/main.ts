@@ -29,6 +29,7 @@ import { startAggregator } from '../services/aggregator/main.js';
 import { startSupervisor } from '../services/worker-supervisor/main.js';
 import { loadSupervisorConfig, type SupervisorConfigInput } from '../services/worker-supervisor/config.js';
 import { deploy, health, hosts, loadMatrix } from './deploy.js';
+import { detectAdapter } from './detect.js';
 
 const EXIT = { passed: 0, failed: 1, error: 2 } as const;
 
@@ -52,27 +53,22 @@ interface RunFlags {
   runId?: string;
   timings?: string | false;
   image?: string;
+  onlyFailuresFrom?: string;
   driver?: string;
   memory?: string;
   isolation?: string;
   network?: string;
 }
 
-/** The adapter a suite directory looks like it needs (a fuller detection is issue #4). */
-function detectAdapter(cwd: string): AdapterName {
-  const has = (f: string) => fs.existsSync(path.join(cwd, f));
-  if (has('.rspec') || has('spec')) return 'rspec';
-  if (has('package.json')) {
-    const pkg = JSON.parse(fs.readFileSync(path.join(cwd, 'package.json'), 'utf8')) as Record<string, Record<string, string> | undefined>;
-    if (pkg.devDependencies?.mocha || pkg.dependencies?.mocha || has('.mocharc.json') || has('.mocharc.js') || has('.mocharc.yml')) return 'mocha';
-  }
-  throw new UsageError(`--adapter: cannot tell which framework ${cwd} uses; pass --adapter ${ADAPTERS.join('|')}`);
-}
-
 function buildRequest(flags: RunFlags): RunRequest {
   const cwd = path.resolve(flags.cwd);
   if (!fs.existsSync(cwd) || !fs.statSync(cwd).isDirectory()) throw new UsageError(`--cwd: suite directory ${cwd} does not exist`);
-  const adapter = (flags.adapter ?? detectAdapter(cwd)) as AdapterName;
+  let adapter = flags.adapter as AdapterName | undefined;
+  if (adapter === undefined) {
+    const found = detectAdapter(cwd);
+    adapter = found.adapter;
+    process.stderr.write(`warren: adapter ${found.adapter} (found ${found.why}); --adapter to choose another\n`);
+  }
   if (!ADAPTERS.includes(adapter)) throw new UsageError(`--adapter: unknown adapter ${JSON.stringify(adapter)}; expected one of ${ADAPTERS.join(', ')}`);
   const env: Record<string, string> = {};
   for (const pair of flags.env) {
@@ -98,6 +94,7 @@ function buildRequest(flags: RunFlags): RunRequest {
     runTimeoutSec: positiveNumber('--run-timeout', flags.runTimeout),
     maxBatch: positiveInt('--max-batch', flags.maxBatch),
     image: flags.image,
+    only: flags.onlyFailuresFrom ? failuresFrom(flags.onlyFailuresFrom) : undefined,
   };
   const durations = loadDurations(flags);
   const parsed = RunRequest.safeParse({ ...input, durations });
@@ -109,6 +106,23 @@ function buildRequest(flags: RunFlags): RunRequest {
   if (problem) throw new UsageError(problem);
   return parsed.data;
 }
+
+/** The ids of the tests that failed in an earlier report (what a red build re-runs). */
+function failuresFrom(file: string): string[] {
+  let report: { tests?: Array<{ id: string; status: string }> };
+  try {
+    report = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new UsageError(`--only-failures-from: cannot read ${file}: ${errorMessage(err)}`);
+  }
+  if (!Array.isArray(report.tests)) throw new UsageError(`--only-failures-from: ${file} is not a Warren report.json (no tests)`);
+  const failed = report.tests.filter((t) => t.status === 'failed').map((t) => t.id);
+  if (failed.length === 0) throw new NothingToRun(`no failed tests in ${file}: nothing to re-run`);
+  return failed;
+}
+
+/** Not an error: the user asked for nothing. Exit 0 with the reason. */
+class NothingToRun extends Error {}
 
 /**
  * Durations by test id from an earlier report: `--timings FILE`, else the report left in
@@ -222,7 +236,14 @@ async function startLocal(url: string, workers: number, flags: RunFlags): Promis
 }
 
 async function run(flags: RunFlags): Promise<number> {
-  const request = buildRequest(flags);
+  let request: RunRequest;
+  try {
+    request = buildRequest(flags);
+  } catch (err) {
+    if (!(err instanceof NothingToRun)) throw err;
+    process.stderr.write(`warren: ${err.message}\n`);
+    return EXIT.passed;
+  }
   const runId = request.runId!;
   const url = brokerUrl(flags.broker);
   const workers = flags.workers !== undefined ? positiveInt('--workers', flags.workers) : os.availableParallelism();
@@ -291,6 +312,7 @@ export function program(): Command {
     .option('--env <KEY=VALUE>', 'environment for the test processes (repeatable)', collect, [])
     .option('--discover-command <cmd>', 'command adapter: prints one test id per line')
     .option('--run-command <template>', 'command adapter: runs one test; {id} is replaced by its id')
+    .option('--only-failures-from <report.json>', 're-run only the tests that failed in an earlier report')
     .option('--timings <report.json>', 'balance batches by the durations in an earlier report (default: <report-dir>/report.json if there is one)')
     .option('--no-timings', 'do not balance by earlier durations')
     .option('--run-id <id>', 'name the run (default: a new one)')

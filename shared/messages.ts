@@ -54,6 +54,8 @@ export const RunRequest = SuiteConfig.extend({
   /** Regular expressions matched against a test's id and its full name. */
   pattern: z.string().optional(),
   exclude: z.string().optional(),
+  /** Only these test ids (e.g. the failures of an earlier run), before pattern/exclude. */
+  only: z.array(z.string()).min(1).optional(),
   /** Another round re-runs the failures while failed/total is at most this. */
   rerunThreshold: z.number().min(0).max(1).default(0.1),
   /** Rounds in all, the first included. */

@@ -106,11 +106,11 @@ export class Dispatcher {
       await this.publishPlan(run, 1, [], 0, msg.error);
       return;
     }
-    const tests = filterTests(msg.tests, run.pattern, run.exclude);
+    const tests = filterTests(msg.tests, run.pattern, run.exclude, run.only);
     if (tests.length === 0) {
       const error = msg.tests.length === 0
         ? `no tests found in ${run.cwd} by ${run.adapter}`
-        : `no test matched (found ${msg.tests.length}; --pattern ${JSON.stringify(run.pattern ?? '')}, --exclude ${JSON.stringify(run.exclude ?? '')})`;
+        : `no test matched (found ${msg.tests.length}; --pattern ${JSON.stringify(run.pattern ?? '')}, --exclude ${JSON.stringify(run.exclude ?? '')}${run.only ? `, ${run.only.length} ids from --only-failures-from` : ''})`;
       await this.publishPlan(run, 1, [], 0, error);
       return;
     }

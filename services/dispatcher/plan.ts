@@ -6,11 +6,16 @@
  */
 import type { TestRef } from '../../shared/messages.js';
 
-export function filterTests(tests: TestRef[], pattern?: string, exclude?: string): TestRef[] {
+/**
+ * The tests a run keeps: those named in `only` (when given), whose id or full name matches
+ * `pattern`, and neither of which matches `exclude`. The same rule for every adapter.
+ */
+export function filterTests(tests: TestRef[], pattern?: string, exclude?: string, only?: string[]): TestRef[] {
   const inc = pattern ? new RegExp(pattern) : undefined;
   const exc = exclude ? new RegExp(exclude) : undefined;
+  const wanted = only ? new Set(only) : undefined;
   const matches = (re: RegExp, t: TestRef) => re.test(t.id) || re.test(t.name);
-  return tests.filter((t) => (!inc || matches(inc, t)) && (!exc || !matches(exc, t)));
+  return tests.filter((t) => (!wanted || wanted.has(t.id)) && (!inc || matches(inc, t)) && (!exc || !matches(exc, t)));
 }
 
 export interface BatchOptions {

@@ -55,3 +55,9 @@ test('with known durations, short tests share a process (at least a second of wo
   const batches = planBatches(tests, { maxBatch: 50, slots: 8, durations });
   assert.equal(batches.length, 1, '30 tests of 20 ms: one process, not 32');
 });
+
+test('only: exact ids first, then pattern and exclude', () => {
+  const tests = suite({ a: 3 });
+  assert.deepEqual(filterTests(tests, undefined, undefined, ['./a[1:1]', './a[1:3]', 'gone']).map((x) => x.id), ['./a[1:1]', './a[1:3]']);
+  assert.deepEqual(filterTests(tests, undefined, 'example 3', ['./a[1:1]', './a[1:3]']).map((x) => x.id), ['./a[1:1]']);
+});
