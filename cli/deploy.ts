@@ -157,6 +157,8 @@ async function deployHost(host: Host, opts: DeployOptions): Promise<HostOutcome>
       const remote = dir.startsWith('/') ? dir : `${home}/${dir}`;
       await ssh.putFile(opts.composeFile, `${remote}/docker-compose.yml`);
       await ssh.putFile(path.join(local, '.env'), `${remote}/.env`);
+      // it holds the broker's password
+      await run(`chmod 600 ${shq(`${remote}/.env`)}`, 'chmod');
     } finally {
       fs.rmSync(local, { recursive: true, force: true });
     }
