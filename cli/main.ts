@@ -62,8 +62,11 @@ interface RunFlags {
 
 function buildRequest(flags: RunFlags): RunRequest {
   const cwd = path.resolve(flags.cwd);
-  if (!fs.existsSync(cwd) || !fs.statSync(cwd).isDirectory()) throw new UsageError(`--cwd: suite directory ${cwd} does not exist`);
+  // With an image and remote workers, --cwd is a path inside the image: nothing to check here.
+  const inImage = flags.image !== undefined && !flags.local;
+  if (!inImage && (!fs.existsSync(cwd) || !fs.statSync(cwd).isDirectory())) throw new UsageError(`--cwd: suite directory ${cwd} does not exist`);
   let adapter = flags.adapter as AdapterName | undefined;
+  if (adapter === undefined && inImage) throw new UsageError('--adapter: required when --cwd is a path inside --image');
   if (adapter === undefined) {
     const found = detectAdapter(cwd);
     adapter = found.adapter;

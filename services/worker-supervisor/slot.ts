@@ -150,7 +150,8 @@ export class Slot {
     log.info('discovering tests');
     let tests: TestRef[] = [];
     let error: string | undefined;
-    if (!fs.existsSync(suite.cwd)) {
+    // (with docker, the directory is inside the image: the exec's failure tells)
+    if (this.opts.driver.name === 'local' && !fs.existsSync(suite.cwd)) {
       error = `suite directory ${suite.cwd} does not exist on worker ${this.opts.workerId}`;
     } else {
       const adapter = adapterFor(suite.adapter);

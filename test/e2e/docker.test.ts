@@ -8,7 +8,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createVhost, waitFor, type TestVhost } from '../helpers/rabbit.js';
-import { FIXTURES, readReport, runCli, tmpDir } from '../helpers/cli.js';
+import { execFileSync } from 'node:child_process';
+import { FIXTURES, ROOT, readReport, runCli, startService, stopService, tmpDir } from '../helpers/cli.js';
+import { createLogger } from '../../shared/log.js';
+import { Aggregator } from '../../services/aggregator/aggregator.js';
+import { Dispatcher } from '../../services/dispatcher/dispatcher.js';
 import { SUITE_IMAGE, containersWithLabel, docker, ensureBaseImages } from '../helpers/docker.js';
 
 let vhost: TestVhost;
@@ -124,4 +128,29 @@ test('an image that cannot be had ends the run with one clear error', async () =
   ]);
   assert.equal(res.code, 2, res.stdout);
   assert.match(res.stdout, /could not run[\s\S]*discovery failed: .*cannot pull image warren-no-such-image:never/);
+});
+
+test('the code baked into the image (the example suite image), on a supervisor of the docker driver', async () => {
+  execFileSync('docker', ['build', '-q', '-f', path.join(ROOT, 'docker/example-suite/Dockerfile'), '--build-arg', `BASE=${SUITE_IMAGE}`, '-t', 'warren-example-suite:test', ROOT], { stdio: 'ignore' });
+  const log = createLogger('test', 'error');
+  const url = vhost.url;
+  const dispatcher = new Dispatcher({ brokerUrl: url, log });
+  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), stateDir: tmpDir(), log });
+  await Promise.all([dispatcher.start(), aggregator.start()]);
+  const supervisor = startService(['supervisor', '--broker', url, '--workers', '2', '--driver', 'docker', '--id', 'baked', '--memory', '256m']);
+  try {
+    const reportDir = tmpDir();
+    const res = await runCli(['run', '--broker', url, '--image', 'warren-example-suite:test', '--cwd', '/suite', '--adapter', 'rspec', '--report-dir', reportDir]);
+    assert.equal(res.code, 0, `${res.stdout}\n${res.stderr}`);
+    const report = readReport(reportDir);
+    assert.equal(report.totals.passed, 50);
+    assert.ok(report.tests.every((t) => /^baked\/[01]$/.test(t.worker!)));
+    const noAdapter = await runCli(['run', '--broker', url, '--image', 'warren-example-suite:test', '--cwd', '/suite']);
+    assert.equal(noAdapter.code, 2);
+    assert.match(noAdapter.stderr, /--adapter: required when --cwd is a path inside --image/);
+  } finally {
+    await stopService(supervisor);
+    await Promise.all([dispatcher.stop(), aggregator.stop()]);
+  }
+  assert.deepEqual(containersWithLabel('warren.supervisor=baked'), [], 'a drained supervisor removes its containers');
 });

@@ -89,7 +89,10 @@ export class DockerDriver implements WorkerDriver {
       return failed(`docker: ${message}`, null, true);
     }
     const startedAt = Date.now();
-    const exec = await live.container.exec({
+    let exec: Docker.Exec;
+    let stream: NodeJS.ReadWriteStream;
+    try {
+      exec = await live.container.exec({
       Cmd: inv.argv,
       Env: Object.entries({ ...this.opts.env, ...inv.env }).map(([k, v]) => `${k}=${v}`),
       WorkingDir: inv.cwd,
@@ -97,8 +100,12 @@ export class DockerDriver implements WorkerDriver {
       AttachStderr: true,
       Tty: false,
       ...(this.opts.user ? { User: this.opts.user } : {}),
-    });
-    const stream = await exec.start({ hijack: true, stdin: false });
+      });
+      stream = await exec.start({ hijack: true, stdin: false });
+    } catch (err) {
+      // e.g. no such working directory in the image: the run's problem, on its tests
+      return failed(`docker exec in ${inv.cwd}: ${(err as Error).message}`, 126);
+    }
     const out = new Tail();
     const err = new Tail();
     const stdout = new PassThrough();
