@@ -79,8 +79,9 @@ function buildRequest(flags: RunFlags): RunRequest {
     if (eq <= 0) throw new UsageError(`--env: expected KEY=VALUE, got ${JSON.stringify(pair)}`);
     env[pair.slice(0, eq)] = pair.slice(eq + 1);
   }
-  if (adapter === 'command' && (!flags.discoverCommand || !flags.runCommand)) {
-    throw new UsageError('--adapter command needs --discover-command and --run-command');
+  const commanded = adapter === 'command' || adapter === 'junit';
+  if (commanded && (!flags.discoverCommand || !flags.runCommand)) {
+    throw new UsageError(`--adapter ${adapter} needs --discover-command and --run-command`);
   }
   const input = {
     type: 'run.request',
@@ -90,7 +91,7 @@ function buildRequest(flags: RunFlags): RunRequest {
     pattern: flags.pattern,
     exclude: flags.exclude,
     env,
-    command: adapter === 'command' ? { discover: flags.discoverCommand!, run: flags.runCommand! } : undefined,
+    command: commanded ? { discover: flags.discoverCommand!, run: flags.runCommand! } : undefined,
     rerunThreshold: fraction('--rerun-threshold', flags.rerunThreshold),
     maxRounds: positiveInt('--max-rounds', flags.maxRounds),
     testTimeoutSec: positiveNumber('--test-timeout', flags.testTimeout),
@@ -313,8 +314,8 @@ export function program(): Command {
     .option('--run-timeout <sec>', 'fail every test without a result this long after the start', '3600')
     .option('--max-batch <n>', 'at most this many tests per framework process', '50')
     .option('--env <KEY=VALUE>', 'environment for the test processes (repeatable)', collect, [])
-    .option('--discover-command <cmd>', 'command adapter: prints one test id per line')
-    .option('--run-command <template>', 'command adapter: runs one test; {id} is replaced by its id')
+    .option('--discover-command <cmd>', 'command/junit adapters: prints one test id per line')
+    .option('--run-command <template>', 'command/junit adapters: {id} one test id, {ids} several, {junit} the JUnit XML file to write')
     .option('--only-failures-from <report.json>', 're-run only the tests that failed in an earlier report')
     .option('--timings <report.json>', 'balance batches by the durations in an earlier report (default: <report-dir>/report.json if there is one)')
     .option('--no-timings', 'do not balance by earlier durations')

@@ -8,7 +8,7 @@ import { z } from 'zod';
 
 export const SCHEMA_VERSION = 1;
 
-export const ADAPTERS = ['rspec', 'mocha', 'jest', 'vitest', 'node-test', 'pytest', 'go', 'command'] as const;
+export const ADAPTERS = ['rspec', 'mocha', 'jest', 'vitest', 'node-test', 'pytest', 'go', 'junit', 'command'] as const;
 export type AdapterName = (typeof ADAPTERS)[number];
 
 const runId = z
@@ -28,9 +28,10 @@ export const SuiteConfig = z.object({
   adapter: z.enum(ADAPTERS),
   /** The suite directory, as a path on the worker hosts. */
   cwd: z.string().min(1),
-  /** For the `command` adapter: `discover` prints one test id per line; `run` is a
-   * template where `{ids}` becomes the space-separated, shell-quoted test ids and `{id}`
-   * the single id (the spec then carries one test). */
+  /** For the `command` and `junit` adapters: `discover` prints one test id per line; `run`
+   * is a template where `{ids}` becomes the space-separated, shell-quoted test ids, `{id}`
+   * the single id (the spec then carries one test) and, for `junit`, `{junit}` the file
+   * the command must write its JUnit XML to (also in $WARREN_JUNIT_FILE). */
   command: z.object({ discover: z.string().min(1), run: z.string().min(1) }).optional(),
   /** Extra environment for the test processes. */
   env: z.record(z.string(), z.string()).default({}),
@@ -83,7 +84,7 @@ export function runRequestProblem(r: RunRequest): string | null {
       return `${field}: not a valid regular expression: ${(err as Error).message}`;
     }
   }
-  if (r.adapter === 'command' && !r.command) return 'command: required with adapter "command" ({ "discover": ..., "run": ... })';
+  if ((r.adapter === 'command' || r.adapter === 'junit') && !r.command) return `command: required with adapter "${r.adapter}" ({ "discover": ..., "run": ... })`;
   if (!r.cwd.startsWith('/')) return `cwd: must be an absolute path, got ${JSON.stringify(r.cwd)}`;
   return null;
 }

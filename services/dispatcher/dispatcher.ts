@@ -124,7 +124,8 @@ export class Dispatcher {
       return;
     }
     const { consumerCount } = await this.broker.checkQueue(QUEUES.specs);
-    const maxBatch = run.adapter === 'command' && !run.command?.run.includes('{ids}') ? 1 : run.maxBatch;
+    // a template without {ids} runs one test per process
+    const maxBatch = run.command && !run.command.run.includes('{ids}') ? 1 : run.maxBatch;
     const batches = planBatches(tests, { maxBatch, slots: consumerCount, durations: run.durations });
     // The plan goes first: the aggregator must know the whole round before any result, and
     // if we die halfway through the specs, the redelivered message publishes them again.

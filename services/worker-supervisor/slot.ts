@@ -20,6 +20,7 @@ import { EXCHANGES, QUEUES, ROUTING } from '../../shared/topology.js';
 import { adapterFor, type RunFiles } from './adapters/adapter.js';
 import type { RunningProcess, WorkerDriver } from './drivers/driver.js';
 import { parseEvents, resolveAttempt, resolveByExitCode, type FrameworkEvent, type Resolution } from './resolve.js';
+import { junitEvents } from './adapters/junit.js';
 
 export interface SlotOptions {
   brokerUrl: string;
@@ -158,7 +159,7 @@ export class Slot {
       const files = this.files();
       const timeoutSec = Math.max(120, suite.testTimeoutSec);
       const { outcome, events, stdout } = await this.execute(adapter.discover(suite, this.opts.driver.context), suite, files, timeoutSec, true);
-      if (adapter.events) {
+      if (adapter.results === 'events') {
         tests = dedupeTests(events.filter((e): e is Extract<FrameworkEvent, { event: 'test' }> => e.event === 'test'));
         if (!events.some((e) => e.event === 'done')) {
           error = `discovery failed: ${suite.adapter} ${outcome.timedOutAfterSec ? `timed out after ${outcome.timedOutAfterSec} s` : outcome.exit.signal ? `killed by ${outcome.exit.signal}` : `exited with code ${outcome.exit.code}`}: ${lastLine(outcome.stderr) || lastLine(stdout)}`;
@@ -198,8 +199,13 @@ export class Slot {
     const adapter = adapterFor(job.suite.adapter);
     const files = this.files();
     fs.writeFileSync(files.ids, job.tests.map((t) => t.id).join('\n') + '\n');
-    const { outcome, stdout } = await this.execute(adapter.run(job.suite, job.tests, this.opts.driver.context), job.suite, files, job.suite.testTimeoutSec, false, job);
-    const resolution: Resolution = adapter.events ? resolveAttempt(job.tests, outcome) : resolveByExitCode(job.tests, outcome, stdout);
+    // Without events there is no per-test clock: the process has a test's budget per test.
+    const budget = adapter.results === 'events' ? job.suite.testTimeoutSec : job.suite.testTimeoutSec * job.tests.length;
+    const { outcome, stdout } = await this.execute(adapter.run(job.suite, job.tests, this.opts.driver.context, files), job.suite, files, budget, false, job);
+    const resolution: Resolution =
+      adapter.results === 'events' ? resolveAttempt(job.tests, outcome)
+        : adapter.results === 'junit' ? resolveAttempt(job.tests, { ...outcome, events: this.junitResults(files, job, outcome) })
+          : resolveByExitCode(job.tests, outcome, stdout);
     if (resolution.results.length > 0) {
       const msg: SpecResult = {
         type: 'spec.result', v: SCHEMA_VERSION, id: `${job.id}/result`, runId: job.runId,
@@ -216,6 +222,24 @@ export class Slot {
     d.ack();
   }
 
+  /** The JUnit XML the run command wrote, as events; none when it is missing or broken. */
+  private junitResults(files: RunFiles, job: SpecJob, outcome: { timedOutAfterSec?: number; exit: { code: number | null; signal: string | null } }): FrameworkEvent[] {
+    // killed (timeout, signal): the crash rules apply
+    if (outcome.timedOutAfterSec !== undefined || outcome.exit.signal !== null) return [];
+    if (!fs.existsSync(files.junit)) {
+      return [
+        { event: 'error', message: `the run command wrote no JUnit XML to {junit} ($WARREN_JUNIT_FILE) and exited with code ${outcome.exit.code}` },
+        { event: 'done' },
+      ];
+    }
+    try {
+      return junitEvents(fs.readFileSync(files.junit, 'utf8'), job.tests);
+    } catch (err) {
+      this.log(job).warn({ err }, 'JUnit XML does not parse');
+      return [{ event: 'error', message: `the JUnit XML of the run command does not parse: ${(err as Error).message.split('\n')[0]}` }, { event: 'done' }];
+    }
+  }
+
   private async requeue(job: SpecJob, groups: TestRef[][]): Promise<void> {
     for (const [i, tests] of groups.entries()) {
       const next: SpecJob = { ...job, id: `${job.id}.${i + 1}`, tests };
@@ -227,8 +251,9 @@ export class Slot {
     const n = ++this.seq;
     const events = path.join(this.opts.dir, `events-${n}.jsonl`);
     const ids = path.join(this.opts.dir, `ids-${n}.txt`);
-    for (const f of [events, ids]) fs.rmSync(f, { force: true });
-    return { events, ids };
+    const junit = path.join(this.opts.dir, `junit-${n}.xml`);
+    for (const f of [events, ids, junit]) fs.rmSync(f, { force: true });
+    return { events, ids, junit };
   }
 
   /** Runs one framework process, killing it when one test outlives the timeout. */
@@ -249,6 +274,7 @@ export class Slot {
         ...suite.env,
         WARREN_EVENTS: files.events,
         WARREN_IDS_FILE: files.ids,
+        WARREN_JUNIT_FILE: files.junit,
         WARREN_SLOT_PID: String(process.pid),
         TMPDIR: path.join(this.opts.dir, 'tmp'),
       },

@@ -16,14 +16,17 @@ export interface RunFiles {
   events: string;
   /** Where the slot writes the ids to run, one per line (for plug-ins that read them). */
   ids: string;
+  /** Where a `junit` run command writes its JUnit XML. */
+  junit: string;
 }
 
 export interface Adapter {
   readonly name: AdapterName;
-  /** True when results come as events (EVENTS.md); false: exit code and stdout only. */
-  readonly events: boolean;
+  /** How results come back: events as they happen (EVENTS.md), a JUnit XML file at the
+   * end, or only the exit code. */
+  readonly results: 'events' | 'junit' | 'exit-code';
   discover(suite: SuiteConfig, ctx: AdapterContext): string[];
-  run(suite: SuiteConfig, tests: TestRef[], ctx: AdapterContext): string[];
+  run(suite: SuiteConfig, tests: TestRef[], ctx: AdapterContext, files: RunFiles): string[];
   /** For adapters without events: the tests listed on the discover command's stdout. */
   parseDiscoveryOutput?(stdout: string): TestRef[];
 }
@@ -50,7 +53,7 @@ const rspecBase = (suite: SuiteConfig, ctx: AdapterContext): string[] => {
 
 export const rspec: Adapter = {
   name: 'rspec',
-  events: true,
+  results: 'events',
   discover: (suite, ctx) => [...rspecBase(suite, ctx), '--dry-run'],
   run: (suite, tests, ctx) => [...rspecBase(suite, ctx), ...tests.map((t) => t.id)],
 };
@@ -61,7 +64,7 @@ export const rspec: Adapter = {
  */
 function scriptAdapter(name: AdapterName, script: string, interpreter: (suite: SuiteConfig, ctx: AdapterContext) => string): Adapter {
   const argv = (suite: SuiteConfig, ctx: AdapterContext, mode: 'discover' | 'run') => [interpreter(suite, ctx), path.join(ctx.assets, script), mode];
-  return { name, events: true, discover: (suite, ctx) => argv(suite, ctx, 'discover'), run: (suite, _tests, ctx) => argv(suite, ctx, 'run') };
+  return { name, results: 'events', discover: (suite, ctx) => argv(suite, ctx, 'discover'), run: (suite, _tests, ctx) => argv(suite, ctx, 'run') };
 }
 
 const node = (_suite: SuiteConfig, ctx: AdapterContext) => ctx.node;
@@ -83,20 +86,35 @@ export function shellQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
+/** The user's run template with `{ids}`, `{id}` and `{junit}` filled in, shell-quoted. */
+function template(run: string, tests: TestRef[], files?: RunFiles): string {
+  const ids = tests.map((t) => shellQuote(t.id)).join(' ');
+  return run
+    .replaceAll('{ids}', ids)
+    .replaceAll('{id}', shellQuote(tests[0]!.id))
+    .replaceAll('{junit}', files ? shellQuote(files.junit) : '');
+}
+
+const listedIds = (stdout: string): TestRef[] =>
+  [...new Set(stdout.split('\n').map((l) => l.trim()).filter(Boolean))].map((id) => ({ id, file: '', name: id }));
+
 export const command: Adapter = {
   name: 'command',
-  events: false,
+  results: 'exit-code',
   discover: (suite) => ['sh', '-c', suite.command!.discover],
-  run: (suite, tests) => {
-    const template = suite.command!.run;
-    const ids = tests.map((t) => shellQuote(t.id)).join(' ');
-    return ['sh', '-c', template.replaceAll('{ids}', ids).replaceAll('{id}', shellQuote(tests[0]!.id))];
-  },
-  parseDiscoveryOutput: (stdout) =>
-    [...new Set(stdout.split('\n').map((l) => l.trim()).filter(Boolean))].map((id) => ({ id, file: '', name: id })),
+  run: (suite, tests) => ['sh', '-c', template(suite.command!.run, tests)],
+  parseDiscoveryOutput: listedIds,
 };
 
-const ADAPTERS: Record<AdapterName, Adapter> = { rspec, mocha, jest, vitest, 'node-test': nodeTest, pytest, go, command };
+export const junit: Adapter = {
+  name: 'junit',
+  results: 'junit',
+  discover: (suite) => ['sh', '-c', suite.command!.discover],
+  run: (suite, tests, _ctx, files) => ['sh', '-c', template(suite.command!.run, tests, files)],
+  parseDiscoveryOutput: listedIds,
+};
+
+const ADAPTERS: Record<AdapterName, Adapter> = { rspec, mocha, jest, vitest, 'node-test': nodeTest, pytest, go, command, junit };
 
 export function adapterFor(name: AdapterName): Adapter {
   return ADAPTERS[name];
