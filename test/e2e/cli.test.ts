@@ -76,3 +76,17 @@ test('each slot has its own TEST_ENV_NUMBER, WARREN_WORKER_INDEX and temp dir', 
   assert.ok(workers.size >= 2, `work spread over ${workers.size} slots`);
   assert.equal(new Set([...workers.values()].map((w) => w.tmp)).size, workers.size, 'each slot its own TMPDIR');
 });
+
+test('a test still out at the run deadline is failed as dropped, and the run ends on time', async () => {
+  const reportDir = tmpDir();
+  const res = await runCli([
+    'run', '--local', '--workers', '2', '--adapter', 'command', '--cwd', tmpDir(),
+    '--discover-command', 'echo quick; echo stuck', '--run-command', 'if [ {id} = stuck ]; then sleep 600; fi',
+    '--test-timeout', '600', '--run-timeout', '4', '--report-dir', reportDir, '--broker', vhost.url,
+  ]);
+  assert.equal(res.code, 1, res.stderr);
+  const t = new Map(readReport(reportDir).tests.map((x) => [x.id, x]));
+  assert.equal(t.get('quick')!.status, 'passed');
+  assert.equal(t.get('stuck')!.status, 'failed');
+  assert.equal(t.get('stuck')!.message, "Example didn't run because of a timeout or a drop");
+});

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createVhost, waitFor, type TestVhost } from '../helpers/rabbit.js';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { FIXTURES, ROOT, readReport, runCli, startService, stopService, tmpDir } from '../helpers/cli.js';
 import { createLogger } from '../../shared/log.js';
 import { Aggregator } from '../../services/aggregator/aggregator.js';
@@ -153,4 +153,22 @@ test('the code baked into the image (the example suite image), on a supervisor o
     await Promise.all([dispatcher.stop(), aggregator.stop()]);
   }
   assert.deepEqual(containersWithLabel('warren.supervisor=baked'), [], 'a drained supervisor removes its containers');
+});
+
+test('a supervisor that starts removes the containers its earlier, crashed self left behind', async () => {
+  const orphan = docker('run', '-d', '--network', 'none', '--label', 'warren.supervisor=phoenix', '--label', 'warren.slot=0', SUITE_IMAGE, 'sleep', '3600');
+  const stranger = docker('run', '-d', '--network', 'none', '--label', 'warren.supervisor=someone-else', SUITE_IMAGE, 'sleep', '3600');
+  try {
+    assert.deepEqual(containersWithLabel('warren.supervisor=phoenix'), [orphan.slice(0, 12)]);
+    const supervisor = startService(['supervisor', '--broker', vhost.url, '--workers', '1', '--driver', 'docker', '--id', 'phoenix']);
+    try {
+      await waitFor('the orphan to be removed', () => containersWithLabel('warren.supervisor=phoenix').length === 0, 30_000);
+    } finally {
+      await stopService(supervisor);
+    }
+    assert.deepEqual(containersWithLabel('warren.supervisor=someone-else'), [stranger.slice(0, 12)], 'other supervisors\' containers are left alone');
+  } finally {
+    docker('rm', '-f', stranger);
+    spawnSync('docker', ['rm', '-f', orphan], { stdio: 'ignore' });
+  }
 });
