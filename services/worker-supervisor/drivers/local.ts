@@ -15,9 +15,13 @@ export class LocalDriver implements WorkerDriver {
 
   async start(inv: Invocation): Promise<RunningProcess> {
     const [cmd, ...args] = inv.argv;
+    const env: NodeJS.ProcessEnv = { ...process.env, ...inv.env };
+    // Set when Warren itself runs under `node --test`: a suite's own `node --test` would take
+    // itself for a child of that runner and report nothing.
+    delete env.NODE_TEST_CONTEXT;
     const child = spawn(cmd!, args, {
       cwd: inv.cwd,
-      env: { ...process.env, ...inv.env },
+      env,
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
     });
