@@ -63,6 +63,8 @@
 const fs = require('node:fs');
 const path = require('node:path');
 const { spawn, spawnSync } = require('node:child_process');
+// shared with the other plug-ins; next to this file (only this directory may be mounted)
+const common = require(path.join(__dirname, 'warren-plugin-common.cjs'));
 
 const cwd = process.cwd();
 const mode = process.argv[2];
@@ -72,34 +74,17 @@ const MAX_DETAILS = 100000;
 
 // --------------------------------------------------------------------------- events
 
-let eventsFd = null;
-let finished = false;
-let anyFailure = false;
-
-function emit(ev) {
-  if (ev.event === 'error' || (ev.event === 'test_end' && ev.status === 'failed')) anyFailure = true;
-  const line = JSON.stringify(ev) + '\n';
-  if (eventsFd === null) {
-    process.stderr.write('[warren-go] (no events file) ' + line);
-    return;
-  }
-  fs.writeSync(eventsFd, line); // O_APPEND fd, synchronous: in the kernel before we go on
-}
-
-function fatal(message, details) {
-  const ev = { event: 'error', message: 'warren-go: ' + message };
-  if (details) ev.details = details;
-  emit(ev);
-  finished = true;
-  process.stderr.write(ev.message + '\n' + (details ? details + '\n' : ''));
-  process.exit(2);
-}
+// an error of the adapter is reported by its message only (go's own output is the details)
+const events = common.createEvents('warren-go', (err) => ({ message: err.message }));
+const { emit, startTest } = events;
+/** fatal(message, details?): an `error` event, exit code 2. */
+const fatal = events.fail;
 
 // --------------------------------------------------------------------------- helpers
 
+/** The package directory relative to the suite directory (`.` for the suite directory itself). */
 function relDir(abs) {
-  const r = path.relative(cwd, abs).split(path.sep).join('/').replace(/^\.\//, '');
-  return r === '' ? '.' : r;
+  return common.relPath(cwd, abs) || '.';
 }
 
 function cap(s) {
@@ -290,15 +275,9 @@ function runGoTest(args, onEvent, onText) {
   });
 }
 
+/** The requested ids, trimmed (go ids have no spaces), each once. */
 function readIds() {
-  const idsFile = process.env.WARREN_IDS_FILE;
-  if (!idsFile) fatal('WARREN_IDS_FILE is not set (run mode needs the ids to run, one per line)');
-  let text;
-  try {
-    text = fs.readFileSync(idsFile, 'utf8');
-  } catch (err) {
-    fatal('cannot read WARREN_IDS_FILE ' + idsFile + ': ' + err.message);
-  }
+  const text = events.idsFileText();
   const ids = [];
   for (const l of text.split('\n')) {
     const id = l.replace(/\r$/, '').trim();
@@ -383,31 +362,15 @@ async function discover() {
   emit({ event: 'start', count: tests.length });
   for (const t of tests) emit(t);
   for (const e of errors) emit(e);
-  emit({ event: 'done' });
-  finished = true;
+  events.done();
   process.exit(0);
 }
 
 // --------------------------------------------------------------------------- run
 
-function startRec(rec) {
-  if (rec.started) return;
-  rec.started = true;
-  rec.t0 = Date.now();
-  emit({ event: 'test_start', id: rec.id, file: rec.file, name: rec.name });
-}
-
+/** test_end: no empty message; details capped. */
 function endRec(rec, status, durationMs, message, details) {
-  if (rec.ended) return;
-  startRec(rec);
-  rec.ended = true;
-  const ev = {
-    event: 'test_end', id: rec.id, file: rec.file, name: rec.name, status,
-    durationMs: typeof durationMs === 'number' && isFinite(durationMs) ? Math.round(durationMs) : Date.now() - rec.t0,
-  };
-  if (message) ev.message = message;
-  if (details) ev.details = cap(details);
-  emit(ev);
+  events.endTest(rec, status, durationMs, message || undefined, details ? cap(details) : undefined);
 }
 
 /**
@@ -505,7 +468,7 @@ async function runPackage(importPath, info, group) {
   if (!group.whole) args.push('-run', `^(${[...group.tests.keys()].map(escapeRe).join('|')})$`);
   args.push(importPath);
   if (group.whole) {
-    startRec(group.whole); // the package as a whole is under way (building it included)
+    startTest(group.whole); // the package as a whole is under way (building it included)
   }
 
   const finishTop = (t) => {
@@ -529,7 +492,7 @@ async function runPackage(importPath, info, group) {
         if (ev.Test === top) {
           t.started = true;
           const rec = recOf(top);
-          if (rec) startRec(rec);
+          if (rec) startTest(rec);
         }
         break;
       case 'output':
@@ -655,34 +618,15 @@ async function run() {
     }
     await runPackage(importPath, info, g);
   }
-  emit({ event: 'done' });
-  finished = true;
-  process.exitCode = anyFailure ? 1 : 0;
+  events.done();
+  process.exitCode = events.anyFailure ? 1 : 0;
 }
 
 // --------------------------------------------------------------------------- main
 
 async function main() {
-  const eventsPath = process.env.WARREN_EVENTS;
-  if (!eventsPath) {
-    process.stderr.write('warren-go: WARREN_EVENTS is not set (path of the events file to append to)\n');
-    process.exit(2);
-  }
-  try {
-    eventsFd = fs.openSync(eventsPath, 'a');
-  } catch (err) {
-    process.stderr.write('warren-go: cannot open WARREN_EVENTS ' + eventsPath + ': ' + err.message + '\n');
-    process.exit(2);
-  }
-  process.on('exit', (code) => {
-    if (!finished) {
-      try {
-        emit({ event: 'error', message: `warren-go: the process exited (code ${code}) before go test finished` });
-      } catch (_) { /* nothing left to do */ }
-      if (!code) process.exitCode = 1;
-    }
-  });
-  if (mode !== 'discover' && mode !== 'run') fatal('usage: node warren-go.cjs discover|run (got ' + JSON.stringify(mode) + ')');
+  events.open('go test finished');
+  events.checkMode(mode, 'warren-go.cjs');
   if (mode === 'discover') await discover();
   else await run();
 }

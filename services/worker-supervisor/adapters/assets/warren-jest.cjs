@@ -53,38 +53,19 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const crypto = require('node:crypto');
+// shared with the other plug-ins; next to this file (only this directory may be mounted)
+const common = require(path.join(__dirname, 'warren-plugin-common.cjs'));
 
 const TAG = 'warren-jest';
+const { relPath, readIdsFile, groupIds } = common;
 
 // --------------------------------------------------------------------------- helpers
 
-// eslint-disable-next-line no-control-regex
-const ANSI = /[\u001b\u009b][[\]()#;?]*(?:(?:(?:[a-zA-Z\d]*(?:;[-a-zA-Z\d/#&.:=?%@~_]*)*)?\u0007)|(?:(?:\d{1,4}(?:;\d{0,4})*)?[\dA-PR-TZcf-ntqry=><~]))/g;
-/** ANSI colours out, and the stack frames of this file (the wrapper runner) with them. */
-const stripAnsi = (s) => String(s).replace(ANSI, '').split('\n').filter((l) => !/^\s+at .*warren-jest\.cjs\b/.test(l)).join('\n');
-
-/**
- * One line of an error message: its first line, plus, when that line only introduces
- * what follows (ends with ':', as node's assert does: "Expected values to be strictly
- * equal:\n\n2 !== 3"), the following lines collapsed, up to ~200 characters.
- */
-function oneLine(s) {
-  const lines = s.split('\n');
-  let out = lines[0].trimEnd();
-  if (lines.length > 1 && out.endsWith(':')) {
-    const rest = lines.slice(1).map((l) => l.trim()).filter(Boolean).join(' ').replace(/\s+/g, ' ');
-    if (rest) out += ' ' + (rest.length > 200 ? rest.slice(0, 200) + '…' : rest);
-  }
-  return out;
-}
+/** ANSI colours out, and the stack frames of the adapter (the wrapper runner) with them. */
+const stripAnsi = (s) => common.stripAnsi(s).split('\n').filter((l) => !/^\s+at .*(warren-jest|warren-plugin-common)\.cjs\b/.test(l)).join('\n');
 
 /** The message of a formatted failure ("Name: message\n    at frame..."): lines before the first stack frame, one-lined. */
-function messageOf(text) {
-  const lines = stripAnsi(text).split('\n');
-  const k = lines.findIndex((l, i) => i > 0 && /^\s+at \S/.test(l));
-  const msg = (k < 0 ? lines : lines.slice(0, k)).join('\n').replace(/^\s*\n/, '');
-  return oneLine(msg) || 'Error';
-}
+const messageOf = (text) => common.messageOfText(stripAnsi(text));
 
 function formatError(err) {
   if (err === null || err === undefined || (typeof err !== 'object' && typeof err !== 'function')) {
@@ -105,12 +86,6 @@ function formatError(err) {
   return { message: messageOf(text), details: stripAnsi(text) };
 }
 
-const toPosix = (p) => p.split(path.sep).join('/');
-
-function relPath(cwd, abs) {
-  return toPosix(path.relative(cwd, abs)).replace(/^\.\//, '');
-}
-
 /** Every test of a circus describe tree, in tree (definition) order, with its title path. */
 function circusTests(block, ancestors, out) {
   for (const child of block.children) {
@@ -128,35 +103,8 @@ function assignIds(rel, entries) {
   const seen = new Map();
   return entries.map((e) => {
     const key = e.titles.join(' > ');
-    const n = (seen.get(key) || 0) + 1;
-    seen.set(key, n);
-    return Object.assign({}, e, { id: rel + ' :: ' + key + (n > 1 ? ' #' + n : ''), name: e.titles.join(' '), key });
+    return Object.assign({}, e, { id: common.numberedId(rel, seen, key), name: e.titles.join(' '), key });
   });
-}
-
-function readIdsFile(file) {
-  // keep titles exactly (they may end with spaces): only strip line terminators
-  return fs.readFileSync(file, 'utf8').split('\n').map((l) => l.replace(/\r$/, '')).filter((l) => l.trim() !== '');
-}
-
-/** requested ids grouped by file: rel -> {whole, ids: Set, requested: []} (ids with a normalised file part) */
-function groupIds(cwd, ids) {
-  const byFile = new Map();
-  for (const id of ids) {
-    const i = id.indexOf(' :: ');
-    const rel = relPath(cwd, path.resolve(cwd, i < 0 ? id : id.slice(0, i)));
-    if (!byFile.has(rel)) byFile.set(rel, { whole: false, ids: new Set(), requested: [], wholeIds: [] });
-    const entry = byFile.get(rel);
-    if (i < 0) {
-      entry.whole = true;
-      entry.wholeIds.push(id);
-    } else {
-      const norm = rel + id.slice(i);
-      if (!entry.ids.has(norm)) entry.requested.push(norm);
-      entry.ids.add(norm);
-    }
-  }
-  return byFile;
 }
 
 const sideFile = (dir, testPath) => path.join(dir, crypto.createHash('sha1').update(testPath).digest('hex') + '.json');
@@ -256,7 +204,7 @@ class WarrenReporter {
           if (!m.has(k.key)) m.set(k.key, []);
           m.get(k.key).push(k);
         }
-        st.info.set(k.id, { id: k.id, file: f.rel, name: k.name, started: false, ended: false, t0: 0 });
+        st.info.set(k.id, common.newRec(k.id, f.rel, k.name));
       }
     }
     return f;
@@ -334,71 +282,15 @@ module.exports = WarrenJest;
 
 // --------------------------------------------------------------------------- events
 
-let eventsFd = null;
-let finished = false;
-let anyFailure = false;
-
-function emit(ev) {
-  if (ev.event === 'error' || (ev.event === 'test_end' && ev.status === 'failed')) anyFailure = true;
-  const line = JSON.stringify(ev) + '\n';
-  if (eventsFd === null) {
-    process.stderr.write('[' + TAG + '] (no events file) ' + line);
-    return;
-  }
-  // writeSync on an O_APPEND fd: the line is in the kernel before we go on
-  fs.writeSync(eventsFd, line);
-}
-
-function fatal(message, err) {
-  const ev = { event: 'error', message: TAG + ': ' + message };
-  if (err) {
-    const f = formatError(err);
-    ev.message += ': ' + f.message;
-    if (f.details) ev.details = f.details;
-  }
-  emit(ev);
-  finished = true;
-  process.stderr.write(ev.message + '\n' + (ev.details ? ev.details + '\n' : ''));
-  process.exit(2);
-}
-
-function guard(fn) {
-  try {
-    fn();
-  } catch (err) {
-    const f = formatError(err);
-    emit({ event: 'error', message: TAG + ' internal error: ' + f.message, details: f.details });
-  }
-}
-
-function startTest(rec) {
-  if (!rec || rec.started) return;
-  rec.started = true;
-  rec.t0 = Date.now();
-  emit({ event: 'test_start', id: rec.id, file: rec.file, name: rec.name });
-}
-
-function endTest(rec, status, durationMs, message, details) {
-  if (!rec || rec.ended) return;
-  startTest(rec);
-  rec.ended = true;
-  rec.status = status;
-  const ev = {
-    event: 'test_end', id: rec.id, file: rec.file, name: rec.name, status,
-    durationMs: typeof durationMs === 'number' && isFinite(durationMs) ? Math.round(durationMs) : rec.started ? Date.now() - rec.t0 : 0,
-  };
-  if (message !== undefined) ev.message = message;
-  if (details) ev.details = details;
-  emit(ev);
-}
+const events = common.createEvents(TAG, formatError);
+const { emit, fatal, guard, startTest, endTest } = events;
 
 /** test_end from a jest assertion result (per-test report or the file's final list). */
 function endFromResult(rec, r) {
   if (!rec) return;
   if (r.status === 'failed') {
-    const msgs = (r.failureMessages || []).map((m) => stripAnsi(m));
-    const message = msgs.length ? messageOf(msgs[0]) : 'failed';
-    endTest(rec, 'failed', r.duration, message, msgs.join('\n\n') || undefined);
+    const f = common.failureOfTexts((r.failureMessages || []).map((m) => stripAnsi(m)), messageOf);
+    endTest(rec, 'failed', r.duration, f.message, f.details);
   } else if (r.status === 'passed') {
     endTest(rec, 'passed', r.duration);
   } else {
@@ -411,8 +303,7 @@ function notFoundTest(id, why, name = 'WarrenTestNotFound') {
   const st = runState;
   let rec = st.info.get(id);
   if (!rec) {
-    const i = id.indexOf(' :: ');
-    rec = { id, file: i < 0 ? id : id.slice(0, i), name: i < 0 ? id : id.slice(i + 4), started: false, ended: false, t0: Date.now() };
+    rec = common.recOfId(id);
     st.info.set(id, rec);
   }
   if (rec.ended) return;
@@ -422,32 +313,10 @@ function notFoundTest(id, why, name = 'WarrenTestNotFound') {
 
 // --------------------------------------------------------------------------- jest
 
-function findPackageDir(resolvedMain, name) {
-  let dir = path.dirname(resolvedMain);
-  for (;;) {
-    const pj = path.join(dir, 'package.json');
-    if (fs.existsSync(pj)) {
-      try {
-        if (JSON.parse(fs.readFileSync(pj, 'utf8')).name === name) return dir;
-      } catch (_) { /* keep walking */ }
-    }
-    const up = path.dirname(dir);
-    if (up === dir) return path.dirname(resolvedMain);
-    dir = up;
-  }
-}
+const findPackageDir = (resolvedMain, name) => common.findPackageDir(resolvedMain, name) || path.dirname(resolvedMain);
 
-function loadJest(cwd) {
-  let main;
-  try {
-    main = require.resolve('jest', { paths: [cwd] });
-  } catch (_) {
-    try {
-      main = require.resolve('jest');
-    } catch (err) {
-      fatal('cannot find jest (neither in the suite at ' + cwd + ' nor next to ' + __filename + ')', err);
-    }
-  }
+/** jest (its main file `main`: the suite's own, see main()), its version and jest-config. */
+function loadJest(cwd, main) {
   const dir = findPackageDir(main, 'jest');
   let jest;
   try {
@@ -458,10 +327,7 @@ function loadJest(cwd) {
   if (typeof jest.runCLI !== 'function' || typeof jest.buildArgv !== 'function') {
     fatal('the jest at ' + dir + ' has no runCLI/buildArgv; this adapter supports jest 29/30');
   }
-  let version = '0.0.0';
-  try {
-    version = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')).version;
-  } catch (_) { /* ignore */ }
+  const version = common.packageVersion(dir, '0.0.0');
   // jest-config, as jest itself resolves it (jest -> jest-cli/@jest/core -> jest-config)
   let jestConfig = null;
   for (const from of ['jest-cli', '@jest/core']) {
@@ -572,22 +438,14 @@ async function discover(J, cwd) {
     emit(e.test);
     if (e.error) emit(e.error);
   }
-  emit({ event: 'done' });
-  finished = true;
+  events.done();
   process.exit(0);
 }
 
 // --------------------------------------------------------------------------- run
 
 async function run(J, cwd) {
-  const idsFile = process.env.WARREN_IDS_FILE;
-  if (!idsFile) fatal('WARREN_IDS_FILE is not set (run mode needs the ids to run, one per line)');
-  let ids;
-  try {
-    ids = readIdsFile(idsFile);
-  } catch (err) {
-    fatal('cannot read WARREN_IDS_FILE ' + idsFile, err);
-  }
+  const ids = common.splitIds(events.idsFileText());
   const byFile = groupIds(cwd, ids);
   const probe = await makeArgv(J, {});
   const runners = await innerRunners(J, cwd, probe);
@@ -628,8 +486,7 @@ async function run(J, cwd) {
       const why = fs.existsSync(path.resolve(cwd, rel))
         ? rel + ' is not a test file of this jest configuration'
         : rel + ' does not exist';
-      for (const id of want.requested) notFoundTest(id, 'test not found: ' + why);
-      for (const id of want.wholeIds) emit({ event: 'error', message: 'failed to run ' + rel + ': ' + why, file: rel });
+      events.fileNotRun(rel, want, why, notFoundTest);
       continue;
     }
     if (!f.kept) continue; // failed to load: its `error` event stands for its tests
@@ -642,17 +499,12 @@ async function run(J, cwd) {
     }
     // a whole-file id (a file that failed to load at discovery) of a file that loads now
     for (const id of want.wholeIds) {
-      const recs = f.kept.map((k) => runState.info.get(k.id));
-      const failed = recs.filter((r) => r.status === 'failed').length;
-      const rec = { id, file: rel, name: rel + ' (failed to load)', started: false, ended: false, t0: Date.now() };
-      startTest(rec);
-      if (f.execError) endTest(rec, 'failed', 0, 'failed to load ' + rel + ' (see the error event)');
-      else endTest(rec, failed ? 'failed' : 'passed', 0, failed ? rel + ' loads now; ' + failed + ' of its tests failed' : undefined);
+      if (f.execError) endTest(common.newRec(id, rel, rel + ' (failed to load)'), 'failed', 0, 'failed to load ' + rel + ' (see the error event)');
+      else events.fileLoadsNow(id, rel, f.kept.map((k) => runState.info.get(k.id)));
     }
   }
-  emit({ event: 'done' });
-  finished = true;
-  const code = anyFailure ? 1 : 0;
+  events.done();
+  const code = events.anyFailure ? 1 : 0;
   if (globalConfig && globalConfig.forceExit) process.exit(code);
   process.exitCode = code; // like jest without --forceExit: let the event loop drain
 }
@@ -662,27 +514,9 @@ async function run(J, cwd) {
 async function main() {
   const mode = process.argv[2];
   const cwd = process.cwd();
-  const eventsPath = process.env.WARREN_EVENTS;
-  if (!eventsPath) {
-    process.stderr.write(TAG + ': WARREN_EVENTS is not set (path of the events file to append to)\n');
-    process.exit(2);
-  }
-  try {
-    eventsFd = fs.openSync(eventsPath, 'a');
-  } catch (err) {
-    process.stderr.write(TAG + ': cannot open WARREN_EVENTS ' + eventsPath + ': ' + err.message + '\n');
-    process.exit(2);
-  }
-  process.on('exit', (code) => {
-    if (!finished) {
-      try {
-        emit({ event: 'error', message: TAG + ': the process exited (code ' + code + ') before jest finished (process.exit() called by jest, a test or a file, or an uncaught error)' });
-      } catch (_) { /* nothing left to do */ }
-      if (!code) process.exitCode = 1;
-    }
-  });
-  if (mode !== 'discover' && mode !== 'run') fatal('usage: node warren-jest.cjs discover|run (got ' + JSON.stringify(mode) + ')');
-  const J = loadJest(cwd);
+  events.open('jest finished (process.exit() called by jest, a test or a file, or an uncaught error)');
+  events.checkMode(mode, 'warren-jest.cjs');
+  const J = loadJest(cwd, common.resolveFramework(require, 'jest', cwd, __filename, fatal));
   if (mode === 'discover') await discover(J, cwd);
   else await run(J, cwd);
 }

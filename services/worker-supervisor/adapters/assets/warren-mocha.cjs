@@ -34,55 +34,17 @@ const fs = require('node:fs');
 const path = require('node:path');
 const util = require('node:util');
 const url = require('node:url');
+// shared with the other plug-ins; next to this file (only this directory may be mounted)
+const common = require(path.join(__dirname, 'warren-plugin-common.cjs'));
 
+const { oneLine } = common;
 const cwd = process.cwd();
 const mode = process.argv[2];
 
 // --------------------------------------------------------------------------- events
 
-let eventsFd = null;
-let finished = false; // set once `done` (or a fatal adapter error) has been written
-let anyFailure = false;
-
-function emit(ev) {
-  if (ev.event === 'error' || (ev.event === 'test_end' && ev.status === 'failed')) anyFailure = true;
-  const line = JSON.stringify(ev) + '\n';
-  if (eventsFd === null) {
-    process.stderr.write('[warren-mocha] (no events file) ' + line);
-    return;
-  }
-  // writeSync on an O_APPEND fd: the line is in the kernel before we go on, so it
-  // survives a crash or SIGKILL of this process.
-  fs.writeSync(eventsFd, line);
-}
-
-function fatal(message, err) {
-  const ev = { event: 'error', message: 'warren-mocha: ' + message };
-  if (err) {
-    const f = formatError(err);
-    ev.message += ': ' + f.message;
-    if (f.details) ev.details = f.details;
-  }
-  emit(ev);
-  finished = true;
-  process.stderr.write(ev.message + '\n' + (ev.details ? ev.details + '\n' : ''));
-  process.exit(2);
-}
-
-/**
- * One line of an error message: its first line, plus, when that line only introduces
- * what follows (ends with ':', as node's assert does: "Expected values to be strictly
- * equal:\n\n2 !== 3"), the following lines collapsed, up to ~200 characters.
- */
-function oneLine(s) {
-  const lines = s.split('\n');
-  let out = lines[0].trimEnd();
-  if (lines.length > 1 && out.endsWith(':')) {
-    const rest = lines.slice(1).map((l) => l.trim()).filter(Boolean).join(' ').replace(/\s+/g, ' ');
-    if (rest) out += ' ' + (rest.length > 200 ? rest.slice(0, 200) + '…' : rest);
-  }
-  return out;
-}
+const events = common.createEvents('warren-mocha', formatError);
+const { emit, fatal, startTest } = events;
 
 /** `{message: "ErrorName: first line of message", details: stack (+ rest, diff)}` */
 function formatError(err) {
@@ -117,40 +79,13 @@ function formatError(err) {
   return details ? { message, details } : { message };
 }
 
-function relPath(abs) {
-  const rel = path.relative(cwd, abs);
-  return rel.split(path.sep).join('/').replace(/^\.\//, '');
-}
+const relPath = (abs) => common.relPath(cwd, abs);
 
 // --------------------------------------------------------------------------- mocha
 
-function findPackageDir(resolvedMain) {
-  let dir = path.dirname(resolvedMain);
-  for (;;) {
-    const pj = path.join(dir, 'package.json');
-    if (fs.existsSync(pj)) {
-      try {
-        if (JSON.parse(fs.readFileSync(pj, 'utf8')).name === 'mocha') return dir;
-      } catch (_) { /* keep walking */ }
-    }
-    const up = path.dirname(dir);
-    if (up === dir) return path.dirname(resolvedMain);
-    dir = up;
-  }
-}
-
-function loadMocha() {
-  let main;
-  try {
-    main = require.resolve('mocha', { paths: [cwd] });
-  } catch (_) {
-    try {
-      main = require.resolve('mocha');
-    } catch (err) {
-      fatal('cannot find mocha (neither in the suite at ' + cwd + ' nor next to ' + __filename + ')', err);
-    }
-  }
-  const dir = findPackageDir(main);
+/** mocha (its main file `main`: the suite's own, see main()) and the internals we use. */
+function loadMocha(main) {
+  const dir = common.findPackageDir(main, 'mocha') || path.dirname(main);
   const lib = (p) => path.join(dir, 'lib', p);
   let Mocha;
   try {
@@ -186,10 +121,7 @@ function loadMocha() {
   try {
     handleRequires = require(lib('cli/run-helpers')).handleRequires;
   } catch (_) { /* fallback below */ }
-  let version = '?';
-  try {
-    version = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')).version;
-  } catch (_) { /* ignore */ }
+  const version = common.packageVersion(dir, '?');
   return { Mocha, dir, version, loadOptions, collectFiles, requireOrImport, handleRequires };
 }
 
@@ -329,9 +261,7 @@ function assignIds(rel, root) {
   const list = [];
   eachTest(root, (test) => {
     const name = test.fullTitle();
-    const n = (seen.get(name) || 0) + 1;
-    seen.set(name, n);
-    list.push({ test, id: rel + ' :: ' + name + (n > 1 ? ' #' + n : ''), file: rel, name });
+    list.push({ test, id: common.numberedId(rel, seen, name), file: rel, name });
   });
   return list;
 }
@@ -428,8 +358,7 @@ async function discover(M) {
     emit(e.test);
     if (e.error) emit(e.error);
   }
-  emit({ event: 'done' });
-  finished = true;
+  events.done();
   // nothing else to do; don't wait for handles the spec files may have opened
   process.exit(0);
 }
@@ -443,44 +372,18 @@ function WarrenReporter(runner) {
   if (reporterAttach) reporterAttach(runner);
 }
 
-function readIds() {
-  const idsFile = process.env.WARREN_IDS_FILE;
-  if (!idsFile) fatal('WARREN_IDS_FILE is not set (run mode needs the ids to run, one per line)');
-  let text;
-  try {
-    text = fs.readFileSync(idsFile, 'utf8');
-  } catch (err) {
-    fatal('cannot read WARREN_IDS_FILE ' + idsFile, err);
-  }
-  // keep titles exactly (they may end with spaces): only strip line terminators
-  return text.split('\n').map((l) => l.replace(/\r$/, '')).filter((l) => l.trim() !== '');
-}
-
 function isAncestorOrSelf(suite, of) {
   for (let s = of; s; s = s.parent) if (s === suite) return true;
   return false;
 }
 
 async function run(M) {
-  const ids = readIds();
+  const ids = common.splitIds(events.idsFileText());
   const { opts, mocha, ui } = await setup(M);
   const { Mocha } = M;
 
-  // requested ids, grouped by file in order of first appearance
-  const byFile = new Map(); // rel -> {whole, ids: Set, requested: [normalised ids]}
-  for (const id of ids) {
-    const i = id.indexOf(' :: ');
-    const rel = relPath(path.resolve(cwd, i < 0 ? id : id.slice(0, i)));
-    if (!byFile.has(rel)) byFile.set(rel, { whole: false, ids: new Set(), requested: [] });
-    const entry = byFile.get(rel);
-    if (i < 0) entry.whole = true;
-    else {
-      // normalise the file part of the id (e.g. "./test/x.js :: ..." -> "test/x.js :: ...")
-      const norm = rel + id.slice(i);
-      entry.ids.add(norm);
-      entry.requested.push(norm);
-    }
-  }
+  // requested ids (file part normalised), grouped by file in order of first appearance
+  const byFile = common.groupIds(cwd, ids); // rel -> {whole, ids: Set, requested: [ids]}
   // the config's `file` entries (setup files with root hooks) are loaded first, always
   const fileArgs = castArray(opts.file).map((f) => relPath(path.resolve(cwd, f)));
   const order = [];
@@ -552,7 +455,7 @@ async function run(M) {
 
   // ---- bookkeeping per selected test
   const info = new Map(); // Test -> {id, file, name, started, ended, t0}
-  for (const t of selected) info.set(t.test, { id: t.id, file: t.file, name: t.name, started: false, ended: false, t0: 0 });
+  for (const t of selected) info.set(t.test, common.newRec(t.id, t.file, t.name));
   const keyOf = (test) => {
     let t = test;
     try {
@@ -560,33 +463,19 @@ async function run(M) {
     } catch (_) { /* ignore */ }
     return t;
   };
-  const startTest = (rec) => {
-    if (rec.started) return;
-    rec.started = true;
-    rec.t0 = Date.now();
-    emit({ event: 'test_start', id: rec.id, file: rec.file, name: rec.name });
-  };
+  /** test_end; a failure's message and details are those of err (with prefix/suffix). */
   const endTest = (rec, status, err, durationMs, prefix, suffix) => {
     if (rec.ended) return;
+    if (status !== 'failed') return events.endTest(rec, status, durationMs);
     startTest(rec);
-    rec.ended = true;
-    const ev = {
-      event: 'test_end', id: rec.id, file: rec.file, name: rec.name, status,
-      durationMs: typeof durationMs === 'number' && isFinite(durationMs) ? Math.round(durationMs) : Date.now() - rec.t0,
-    };
-    if (status === 'failed') {
-      const f = formatError(err);
-      ev.message = (prefix || '') + f.message + (suffix || '');
-      if (f.details) ev.details = f.details;
-    }
-    emit(ev);
+    const f = formatError(err);
+    return events.endTest(rec, status, durationMs, (prefix || '') + f.message + (suffix || ''), f.details);
   };
 
   emit({ event: 'start', count: selected.length + notFound.length });
   for (const e of loadErrors) emit(e);
   for (const id of notFound) {
-    const i = id.indexOf(' :: ');
-    const rec = { id, file: id.slice(0, i), name: id.slice(i + 4), started: false, ended: false, t0: Date.now() };
+    const rec = common.recOfId(id);
     const err = new Error('test not found in ' + rec.file + ' (renamed or removed since discovery, or defined conditionally)');
     err.name = 'WarrenTestNotFound';
     err.stack = '';
@@ -604,16 +493,7 @@ async function run(M) {
       TEST_END: C.EVENT_TEST_END || 'test end',
     };
     const state = new Map(); // rec -> {status, err}
-    const guard = (fn) => (...args) => {
-      try {
-        fn(...args);
-      } catch (err) {
-        emit(Object.assign({ event: 'error' }, (() => {
-          const f = formatError(err);
-          return { message: 'warren-mocha internal error: ' + f.message, details: f.details };
-        })()));
-      }
-    };
+    const guard = (fn) => (...args) => events.guard(() => fn(...args));
     const recOf = (test) => info.get(keyOf(test));
 
     runner.on(E.TEST_BEGIN, guard((test) => {
@@ -721,9 +601,8 @@ async function run(M) {
     err.stack = '';
     endTest(rec, 'failed', err, 0);
   }
-  emit({ event: 'done' });
-  finished = true;
-  const code = anyFailure ? 1 : 0;
+  events.done();
+  const code = events.anyFailure ? 1 : 0;
   if (isTruthy(opts.exit)) process.exit(code);
   process.exitCode = code; // like mocha without --exit: wait for the event loop to drain
 }
@@ -731,29 +610,9 @@ async function run(M) {
 // --------------------------------------------------------------------------- main
 
 async function main() {
-  const eventsPath = process.env.WARREN_EVENTS;
-  if (!eventsPath) {
-    process.stderr.write('warren-mocha: WARREN_EVENTS is not set (path of the events file to append to)\n');
-    process.exit(2);
-  }
-  try {
-    eventsFd = fs.openSync(eventsPath, 'a');
-  } catch (err) {
-    process.stderr.write('warren-mocha: cannot open WARREN_EVENTS ' + eventsPath + ': ' + err.message + '\n');
-    process.exit(2);
-  }
-  process.on('exit', (code) => {
-    if (!finished) {
-      try {
-        emit({ event: 'error', message: 'warren-mocha: the process exited (code ' + code + ') before mocha finished (process.exit() called by a test or file, or an uncaught error)' });
-      } catch (_) { /* nothing left to do */ }
-      if (!code) process.exitCode = 1; // an unfinished run is never a success
-    }
-  });
-  if (mode !== 'discover' && mode !== 'run') {
-    fatal('usage: node warren-mocha.cjs discover|run (got ' + JSON.stringify(mode) + ')');
-  }
-  const M = loadMocha();
+  events.open('mocha finished (process.exit() called by a test or file, or an uncaught error)');
+  events.checkMode(mode, 'warren-mocha.cjs');
+  const M = loadMocha(common.resolveFramework(require, 'mocha', cwd, __filename, fatal));
   if (mode === 'discover') await discover(M);
   else await run(M);
 }

@@ -69,46 +69,20 @@ import { createInterface } from 'node:readline';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
+// shared with the other plug-ins; next to this file (only this directory may be mounted)
+const common = createRequire(import.meta.url)('./warren-plugin-common.cjs');
+
 const TAG = 'warren-node-test';
 const SELF = fileURLToPath(import.meta.url);
 const isMain = !!process.argv[1] && path.resolve(process.argv[1]) === SELF;
+const { relPath, readIdsFile, groupIds, oneLine } = common;
 
 // --------------------------------------------------------------------------- helpers (all parts)
-
-const toPosix = (p) => p.split(path.sep).join('/');
-const relPath = (cwd, abs) => toPosix(path.relative(cwd, abs)).replace(/^\.\//, '');
-
-function readIdsFile(file) {
-  // keep names exactly (they may end with spaces): only strip line terminators
-  return fs.readFileSync(file, 'utf8').split('\n').map((l) => l.replace(/\r$/, '')).filter((l) => l.trim() !== '');
-}
-
-/** requested ids grouped by file: rel -> {whole, wholeIds, ids: Set, requested: []} */
-function groupIds(cwd, ids) {
-  const byFile = new Map();
-  for (const id of ids) {
-    const i = id.indexOf(' :: ');
-    const rel = relPath(cwd, path.resolve(cwd, i < 0 ? id : id.slice(0, i)));
-    if (!byFile.has(rel)) byFile.set(rel, { whole: false, wholeIds: [], ids: new Set(), requested: [] });
-    const entry = byFile.get(rel);
-    if (i < 0) {
-      entry.whole = true;
-      entry.wholeIds.push(id);
-    } else {
-      const norm = rel + id.slice(i);
-      if (!entry.ids.has(norm)) entry.requested.push(norm);
-      entry.ids.add(norm);
-    }
-  }
-  return byFile;
-}
 
 /** `<file> :: a > b` plus ` #n` for the n-th item (n > 1) of that full name in the file. */
 function idOf(rel, counts, names) {
   const key = names.join(' > ');
-  const n = (counts.get(key) || 0) + 1;
-  counts.set(key, n);
-  return { id: rel + ' :: ' + key + (n > 1 ? ' #' + n : ''), name: key };
+  return { id: common.numberedId(rel, counts, key), name: key };
 }
 
 // --------------------------------------------------------------------------- preload part (each test file's process)
@@ -212,46 +186,10 @@ export default async function* warrenNodeTestReporter(source) {
 
 // --------------------------------------------------------------------------- script part
 
-let eventsFd = null;
-let finished = false;
-let anyFailure = false;
-
-function emit(ev) {
-  if (ev.event === 'error' || (ev.event === 'test_end' && ev.status === 'failed')) anyFailure = true;
-  const line = JSON.stringify(ev) + '\n';
-  if (eventsFd === null) {
-    process.stderr.write('[' + TAG + '] (no events file) ' + line);
-    return;
-  }
-  // writeSync on an O_APPEND fd: the line is in the kernel before we go on
-  fs.writeSync(eventsFd, line);
-}
-
-function fatal(message, err) {
-  const ev = { event: 'error', message: TAG + ': ' + message };
-  if (err) {
-    ev.message += ': ' + (err && err.message ? err.message : String(err));
-    if (err && err.stack) ev.details = String(err.stack);
-  }
-  emit(ev);
-  finished = true;
-  process.stderr.write(ev.message + '\n' + (ev.details ? ev.details + '\n' : ''));
-  process.exit(2);
-}
-
-/**
- * One line of an error message: its first line, plus, when that line only introduces
- * what follows (ends with ':', as node's assert does), the following lines collapsed.
- */
-function oneLine(s) {
-  const lines = String(s).split('\n');
-  let out = lines[0].trimEnd();
-  if (lines.length > 1 && out.endsWith(':')) {
-    const rest = lines.slice(1).map((l) => l.trim()).filter(Boolean).join(' ').replace(/\s+/g, ' ');
-    if (rest) out += ' ' + (rest.length > 200 ? rest.slice(0, 200) + '…' : rest);
-  }
-  return out;
-}
+/** An adapter error as the script reports it: its message, its stack as details. */
+const adapterError = (err) => ({ message: err && err.message ? err.message : String(err), details: err && err.stack ? String(err.stack) : undefined });
+const events = common.createEvents(TAG, adapterError);
+const { emit, fatal, startTest, endTest } = events;
 
 /** `{message, details}` of a failed test's error (node wraps the thrown error as `cause`). */
 function failureOf(error) {
@@ -277,27 +215,6 @@ function stderrError(text) {
   let i = j;
   while (i > 0 && lines[i - 1].trim() !== '' && !/^\s*\^+\s*$/.test(lines[i - 1])) i--;
   return i >= 0 && j >= i ? oneLine(lines.slice(i, j + 1).join('\n')) : '';
-}
-
-function startTest(rec) {
-  if (!rec || rec.started) return;
-  rec.started = true;
-  rec.t0 = Date.now();
-  emit({ event: 'test_start', id: rec.id, file: rec.file, name: rec.name });
-}
-
-function endTest(rec, status, durationMs, message, details) {
-  if (!rec || rec.ended) return;
-  startTest(rec);
-  rec.ended = true;
-  rec.status = status;
-  const ev = {
-    event: 'test_end', id: rec.id, file: rec.file, name: rec.name, status,
-    durationMs: typeof durationMs === 'number' && isFinite(durationMs) ? Math.round(durationMs) : Date.now() - rec.t0,
-  };
-  if (message !== undefined) ev.message = message;
-  if (details) ev.details = details;
-  emit(ev);
 }
 
 /**
@@ -521,22 +438,14 @@ async function discover(cwd, stateDir) {
   if (exit.signal) fatal('node --test was killed by ' + exit.signal + ' during discovery');
   emit({ event: 'start', count: out.filter((e) => e.event === 'test').length });
   for (const e of out) emit(e);
-  emit({ event: 'done' });
-  finished = true;
+  events.done();
   process.exit(0);
 }
 
 // --------------------------------------------------------------------------- run
 
 async function run(cwd, stateDir) {
-  const idsFile = process.env.WARREN_IDS_FILE;
-  if (!idsFile) fatal('WARREN_IDS_FILE is not set (run mode needs the ids to run, one per line)');
-  let ids;
-  try {
-    ids = readIdsFile(idsFile);
-  } catch (err) {
-    fatal('cannot read WARREN_IDS_FILE ' + idsFile, err);
-  }
+  const ids = common.splitIds(events.idsFileText());
   const byFile = groupIds(cwd, ids);
   const recs = new Map(); // id -> rec
   const recOf = (f, id) => {
@@ -544,7 +453,7 @@ async function run(cwd, stateDir) {
     if (!want || !(want.whole || want.ids.has(id))) return null;
     let rec = recs.get(id);
     if (!rec) {
-      rec = { id, file: f.rel, name: id.slice(id.indexOf(' :: ') + 4), started: false, ended: false, t0: 0 };
+      rec = common.newRec(id, f.rel, id.slice(id.indexOf(' :: ') + 4));
       recs.set(id, rec);
     }
     return rec;
@@ -586,8 +495,7 @@ async function run(cwd, stateDir) {
   const seen = preloadSeen(stateDir);
   const byRel = new Map([...reader.files.values()].map((f) => [f.rel, f]));
   const notFound = (id, why) => {
-    const i = id.indexOf(' :: ');
-    const rec = recs.get(id) || { id, file: i < 0 ? id : id.slice(0, i), name: i < 0 ? id : id.slice(i + 4), started: false, ended: false, t0: Date.now() };
+    const rec = recs.get(id) || common.recOfId(id);
     recs.set(id, rec);
     endTest(rec, 'failed', 0, 'WarrenTestNotFound: ' + why);
   };
@@ -596,8 +504,7 @@ async function run(cwd, stateDir) {
     const f = byRel.get(rel);
     if (!f) {
       const why = fs.existsSync(path.resolve(cwd, rel)) ? 'node did not run ' + rel : rel + ' does not exist';
-      for (const id of want.requested) notFound(id, 'test not found: ' + why);
-      for (const id of want.wholeIds) emit({ event: 'error', message: 'failed to run ' + rel + ': ' + why, file: rel });
+      events.fileNotRun(rel, want, why, notFound);
       continue;
     }
     if (isLoadFailure(f)) {
@@ -639,20 +546,14 @@ async function run(cwd, stateDir) {
       if (!reported.has(id)) notFound(id, 'test not found in ' + rel + ' (renamed or removed since discovery, or defined conditionally)');
     }
     for (const rec of mine) if (!rec.ended) endTest(rec, 'failed', 0, 'WarrenNotRun: not run: node did not report it');
-    for (const id of want.wholeIds) {
-      // a file that failed to load at discovery and loads now
-      const failed = mine.filter((r) => r.status === 'failed').length;
-      const rec = { id, file: rel, name: rel + ' (failed to load)', started: false, ended: false, t0: Date.now() };
-      endTest(rec, failed ? 'failed' : 'passed', 0, failed ? rel + ' loads now; ' + failed + ' of its tests failed' : undefined);
-    }
+    for (const id of want.wholeIds) events.fileLoadsNow(id, rel, mine); // failed to load at discovery, loads now
   }
   if (crashed) {
-    finished = true; // nothing more to say: the error events above tell what happened
+    events.finish(); // nothing more to say: the error events above tell what happened
     process.exit(1);
   }
-  emit({ event: 'done' });
-  finished = true;
-  process.exit(anyFailure ? 1 : 0);
+  events.done();
+  process.exit(events.anyFailure ? 1 : 0);
 }
 
 // --------------------------------------------------------------------------- main
@@ -660,30 +561,14 @@ async function run(cwd, stateDir) {
 async function main() {
   const mode = process.argv[2];
   const cwd = process.cwd();
-  const eventsPath = process.env.WARREN_EVENTS;
-  if (!eventsPath) {
-    process.stderr.write(TAG + ': WARREN_EVENTS is not set (path of the events file to append to)\n');
-    process.exit(2);
-  }
-  try {
-    eventsFd = fs.openSync(eventsPath, 'a');
-  } catch (err) {
-    process.stderr.write(TAG + ': cannot open WARREN_EVENTS ' + eventsPath + ': ' + err.message + '\n');
-    process.exit(2);
-  }
+  events.open('node --test finished');
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-node-test-'));
-  process.on('exit', (code) => {
+  process.on('exit', () => {
     try {
       fs.rmSync(stateDir, { recursive: true, force: true });
     } catch (_) { /* ignore */ }
-    if (!finished) {
-      try {
-        emit({ event: 'error', message: TAG + ': the process exited (code ' + code + ') before node --test finished' });
-      } catch (_) { /* nothing left to do */ }
-      if (!code) process.exitCode = 1;
-    }
   });
-  if (mode !== 'discover' && mode !== 'run') fatal('usage: node warren-node-test.mjs discover|run (got ' + JSON.stringify(mode) + ')');
+  events.checkMode(mode, 'warren-node-test.mjs');
   checkNode();
   if (mode === 'discover') await discover(cwd, stateDir);
   else await run(cwd, stateDir);

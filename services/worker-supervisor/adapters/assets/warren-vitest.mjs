@@ -42,43 +42,21 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
+// shared with the other plug-ins; next to this file (only this directory may be mounted)
+const common = createRequire(import.meta.url)('./warren-plugin-common.cjs');
+
 const TAG = 'warren-vitest';
 const SELF = fileURLToPath(import.meta.url);
 const isMain = !!process.argv[1] && path.resolve(process.argv[1]) === SELF;
+const { stripAnsi, relPath, readIdsFile, groupIds } = common;
 
 // --------------------------------------------------------------------------- helpers (both parts)
 
-// eslint-disable-next-line no-control-regex
-const ANSI = /[\u001b\u009b][[\]()#;?]*(?:(?:(?:[a-zA-Z\d]*(?:;[-a-zA-Z\d/#&.:=?%@~_]*)*)?\u0007)|(?:(?:\d{1,4}(?:;\d{0,4})*)?[\dA-PR-TZcf-ntqry=><~]))/g;
-const stripAnsi = (s) => String(s).replace(ANSI, '');
-
-/**
- * One line of an error message: its first line, plus, when that line only introduces
- * what follows (ends with ':', as node's assert does), the following lines collapsed.
- */
-function oneLine(s) {
-  const lines = s.split('\n');
-  let out = lines[0].trimEnd();
-  if (lines.length > 1 && out.endsWith(':')) {
-    const rest = lines.slice(1).map((l) => l.trim()).filter(Boolean).join(' ').replace(/\s+/g, ' ');
-    if (rest) out += ' ' + (rest.length > 200 ? rest.slice(0, 200) + '…' : rest);
-  }
-  return out;
-}
-
 /** The message of a failure text ("Name: message\n    at frame..."): the lines before the first stack frame, one-lined. */
-function messageOf(text) {
-  const lines = stripAnsi(text).split('\n');
-  const k = lines.findIndex((l, i) => i > 0 && /^\s+at \S/.test(l));
-  const msg = (k < 0 ? lines : lines.slice(0, k)).join('\n').replace(/^\s*\n/, '');
-  return oneLine(msg) || 'Error';
-}
+const messageOf = (text) => common.messageOfText(stripAnsi(text));
 
 /** vitest's failure text for a serialized error (what its json reporter writes). */
 const errorText = (e) => stripAnsi(e ? e.stack || e.message || String(e) : 'Error');
-
-const toPosix = (p) => p.split(path.sep).join('/');
-const relPath = (cwd, abs) => toPosix(path.relative(cwd, abs)).replace(/^\.\//, '');
 
 /** Every test of a vitest File task, in collection order, with its suite names. */
 function collectTasks(task, ancestors, out) {
@@ -94,35 +72,8 @@ function assignIds(rel, entries) {
   const seen = new Map();
   return entries.map((e) => {
     const name = e.titles.join(' > ');
-    const n = (seen.get(name) || 0) + 1;
-    seen.set(name, n);
-    return Object.assign({}, e, { id: rel + ' :: ' + name + (n > 1 ? ' #' + n : ''), name });
+    return Object.assign({}, e, { id: common.numberedId(rel, seen, name), name });
   });
-}
-
-function readIdsFile(file) {
-  // keep names exactly (they may end with spaces): only strip line terminators
-  return fs.readFileSync(file, 'utf8').split('\n').map((l) => l.replace(/\r$/, '')).filter((l) => l.trim() !== '');
-}
-
-/** requested ids grouped by file: rel -> {whole, wholeIds, ids: Set, requested: []} */
-function groupIds(cwd, ids) {
-  const byFile = new Map();
-  for (const id of ids) {
-    const i = id.indexOf(' :: ');
-    const rel = relPath(cwd, path.resolve(cwd, i < 0 ? id : id.slice(0, i)));
-    if (!byFile.has(rel)) byFile.set(rel, { whole: false, wholeIds: [], ids: new Set(), requested: [] });
-    const entry = byFile.get(rel);
-    if (i < 0) {
-      entry.whole = true;
-      entry.wholeIds.push(id);
-    } else {
-      const norm = rel + id.slice(i);
-      if (!entry.ids.has(norm)) entry.requested.push(norm);
-      entry.ids.add(norm);
-    }
-  }
-  return byFile;
 }
 
 // --------------------------------------------------------------------------- runner part (vitest worker)
@@ -154,20 +105,8 @@ export default class WarrenVitestRunner extends Base {
 
 // --------------------------------------------------------------------------- events
 
-let eventsFd = null;
-let finished = false;
-let anyFailure = false;
-
-function emit(ev) {
-  if (ev.event === 'error' || (ev.event === 'test_end' && ev.status === 'failed')) anyFailure = true;
-  const line = JSON.stringify(ev) + '\n';
-  if (eventsFd === null) {
-    process.stderr.write('[' + TAG + '] (no events file) ' + line);
-    return;
-  }
-  // writeSync on an O_APPEND fd: the line is in the kernel before we go on
-  fs.writeSync(eventsFd, line);
-}
+const events = common.createEvents(TAG, formatError);
+const { emit, fatal, guard, startTest, endTest } = events;
 
 function formatError(err) {
   if (err === null || err === undefined || (typeof err !== 'object' && typeof err !== 'function')) return { message: 'Error: ' + String(err) };
@@ -182,52 +121,8 @@ function formatError(err) {
   return { message: messageOf(text), details: stripAnsi(text) };
 }
 
-function fatal(message, err) {
-  const ev = { event: 'error', message: TAG + ': ' + message };
-  if (err) {
-    const f = formatError(err);
-    ev.message += ': ' + f.message;
-    if (f.details) ev.details = f.details;
-  }
-  emit(ev);
-  finished = true;
-  process.stderr.write(ev.message + '\n' + (ev.details ? ev.details + '\n' : ''));
-  process.exit(2);
-}
-
-function guard(fn) {
-  try {
-    fn();
-  } catch (err) {
-    const f = formatError(err);
-    emit({ event: 'error', message: TAG + ' internal error: ' + f.message, details: f.details });
-  }
-}
-
-function startTest(rec) {
-  if (!rec || rec.started) return;
-  rec.started = true;
-  rec.t0 = Date.now();
-  emit({ event: 'test_start', id: rec.id, file: rec.file, name: rec.name });
-}
-
-function endTest(rec, status, durationMs, message, details) {
-  if (!rec || rec.ended) return;
-  startTest(rec);
-  rec.ended = true;
-  rec.status = status;
-  const ev = {
-    event: 'test_end', id: rec.id, file: rec.file, name: rec.name, status,
-    durationMs: typeof durationMs === 'number' && isFinite(durationMs) ? Math.round(durationMs) : Date.now() - rec.t0,
-  };
-  if (message !== undefined) ev.message = message;
-  if (details) ev.details = details;
-  emit(ev);
-}
-
 function failNotFound(state, id, why) {
-  const i = id.indexOf(' :: ');
-  const rec = { id, file: i < 0 ? id : id.slice(0, i), name: i < 0 ? id : id.slice(i + 4), started: false, ended: false, t0: Date.now() };
+  const rec = common.recOfId(id);
   state.extra.push(rec);
   endTest(rec, 'failed', 0, 'WarrenTestNotFound: ' + why);
 }
@@ -258,7 +153,7 @@ class WarrenReporter {
     const all = assignIds(rel, collectTasks(testModule.task, [], []));
     for (const t of all) {
       if (!want.whole && !want.ids.has(t.id)) continue;
-      const rec = { id: t.id, file: rel, name: t.name, taskId: t.task.id, mode: t.task.mode, started: false, ended: false, t0: 0 };
+      const rec = Object.assign(common.newRec(t.id, rel, t.name), { taskId: t.task.id, mode: t.task.mode });
       m.recs.push(rec);
       s.byTask.set(t.task.id, rec);
     }
@@ -288,8 +183,8 @@ class WarrenReporter {
       const duration = task.result && task.result.duration;
       if (state === 'pass') endTest(rec, 'passed', duration);
       else if (state === 'fail') {
-        const texts = (task.result.errors || []).map(errorText);
-        endTest(rec, 'failed', duration, texts.length ? messageOf(texts[0]) : 'failed', texts.join('\n\n') || undefined);
+        const f = common.failureOfTexts((task.result.errors || []).map(errorText), messageOf);
+        endTest(rec, 'failed', duration, f.message, f.details);
       }
       // skipped: settled when the module ends (a failed hook above it makes it a failure)
     });
@@ -333,8 +228,8 @@ class WarrenReporter {
       const state = t && t.result && t.result.state;
       if (state === 'pass' || state === 'fail') {
         // result not seen through onTestCaseResult (should not happen): take it now
-        const texts = ((t.result && t.result.errors) || []).map(errorText);
-        endTest(rec, state === 'pass' ? 'passed' : 'failed', t.result.duration, state === 'fail' ? (texts.length ? messageOf(texts[0]) : 'failed') : undefined, texts.join('\n\n') || undefined);
+        const f = common.failureOfTexts(((t.result && t.result.errors) || []).map(errorText), messageOf);
+        endTest(rec, state === 'pass' ? 'passed' : 'failed', t.result.duration, state === 'fail' ? f.message : undefined, f.details);
         continue;
       }
       if (state === 'skip' || state === 'todo' || t.mode === 'skip' || t.mode === 'todo') {
@@ -372,21 +267,6 @@ class WarrenReporter {
 
 // --------------------------------------------------------------------------- vitest
 
-function findPackageDir(resolved, name) {
-  let dir = path.dirname(resolved);
-  for (;;) {
-    const pj = path.join(dir, 'package.json');
-    if (fs.existsSync(pj)) {
-      try {
-        if (JSON.parse(fs.readFileSync(pj, 'utf8')).name === name) return dir;
-      } catch (_) { /* keep walking */ }
-    }
-    const up = path.dirname(dir);
-    if (up === dir) return null;
-    dir = up;
-  }
-}
-
 async function loadVitest(cwd) {
   let dir = null;
   for (const from of [path.join(cwd, 'package.json'), SELF]) {
@@ -396,7 +276,7 @@ async function loadVitest(cwd) {
       break;
     } catch (_) {
       try {
-        dir = findPackageDir(createRequire(from).resolve('vitest'), 'vitest');
+        dir = common.findPackageDir(createRequire(from).resolve('vitest'), 'vitest');
         if (dir) break;
       } catch (_) { /* next */ }
     }
@@ -480,8 +360,7 @@ async function discover(V, cwd) {
     for (const err of e.errors || []) emit(err);
   }
   for (const e of result.unhandledErrors || []) emit(errorEvent('unhandled error while collecting: ', e));
-  emit({ event: 'done' });
-  finished = true;
+  events.done();
   try {
     await vitest.close();
   } catch (_) { /* ignore */ }
@@ -491,14 +370,7 @@ async function discover(V, cwd) {
 // --------------------------------------------------------------------------- run
 
 async function run(V, cwd) {
-  const idsFile = process.env.WARREN_IDS_FILE;
-  if (!idsFile) fatal('WARREN_IDS_FILE is not set (run mode needs the ids to run, one per line)');
-  let ids;
-  try {
-    ids = readIdsFile(idsFile);
-  } catch (err) {
-    fatal('cannot read WARREN_IDS_FILE ' + idsFile, err);
-  }
+  const ids = common.splitIds(events.idsFileText());
   const byFile = groupIds(cwd, ids);
   Object.assign(process.env, { WARREN_VITEST_RUNNERS: V.runnersUrl, WARREN_VITEST_CWD: cwd });
   const state = { cwd, byFile, modules: new Map(), byTask: new Map(), extra: [] };
@@ -531,22 +403,15 @@ async function run(V, cwd) {
     const m = modByRel.get(rel);
     if (!m) {
       const why = fs.existsSync(path.resolve(cwd, rel)) ? rel + ' is not a test file of this vitest configuration' : rel + ' does not exist';
-      for (const id of want.requested) failNotFound(state, id, 'test not found: ' + why);
-      for (const id of want.wholeIds) emit({ event: 'error', message: 'failed to run ' + rel + ': ' + why, file: rel });
+      events.fileNotRun(rel, want, why, (id, w) => failNotFound(state, id, w));
       continue;
     }
     if (m.loadFailed) continue; // its `error` event stands for its tests
     for (const rec of m.recs) if (!rec.ended) endTest(rec, 'failed', 0, 'WarrenNotRun: not run: vitest did not report it');
-    for (const id of want.wholeIds) {
-      // a file that failed to load at discovery and loads now
-      const failed = m.recs.filter((r) => r.status === 'failed').length;
-      const rec = { id, file: rel, name: rel + ' (failed to load)', started: false, ended: false, t0: Date.now() };
-      endTest(rec, failed ? 'failed' : 'passed', 0, failed ? rel + ' loads now; ' + failed + ' of its tests failed' : undefined);
-    }
+    for (const id of want.wholeIds) events.fileLoadsNow(id, rel, m.recs); // failed to load at discovery, loads now
   }
-  emit({ event: 'done' });
-  finished = true;
-  const code = anyFailure ? 1 : 0;
+  events.done();
+  const code = events.anyFailure ? 1 : 0;
   try {
     await vitest.close();
   } catch (_) { /* ignore */ }
@@ -558,26 +423,8 @@ async function run(V, cwd) {
 async function main() {
   const mode = process.argv[2];
   const cwd = process.cwd();
-  const eventsPath = process.env.WARREN_EVENTS;
-  if (!eventsPath) {
-    process.stderr.write(TAG + ': WARREN_EVENTS is not set (path of the events file to append to)\n');
-    process.exit(2);
-  }
-  try {
-    eventsFd = fs.openSync(eventsPath, 'a');
-  } catch (err) {
-    process.stderr.write(TAG + ': cannot open WARREN_EVENTS ' + eventsPath + ': ' + err.message + '\n');
-    process.exit(2);
-  }
-  process.on('exit', (code) => {
-    if (!finished) {
-      try {
-        emit({ event: 'error', message: TAG + ': the process exited (code ' + code + ') before vitest finished (process.exit() called by vitest, a test or a file, or an uncaught error)' });
-      } catch (_) { /* nothing left to do */ }
-      if (!code) process.exitCode = 1;
-    }
-  });
-  if (mode !== 'discover' && mode !== 'run') fatal('usage: node warren-vitest.mjs discover|run (got ' + JSON.stringify(mode) + ')');
+  events.open('vitest finished (process.exit() called by vitest, a test or a file, or an uncaught error)');
+  events.checkMode(mode, 'warren-vitest.mjs');
   const V = await loadVitest(cwd);
   if (mode === 'discover') await discover(V, cwd);
   else await run(V, cwd);
