@@ -158,3 +158,45 @@ test('--only-failures-from runs again exactly the tests that failed in the earli
   assert.equal(second.report.totals.total, failed.length);
   cleanup.push(...first.dirs, ...second.dirs);
 });
+
+/**
+ * The same on the rspec and mocha fixture suites, less their killer file (it SIGKILLs the
+ * worker that launched it, WARREN_SLOT_PID, by design) and their hanging one (it never ends):
+ * `--exclude` leaves them out of Warren's run, compare.mjs out of the plain run. Both
+ * frameworks abort a whole run on a file that fails to load, so compare.mjs runs them one
+ * file at a time; the broken file must be in Warren's report as a failed test whose id is
+ * the file.
+ */
+const EXCLUDE_UNRUNNABLE = ['--exclude', 'killer|hanging|Killer|Hanging'];
+const EVENTS_FIXTURE: Record<string, Fixture> = {
+  // the README's 31 (rspec) and 26 (mocha) entries, less 2 killer and 2 hanging tests
+  rspec: { adapter: 'rspec', dir: 'rspec-suite', total: 27, brokenId: './spec/broken_spec.rb' },
+  mocha: { adapter: 'mocha', dir: 'mocha-suite', total: 22, brokenId: 'test/broken.test.js' },
+};
+
+for (const name of ['rspec', 'mocha']) {
+  const f = EVENTS_FIXTURE[name]!;
+  test(`${name}: Warren's report lists exactly what a plain ${name} run reports, the broken file failed`, async (ctx) => {
+    const t0 = Date.now();
+    const r = await runFixture(f, EXCLUDE_UNRUNNABLE);
+    const warrenMs = Date.now() - t0;
+    const { report } = r;
+    const where = `(report: ${r.reportFile})`;
+    assert.equal(report.totals.total, f.total, `every test of the README once, but the killer's and the hanging one's ${where}`);
+    assert.equal(new Set(report.tests.map((t) => t.id)).size, report.tests.length, `each test once ${where}`);
+    assert.deepEqual(report.tests.filter((t) => /killer|hanging/i.test(t.file)).map((t) => t.id), [], `nothing of the excluded files ${where}`);
+    const broken = report.tests.find((t) => t.id === f.brokenId);
+    assert.ok(broken, `the file that fails to load, ${f.brokenId}, is in the report ${where}`);
+    assert.equal(broken.status, 'failed', `${f.brokenId} is failed: ${broken.message} ${where}`);
+
+    const t1 = Date.now();
+    const plainState = tmpDir('warren-flaky-plain-');
+    const cmp = await run(process.execPath, [path.join(r.cwd, 'compare.mjs'), '--report', r.reportFile], {
+      env: { ...r.env, FLAKY_STATE_DIR: plainState },
+      timeoutMs: 600_000,
+    });
+    assert.equal(cmp.code, 0, `compare.mjs --report ${r.reportFile}: exit ${cmp.code}\n${cmp.output}`);
+    ctx.diagnostic(`${name}: warren run ${warrenMs} ms, compare ${Date.now() - t1} ms: ${cmp.output.trim().split('\n').pop()}`);
+    cleanup.push(...r.dirs, plainState);
+  });
+}

@@ -47,7 +47,7 @@ test('the RSpec fixture on containers: statuses as on local workers, no containe
   assert.equal(res.code, 1, `${res.stdout}\n${res.stderr}`);
   const report = readReport(reportDir);
   const t = new Map(report.tests.map((x) => [x.id, x]));
-  assert.equal(report.totals.total, 16);
+  assert.equal(report.totals.total, 29);
   assert.equal(t.get('./spec/failing_spec.rb[1:3]')!.message, 'RuntimeError: boom from failing_spec');
   assert.equal(t.get('./spec/flaky_spec.rb[1:1]')!.status, 'flaky');
   assert.equal(t.get('./spec/hanging_spec.rb[1:1]')!.message, 'timed out after 4 s');

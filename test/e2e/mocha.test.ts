@@ -25,8 +25,8 @@ test('a whole run of the mocha fixture: every kind of test ends with the right s
   assert.equal(res.code, 1, `${res.stdout}\n${res.stderr}`);
   const report = readReport(reportDir);
   const t = new Map(report.tests.map((x) => [x.id, x]));
-  assert.equal(report.totals.total, 19);
-  assert.equal(new Set(report.tests.map((x) => x.id)).size, 19, 'each test once');
+  assert.equal(report.totals.total, 26);
+  assert.equal(new Set(report.tests.map((x) => x.id)).size, 26, 'each test once');
   assert.equal(t.get('test/duplicates.test.js :: Dup same title')!.status, 'passed');
   assert.equal(t.get('test/duplicates.test.js :: Dup same title #2')!.status, 'passed');
   assert.equal(t.get('test/esm.test.mjs :: ESM runs an ES module test')!.status, 'passed');
@@ -40,8 +40,8 @@ test('a whole run of the mocha fixture: every kind of test ends with the right s
   const killer = [...t.values()].find((x) => x.file === 'test/killer.test.js' && x.status === 'failed')!;
   assert.equal(killer.message, 'crashed its worker 4 times');
   assert.ok(report.tests.some((x) => x.file === 'test/killer.test.js' && x.status === 'passed'), 'the killer does not sink its file');
-  assert.deepEqual([report.totals.failed, report.totals.flaky, report.totals.pending], [5, 1, 3]);
-  assert.equal(fs.readFileSync(path.join(reportDir, 'junit.xml'), 'utf8').match(/<testcase /g)!.length, 19);
+  assert.deepEqual([report.totals.failed, report.totals.flaky, report.totals.pending], [6, 1, 3]);
+  assert.equal(fs.readFileSync(path.join(reportDir, 'junit.xml'), 'utf8').match(/<testcase /g)!.length, 26);
 });
 
 test('a suite whose selected tests all pass exits 0', async () => {
