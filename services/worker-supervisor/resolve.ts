@@ -135,6 +135,22 @@ export function resolveAttempt(tests: TestRef[], outcome: AttemptOutcome): Resol
   return { results: tests.map((t) => settled.get(t.id)!), rerun: [] };
 }
 
+/**
+ * Only what the framework finished and reported (`test_end`), for the tests asked for: what
+ * can be kept of a process whose worker died under it.
+ */
+export function finishedResults(tests: TestRef[], events: FrameworkEvent[]): TestResult[] {
+  const byId = new Map(tests.map((t) => [t.id, t]));
+  const out = new Map<string, TestResult>();
+  for (const e of events) {
+    if (e.event !== 'test_end') continue;
+    const t = byId.get(e.id);
+    if (!t || out.has(t.id)) continue;
+    out.set(t.id, { testId: t.id, file: normFile(t.file), name: t.name, status: e.status, durationMs: e.durationMs ?? 0, message: e.message, details: e.details });
+  }
+  return [...out.values()];
+}
+
 /** Results of a process that speaks no events (the `command` adapter): the exit code. */
 export function resolveByExitCode(tests: TestRef[], outcome: AttemptOutcome, stdout: string): Resolution {
   const passed = outcome.exit.code === 0 && outcome.timedOutAfterSec === undefined;

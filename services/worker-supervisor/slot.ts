@@ -46,7 +46,15 @@ export class WorkerBrokenError extends Error {
 
 export type SlotActivity =
   | { state: 'idle' }
-  | { state: 'busy'; runId: string; specId: string; pgid?: number };
+  | {
+      state: 'busy';
+      runId: string;
+      specId: string;
+      pgid?: number;
+      /** While a spec runs: what the supervisor needs to salvage its finished tests if this
+       * slot dies (a test killed the worker). */
+      running?: { round: number; tests: TestRef[]; events: string };
+    };
 
 export type SlotState = 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
 
@@ -280,7 +288,12 @@ export class Slot {
       },
     });
     if (this.current) this.current.proc = proc;
-    if (job) this.opts.onState?.({ state: 'busy', runId: job.runId, specId: job.id, pgid: proc.pgid });
+    if (job) {
+      this.opts.onState?.({
+        state: 'busy', runId: job.runId, specId: job.id, pgid: proc.pgid,
+        running: { round: job.round, tests: job.tests, events: files.events },
+      });
+    }
     // The per-test clock restarts at each test_start; before the first test and in
     // discovery, the whole process has the one budget (loading a suite is part of a test).
     let timedOutAfterSec: number | undefined;

@@ -13,8 +13,9 @@ import Docker from 'dockerode';
 import { Broker } from '../../shared/broker.js';
 import { InfrastructureError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
-import { SCHEMA_VERSION, type Heartbeat } from '../../shared/messages.js';
-import { EXCHANGES } from '../../shared/topology.js';
+import { SCHEMA_VERSION, type Heartbeat, type SpecResult, type TestRef } from '../../shared/messages.js';
+import { EXCHANGES, ROUTING } from '../../shared/topology.js';
+import { finishedResults, parseEvents } from './resolve.js';
 import type { SlotActivity } from './slot.js';
 import type { SupervisorConfig } from './config.js';
 import { assetsDir } from './adapters/adapter.js';
@@ -202,6 +203,7 @@ export class Supervisor {
       }
     }
     handle.child = undefined;
+    if (last.state === 'busy' && last.running) void this.salvage(`${this.id}/${handle.index}`, last.runId, last.specId, last.running);
     if (this.state !== 'running') {
       handle.activity = { state: 'stopped' };
       return;
@@ -220,6 +222,32 @@ export class Supervisor {
     handle.restartTimer = setTimeout(() => {
       if (this.state === 'running') this.spawn(handle);
     }, delay);
+  }
+
+  /**
+   * A slot died under a spec (a test killed its worker): the broker redelivers the spec and
+   * its tests run again, but what already finished is reported now, from the slot's events
+   * file, so a first attempt is not lost (a flaky failure stays a failure of round N). The
+   * aggregator keeps the first result per test and round, so the re-run adds nothing twice.
+   */
+  private async salvage(workerId: string, runId: string, specId: string, running: { round: number; tests: TestRef[]; events: string }): Promise<void> {
+    let text = '';
+    try {
+      text = fs.readFileSync(running.events, 'utf8');
+    } catch {
+      return; // nothing was written
+    }
+    const results = finishedResults(running.tests, parseEvents(text));
+    if (results.length === 0) return;
+    const msg: SpecResult = {
+      type: 'spec.result', v: SCHEMA_VERSION, id: `${specId}/salvaged`, runId, specId, round: running.round, worker: workerId, results,
+    };
+    try {
+      await this.broker.publish(EXCHANGES.events, ROUTING.specResult, msg);
+      this.opts.log.info({ runId, specId, results: results.length }, 'reported the tests a dead worker had finished');
+    } catch (err) {
+      this.opts.log.warn({ err, runId, specId }, 'could not report what a dead worker had finished; those tests run again');
+    }
   }
 
   private async beat(): Promise<void> {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseEvents, resolveAttempt, resolveByExitCode, type FrameworkEvent } from '../../services/worker-supervisor/resolve.js';
+import { finishedResults, parseEvents, resolveAttempt, resolveByExitCode, type FrameworkEvent } from '../../services/worker-supervisor/resolve.js';
 import type { TestRef } from '../../shared/messages.js';
 
 const T = (id: string, file = 'spec/a_spec.rb'): TestRef => ({ id, file, name: `name of ${id}` });
@@ -76,4 +76,10 @@ test('the command adapter takes the exit code', () => {
 
 test('a torn last line of the events file is skipped', () => {
   assert.equal(parseEvents('{"event":"done"}\n{"event":"test_st').length, 1);
+});
+
+test('what a dead worker had finished is kept: test_end results only, for the tests asked for', () => {
+  const [a, b, c] = [T('a'), T('b'), T('c')];
+  const results = finishedResults([a, b, c], [start(a), end(a, 'failed', 'flaky: first attempt fails'), start(b), end(T('other'), 'passed'), start(c)]);
+  assert.deepEqual(results.map((r) => [r.testId, r.status, r.message]), [['a', 'failed', 'flaky: first attempt fails']]);
 });
