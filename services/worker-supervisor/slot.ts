@@ -74,6 +74,8 @@ export class Slot {
   }
 
   async start(): Promise<void> {
+    // what an earlier process of this slot left (its files' names would be reused)
+    fs.rmSync(this.opts.dir, { recursive: true, force: true });
     fs.mkdirSync(path.join(this.opts.dir, 'tmp'), { recursive: true });
     await this.opts.driver.prepare();
     await this.broker.start();
@@ -166,7 +168,8 @@ export class Slot {
       const adapter = adapterFor(suite.adapter);
       const files = this.files();
       const timeoutSec = Math.max(120, suite.testTimeoutSec);
-      const { outcome, events, stdout } = await this.execute(adapter.discover(suite, this.opts.driver.context), suite, files, timeoutSec, true);
+      const { outcome, events, stdout } = await this.execute(adapter.discover(suite, this.opts.driver.context), suite, files, timeoutSec, { perTest: false, events: adapter.results === 'events' });
+      this.forget(files);
       if (adapter.results === 'events') {
         tests = dedupeTests(events.filter((e): e is Extract<FrameworkEvent, { event: 'test' }> => e.event === 'test'));
         if (!events.some((e) => e.event === 'done')) {
@@ -203,17 +206,17 @@ export class Slot {
       await this.requeue(job, job.tests.map((t) => [t]));
       return d.ack();
     }
-    this.opts.onState?.({ state: 'busy', runId: job.runId, specId: job.id });
     const adapter = adapterFor(job.suite.adapter);
     const files = this.files();
-    fs.writeFileSync(files.ids, job.tests.map((t) => t.id).join('\n') + '\n');
+    if (adapter.readsIdsFile) fs.writeFileSync(files.ids, job.tests.map((t) => t.id).join('\n') + '\n');
     // Without events there is no per-test clock: the process has a test's budget per test.
     const budget = adapter.results === 'events' ? job.suite.testTimeoutSec : job.suite.testTimeoutSec * job.tests.length;
-    const { outcome, stdout } = await this.execute(adapter.run(job.suite, job.tests, this.opts.driver.context, files), job.suite, files, budget, false, job);
+    const { outcome, stdout } = await this.execute(adapter.run(job.suite, job.tests, this.opts.driver.context, files), job.suite, files, budget, { perTest: true, events: adapter.results === 'events' }, job);
     const resolution: Resolution =
       adapter.results === 'events' ? resolveAttempt(job.tests, outcome)
         : adapter.results === 'junit' ? resolveAttempt(job.tests, { ...outcome, events: this.junitResults(files, job, outcome) })
           : resolveByExitCode(job.tests, outcome, stdout);
+    this.forget(files);
     if (resolution.results.length > 0) {
       const msg: SpecResult = {
         type: 'spec.result', v: SCHEMA_VERSION, id: `${job.id}/result`, runId: job.runId,
@@ -255,13 +258,19 @@ export class Slot {
     }
   }
 
+  /** Fresh names for one process's files (the slot's directory was emptied at start). */
   private files(): RunFiles {
     const n = ++this.seq;
-    const events = path.join(this.opts.dir, `events-${n}.jsonl`);
-    const ids = path.join(this.opts.dir, `ids-${n}.txt`);
-    const junit = path.join(this.opts.dir, `junit-${n}.xml`);
-    for (const f of [events, ids, junit]) fs.rmSync(f, { force: true });
-    return { events, ids, junit };
+    return {
+      events: path.join(this.opts.dir, `events-${n}.jsonl`),
+      ids: path.join(this.opts.dir, `ids-${n}.txt`),
+      junit: path.join(this.opts.dir, `junit-${n}.xml`),
+    };
+  }
+
+  /** Removes a finished process's files, off the job's path. */
+  private forget(files: RunFiles): void {
+    for (const f of [files.events, files.ids, files.junit]) void fs.promises.rm(f, { force: true });
   }
 
   /** Runs one framework process, killing it when one test outlives the timeout. */
@@ -270,7 +279,9 @@ export class Slot {
     suite: { cwd: string; env: Record<string, string>; image?: string },
     files: RunFiles,
     timeoutSec: number,
-    wholeProcess: boolean,
+    /** perTest: the clock restarts at each test (discovery: one budget for the process);
+     * events: the process writes events (else there is no file to watch). */
+    mode: { perTest: boolean; events: boolean },
     job?: SpecJob,
   ) {
     const started = Date.now();
@@ -301,10 +312,10 @@ export class Slot {
     let clockFrom = started;
     let doneAt: number | undefined;
     const watch = setInterval(() => {
-      const chunk = readFrom(files.events, offset);
+      const chunk = mode.events ? readFrom(files.events, offset) : Buffer.alloc(0);
       offset += chunk.length;
       for (const e of parseEvents(chunk.toString('utf8'))) {
-        if (!wholeProcess && (e.event === 'test_start' || e.event === 'test_end')) clockFrom = Date.now();
+        if (mode.perTest && (e.event === 'test_start' || e.event === 'test_end')) clockFrom = Date.now();
         if (e.event === 'done') doneAt ??= Date.now();
       }
       if (doneAt !== undefined && Date.now() - doneAt > AFTER_DONE_GRACE_MS) {
@@ -319,7 +330,7 @@ export class Slot {
     const exit = await proc.exited;
     clearInterval(watch);
     if (exit.infra) throw new WorkerBrokenError(exit.infra);
-    const events = parseEvents(readFrom(files.events, 0).toString('utf8'));
+    const events = mode.events ? parseEvents(readFrom(files.events, 0).toString('utf8')) : [];
     return {
       outcome: { events, exit, timedOutAfterSec, stderr: proc.stderrTail(), elapsedMs: Date.now() - started },
       events,

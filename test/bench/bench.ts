@@ -171,6 +171,7 @@ async function main() {
     console.log(`    raw amqplib consume+publish result(confirm)+ack ${rawResult.toFixed(0).padStart(6)} msgs/s`);
     console.log(`    Warren pipeline (no-op executor), to report     ${p.specsPerSec.toFixed(0).padStart(6)} specs/s  (${(p.ms / 1000).toFixed(1)} s)`);
     console.log(`    Warren / raw-with-result                        ${(p.specsPerSec / rawResult).toFixed(2)}`);
+    if (process.env.BENCH_PART === 'a') return;
     const first = await makespan(vhost.url, false, false);
     console.log(`\n(b) makespan, 300 sleeping tests (skewed: ${first.total.toFixed(1)} s in all, longest ${first.bound.toFixed(2)} s or total/16), 16 slots, real processes`);
     console.log(`    lower bound max(total/slots, longest) = ${first.bound.toFixed(2)} s`);

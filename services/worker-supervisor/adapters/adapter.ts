@@ -25,6 +25,8 @@ export interface Adapter {
   /** How results come back: events as they happen (EVENTS.md), a JUnit XML file at the
    * end, or only the exit code. */
   readonly results: 'events' | 'junit' | 'exit-code';
+  /** The plug-in reads the ids to run from WARREN_IDS_FILE (else they are in the argv). */
+  readonly readsIdsFile?: boolean;
   discover(suite: SuiteConfig, ctx: AdapterContext): string[];
   run(suite: SuiteConfig, tests: TestRef[], ctx: AdapterContext, files: RunFiles): string[];
   /** For adapters without events: the tests listed on the discover command's stdout. */
@@ -64,7 +66,7 @@ export const rspec: Adapter = {
  */
 function scriptAdapter(name: AdapterName, script: string, interpreter: (suite: SuiteConfig, ctx: AdapterContext) => string): Adapter {
   const argv = (suite: SuiteConfig, ctx: AdapterContext, mode: 'discover' | 'run') => [interpreter(suite, ctx), path.join(ctx.assets, script), mode];
-  return { name, results: 'events', discover: (suite, ctx) => argv(suite, ctx, 'discover'), run: (suite, _tests, ctx) => argv(suite, ctx, 'run') };
+  return { name, results: 'events', readsIdsFile: true, discover: (suite, ctx) => argv(suite, ctx, 'discover'), run: (suite, _tests, ctx) => argv(suite, ctx, 'run') };
 }
 
 const node = (_suite: SuiteConfig, ctx: AdapterContext) => ctx.node;
