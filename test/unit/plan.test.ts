@@ -61,3 +61,12 @@ test('only: exact ids first, then pattern and exclude', () => {
   assert.deepEqual(filterTests(tests, undefined, undefined, ['./a[1:1]', './a[1:3]', 'gone']).map((x) => x.id), ['./a[1:1]', './a[1:3]']);
   assert.deepEqual(filterTests(tests, undefined, 'example 3', ['./a[1:1]', './a[1:3]']).map((x) => x.id), ['./a[1:1]']);
 });
+
+test('without durations, batches shrink towards the end of the queue (guided)', () => {
+  const tests = suite({ a: 300 });
+  const sizes = planBatches(tests, { maxBatch: 50, slots: 16 }).map((b) => b.length);
+  assert.equal(sizes.reduce((x, y) => x + y, 0), 300);
+  for (let i = 1; i < sizes.length; i++) assert.ok(sizes[i]! <= sizes[i - 1]!, `non-increasing: ${sizes.join(',')}`);
+  assert.ok(sizes[0]! > 1 && sizes[sizes.length - 1] === 1);
+  assert.ok(sizes.length < 150, `${sizes.length} processes for 300 tests`);
+});
