@@ -64,6 +64,7 @@ const slot = new Slot({
   driver: makeDriver(config),
   log,
   onState: send,
+  onEventsRead: (offset) => process.send?.({ type: 'events-read', offset } satisfies SlotRequest),
   onBroken: () => {
     // Leave without acking: the broker redelivers the job, the supervisor restarts us
     // with a backoff and a fresh environment.

@@ -34,6 +34,9 @@ export interface SlotOptions {
   log: Logger;
   /** Told what the slot is doing (the supervisor forwards it in heartbeats). */
   onState?: (state: SlotActivity) => void;
+  /** How far into the running process's events file this slot has read: events before it
+   * were written while the slot was alive (the supervisor salvages only those). */
+  onEventsRead?: (offset: number) => void;
   /** The worker's environment broke under a job (its container died): the slot must go,
    * so that the broker redelivers the job and the supervisor starts a fresh slot. */
   onBroken?: (reason: string) => void;
@@ -314,6 +317,7 @@ export class Slot {
     const watch = setInterval(() => {
       const chunk = mode.events ? readFrom(files.events, offset) : Buffer.alloc(0);
       offset += chunk.length;
+      if (chunk.length > 0 && job) this.opts.onEventsRead?.(offset);
       for (const e of parseEvents(chunk.toString('utf8'))) {
         if (mode.perTest && (e.event === 'test_start' || e.event === 'test_end')) clockFrom = Date.now();
         if (e.event === 'done') doneAt ??= Date.now();

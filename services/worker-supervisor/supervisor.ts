@@ -39,7 +39,10 @@ export interface SlotConfig {
 }
 
 /** Slot → supervisor over IPC, besides activity reports. */
-export type SlotRequest = { type: 'ensure-image'; id: number; image: string };
+export type SlotRequest =
+  | { type: 'ensure-image'; id: number; image: string }
+  /** The slot has read its running process's events up to here (while alive). */
+  | { type: 'events-read'; offset: number };
 export type SupervisorReply = { type: 'image-ready'; id: number; error?: string };
 
 export interface SupervisorOptions {
@@ -70,6 +73,8 @@ interface SlotHandle {
   startedAt: number;
   failures: number;
   restartTimer?: NodeJS.Timeout;
+  /** Bytes of the running spec's events file that the slot saw while alive. */
+  eventsRead: number;
 }
 
 const SLOT_MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), 'slot-main.js');
@@ -96,7 +101,7 @@ export class Supervisor {
     if (this.opts.driver === 'docker') await this.startDocker();
     await this.broker.start();
     for (let i = 0; i < this.opts.workers; i++) {
-      const handle: SlotHandle = { index: i, activity: { state: 'starting' }, startedAt: 0, failures: 0 };
+      const handle: SlotHandle = { index: i, activity: { state: 'starting' }, startedAt: 0, failures: 0, eventsRead: 0 };
       this.slots.push(handle);
       this.spawn(handle);
     }
@@ -173,13 +178,16 @@ export class Supervisor {
     handle.startedAt = Date.now();
     handle.activity = { state: 'starting' };
     child.on('message', (m: SlotActivity | SlotRequest) => {
-      if ('type' in m) return void this.onRequest(child, m);
-      handle.activity = m;
+      if (!('type' in m)) {
+        handle.activity = m;
+        handle.eventsRead = 0;
+      } else if (m.type === 'events-read') handle.eventsRead = m.offset;
+      else void this.onRequest(child, m);
     });
     child.on('exit', (code, signal) => this.onSlotExit(handle, child, code, signal));
   }
 
-  private async onRequest(child: ChildProcess, req: SlotRequest): Promise<void> {
+  private async onRequest(child: ChildProcess, req: Extract<SlotRequest, { type: 'ensure-image' }>): Promise<void> {
     let reply: SupervisorReply;
     try {
       if (!this.puller) throw new Error('this supervisor does not run the docker driver');
@@ -203,7 +211,9 @@ export class Supervisor {
       }
     }
     handle.child = undefined;
-    if (last.state === 'busy' && last.running) void this.salvage(`${this.id}/${handle.index}`, last.runId, last.specId, last.running);
+    if (last.state === 'busy' && last.running && handle.eventsRead > 0) {
+      void this.salvage(`${this.id}/${handle.index}`, last.runId, last.specId, last.running, handle.eventsRead);
+    }
     if (this.state !== 'running') {
       handle.activity = { state: 'stopped' };
       return;
@@ -230,10 +240,12 @@ export class Supervisor {
    * file, so a first attempt is not lost (a flaky failure stays a failure of round N). The
    * aggregator keeps the first result per test and round, so the re-run adds nothing twice.
    */
-  private async salvage(workerId: string, runId: string, specId: string, running: { round: number; tests: TestRef[]; events: string }): Promise<void> {
+  private async salvage(workerId: string, runId: string, specId: string, running: { round: number; tests: TestRef[]; events: string }, upTo: number): Promise<void> {
+    // Only what the slot had read while alive: after its death an orphaned framework may go
+    // on writing (the test that killed the worker then "passes"), until we reap it.
     let text = '';
     try {
-      text = fs.readFileSync(running.events, 'utf8');
+      text = fs.readFileSync(running.events).subarray(0, upTo).toString('utf8');
     } catch {
       return; // nothing was written
     }
