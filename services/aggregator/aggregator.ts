@@ -15,7 +15,7 @@ import { Broker, type Delivery } from '../../shared/broker.js';
 import type { Logger } from '../../shared/log.js';
 import {
   AggregatorMessage, Heartbeat, SpecJob, parseMessage,
-  type AcceptedRun, type RunReport, type TestResult,
+  type AcceptedRun, type RunReport, type TestRef, type TestResult,
 } from '../../shared/messages.js';
 import { EXCHANGES, QUEUES, ROUTING, SPEC_DELIVERY_LIMIT, reportKey } from '../../shared/topology.js';
 import { writeReportFiles } from '../../shared/report.js';
@@ -36,7 +36,7 @@ export type AggregatorState = 'starting' | 'running' | 'draining' | 'stopped' | 
 
 type JournalEntry =
   | { k: 'accepted'; run: AcceptedRun }
-  | { k: 'planned'; round: number; tests: import('../../shared/messages.js').TestRef[]; error?: string }
+  | { k: 'planned'; round: number; tests: TestRef[]; error?: string }
   | { k: 'results'; round: number; worker: string; results: TestResult[] }
   | { k: 'round-sent'; round: number }
   | { k: 'report-sent' };
