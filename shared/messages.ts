@@ -39,6 +39,9 @@ export const SuiteConfig = z.object({
   testTimeoutSec: z.number().positive().default(300),
   /** The suite's image, for supervisors on the docker driver (pulled when missing). */
   image: z.string().min(1).optional(),
+  /** Every batch in a cold framework process of its own, instead of a slot's warm runner
+   * (for suites that leave global state behind that the next batch would see). */
+  freshProcess: z.boolean().default(false),
 });
 export type SuiteConfig = z.infer<typeof SuiteConfig>;
 
@@ -131,6 +134,8 @@ export const Discovered = z.object({
   tests: z.array(TestRef),
   error: z.string().optional(),
   worker: z.string(),
+  /** The list came from the worker's discovery cache (the suite's files are unchanged). */
+  cached: z.boolean().optional(),
 });
 export type Discovered = z.infer<typeof Discovered>;
 

@@ -130,7 +130,7 @@ export class Dispatcher {
     // The plan goes first: the aggregator must know the whole round before any result, and
     // if we die halfway through the specs, the redelivered message publishes them again.
     await this.publishPlan(run, round, tests, batches.length);
-    const suite = { adapter: run.adapter, cwd: run.cwd, command: run.command, env: run.env, testTimeoutSec: run.testTimeoutSec, image: run.image };
+    const suite = { adapter: run.adapter, cwd: run.cwd, command: run.command, env: run.env, testTimeoutSec: run.testTimeoutSec, image: run.image, freshProcess: run.freshProcess };
     await Promise.all(
       batches.map((batch, i) => {
         const job: SpecJob = {

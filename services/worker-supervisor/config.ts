@@ -22,6 +22,10 @@ export const SupervisorConfig = z.object({
   /** Parent of the slots' directories; with docker, a host path the engine can mount. */
   dir: z.string().optional(),
   graceSec: z.coerce.number().positive().default(30),
+  /** Caches that outlive runs (the frameworks' own, discovery); default ~/.cache/warren. */
+  cacheDir: z.string().min(1).optional(),
+  /** A warm runner whose resident memory is above this after a batch is retired. */
+  runnerMaxMemory: size.default(2 * 1024 ** 3),
   /** Free-form labels shown by `warren hosts` (e.g. from the build matrix). */
   labels: z.record(z.string(), z.string()).default({}),
   driver: z.enum(['local', 'docker', 'noop']).default('local'),
@@ -63,6 +67,8 @@ export function loadSupervisorConfig(flags: SupervisorConfigInput & { config?: s
     id: pick(flags.id, env('WARREN_SUPERVISOR_ID'), file.id),
     dir: pick(flags.dir, env('WARREN_SUPERVISOR_DIR'), file.dir),
     graceSec: pick(flags.graceSec, file.graceSec),
+    cacheDir: pick(flags.cacheDir, env('WARREN_CACHE_DIR'), file.cacheDir),
+    runnerMaxMemory: pick(flags.runnerMaxMemory, env('WARREN_RUNNER_MAX_MEMORY'), file.runnerMaxMemory),
     labels: pick(flags.labels, env('WARREN_LABELS') === undefined ? undefined : parseLabels(env('WARREN_LABELS')!), file.labels),
     driver: pick(flags.driver, env('WARREN_DRIVER'), file.driver),
     docker: {

@@ -17,6 +17,8 @@ export function startSupervisor(opts: { broker?: string; config?: string } & Sup
       id: config.id,
       dir: config.dir,
       graceMs: config.graceSec * 1000,
+      cacheDir: config.cacheDir,
+      runnerMaxRssBytes: config.runnerMaxMemory,
       driver: config.driver,
       docker: config.docker,
       labels: config.labels,

@@ -16,23 +16,9 @@
  */
 import type { TestRef, TestResult } from '../../shared/messages.js';
 import type { ProcessExit } from './drivers/driver.js';
+import type { FrameworkEvent } from './runner/protocol.js';
 
-export type FrameworkEvent =
-  | { event: 'start'; count?: number }
-  | { event: 'test'; id: string; file: string; name: string }
-  | { event: 'test_start'; id: string; file: string; name: string }
-  | {
-      event: 'test_end';
-      id: string;
-      file: string;
-      name: string;
-      status: 'passed' | 'failed' | 'pending';
-      durationMs?: number;
-      message?: string;
-      details?: string;
-    }
-  | { event: 'error'; message: string; details?: string; file?: string }
-  | { event: 'done' };
+export { parseEvents, type FrameworkEvent } from './runner/protocol.js';
 
 export interface AttemptOutcome {
   events: FrameworkEvent[];
@@ -167,19 +153,4 @@ export function resolveByExitCode(tests: TestRef[], outcome: AttemptOutcome, std
     })),
     rerun: [],
   };
-}
-
-/** Parses an events file's text; a torn last line (the process died mid-write) is skipped. */
-export function parseEvents(text: string): FrameworkEvent[] {
-  const out: FrameworkEvent[] = [];
-  for (const line of text.split('\n')) {
-    if (!line.trim()) continue;
-    try {
-      const e = JSON.parse(line) as FrameworkEvent;
-      if (e && typeof e === 'object' && typeof e.event === 'string') out.push(e);
-    } catch {
-      // a partial line written as the process died
-    }
-  }
-  return out;
 }

@@ -1,26 +1,33 @@
 /**
  * One worker slot: a process of its own (forked by the supervisor) with its own broker
- * connection, consuming `warren.specs` with prefetch 1. For each job it starts the suite's
- * framework through the driver, watches the per-test timeout, turns what happened into
- * results (resolve.ts), publishes them with a confirm, and only then acks.
+ * connection, consuming `warren.specs` with prefetch 1: one spec at a time, never two. For
+ * each job it runs the batch on a runner (runner/runner.ts: the slot's warm framework
+ * process for this run, or a cold one), turns what happened into results (resolve.ts),
+ * publishes them with a confirm, and only then acks.
  *
  * If this process dies, its channel dies with it and the broker redelivers the unacked job:
  * that is how a test that kills its worker is counted (quorum `x-delivery-count`) and, past
  * the delivery limit, dead-lettered to the aggregator as "crashed its worker".
  */
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Broker, type Delivery } from '../../shared/broker.js';
 import type { Logger } from '../../shared/log.js';
 import {
   Job, SCHEMA_VERSION, parseMessage,
-  type Discovered, type DiscoverJob, type SpecJob, type SpecResult, type TestRef,
+  type Discovered, type DiscoverJob, type SpecJob, type SpecResult, type SuiteConfig, type TestRef,
 } from '../../shared/messages.js';
 import { EXCHANGES, QUEUES, ROUTING } from '../../shared/topology.js';
-import { adapterFor, type RunFiles } from './adapters/adapter.js';
-import type { RunningProcess, WorkerDriver } from './drivers/driver.js';
-import { parseEvents, resolveAttempt, resolveByExitCode, type FrameworkEvent, type Resolution } from './resolve.js';
+import { adapterFor, type Adapter, type RunFiles } from './adapters/adapter.js';
+import type { Invocation, WorkerDriver } from './drivers/driver.js';
+import { resolveAttempt, resolveByExitCode, type Resolution } from './resolve.js';
+import type { FrameworkEvent } from './runner/protocol.js';
+import { RunnerLostError, WarmRunner, WorkerBrokenError, runCold, type Batch, type BatchOutcome } from './runner/runner.js';
+import { DiscoveryCache } from './discovery-cache.js';
 import { junitEvents } from './adapters/junit.js';
+
+export { WorkerBrokenError } from './runner/runner.js';
 
 export interface SlotOptions {
   brokerUrl: string;
@@ -30,6 +37,12 @@ export interface SlotOptions {
   workerId: string;
   /** The slot's own directory: events files, TMPDIR. */
   dir: string;
+  /** The slot's caches that outlive runs (a directory per suite below it: WARREN_CACHE_DIR). */
+  cacheDir: string;
+  /** Discovery results by suite content, shared by the host's slots. */
+  discoveryDir: string;
+  /** A warm runner above this resident size after a batch is retired. */
+  runnerMaxRssBytes: number;
   driver: WorkerDriver;
   log: Logger;
   /** Told what the slot is doing (the supervisor forwards it in heartbeats). */
@@ -42,13 +55,9 @@ export interface SlotOptions {
   onBroken?: (reason: string) => void;
 }
 
-/** The environment failed, not the test: the job goes back to the queue. */
-export class WorkerBrokenError extends Error {
-  override name = 'WorkerBrokenError';
-}
-
 export type SlotActivity =
-  | { state: 'idle' }
+  /** pgid: a warm runner waiting for the next batch (the supervisor reaps it if we die). */
+  | { state: 'idle'; pgid?: number }
   | {
       state: 'busy';
       runId: string;
@@ -61,19 +70,21 @@ export type SlotActivity =
 
 export type SlotState = 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
 
-/** How often the events file is read while a test runs (for the per-test timeout). */
-const WATCH_INTERVAL_MS = 200;
-/** How long a framework process may linger after reporting `done`. */
-const AFTER_DONE_GRACE_MS = 3000;
+/** A warm runner with no batch for this long is retired (its run is probably over). */
+const RUNNER_IDLE_MS = 30_000;
 
 export class Slot {
   state: SlotState = 'starting';
   private readonly broker: Broker;
-  private current?: { proc?: RunningProcess; done: Promise<void> };
+  private readonly discoveries: DiscoveryCache;
+  private current?: { kill?: () => void; done: Promise<void> };
+  private runner?: WarmRunner;
+  private idleTimer?: NodeJS.Timeout;
   private seq = 0;
 
   constructor(private readonly opts: SlotOptions) {
     this.broker = new Broker({ url: opts.brokerUrl, name: `warren worker ${opts.workerId}`, log: opts.log });
+    this.discoveries = new DiscoveryCache(opts.discoveryDir);
   }
 
   async start(): Promise<void> {
@@ -95,7 +106,7 @@ export class Slot {
     if (this.current) {
       const timer = setTimeout(() => {
         this.opts.log.warn({ worker: this.opts.workerId }, 'drain grace expired, killing the running test; its spec goes back to the queue');
-        this.current?.proc?.kill('SIGKILL');
+        this.current?.kill?.();
       }, graceMs);
       await this.current.done.catch(() => undefined);
       clearTimeout(timer);
@@ -107,10 +118,16 @@ export class Slot {
   async stop(): Promise<void> {
     if (this.state === 'stopped') return;
     this.state = 'stopped';
+    clearTimeout(this.idleTimer);
     try {
-      this.current?.proc?.kill('SIGKILL');
+      this.current?.kill?.();
     } catch {
       // nothing running
+    }
+    try {
+      await this.runner?.retire();
+    } catch {
+      // gone already
     }
     try {
       await this.broker.close();
@@ -149,7 +166,25 @@ export class Slot {
     } finally {
       this.current = undefined;
       resolveDone();
-      if (this.state === 'running') this.opts.onState?.({ state: 'idle' });
+      if (this.state === 'running') this.idle();
+    }
+  }
+
+  /** Between jobs: a warm runner waits for the next batch of its run, for a while. */
+  private idle(): void {
+    clearTimeout(this.idleTimer);
+    const runner = this.runner?.usable ? this.runner : undefined;
+    this.opts.onState?.({ state: 'idle', ...(runner?.pgid ? { pgid: runner.pgid } : {}) });
+    if (runner) {
+      this.idleTimer = setTimeout(() => {
+        if (this.runner === runner && !this.current) {
+          this.runner = undefined;
+          void runner.retire().then(() => {
+            if (!this.current && this.state === 'running') this.opts.onState?.({ state: 'idle' });
+          });
+        }
+      }, RUNNER_IDLE_MS);
+      this.idleTimer.unref();
     }
   }
 
@@ -161,38 +196,56 @@ export class Slot {
     const log = this.log(job);
     const suite = job.run;
     this.opts.onState?.({ state: 'busy', runId: job.runId, specId: job.id });
-    log.info('discovering tests');
     let tests: TestRef[] = [];
     let error: string | undefined;
+    let cached = false;
     // (with docker, the directory is inside the image: the exec's failure tells)
     if (this.opts.driver.name === 'local' && !fs.existsSync(suite.cwd)) {
       error = `suite directory ${suite.cwd} does not exist on worker ${this.opts.workerId}`;
     } else {
-      const adapter = adapterFor(suite.adapter);
-      const files = this.files();
-      const timeoutSec = Math.max(120, suite.testTimeoutSec);
-      const { outcome, events, stdout } = await this.execute(adapter.discover(suite, this.opts.driver.context), suite, files, timeoutSec, { perTest: false, events: adapter.results === 'events' });
-      this.forget(files);
-      if (adapter.results === 'events') {
-        tests = dedupeTests(events.filter((e): e is Extract<FrameworkEvent, { event: 'test' }> => e.event === 'test'));
-        if (!events.some((e) => e.event === 'done')) {
-          error = `discovery failed: ${suite.adapter} ${outcome.timedOutAfterSec ? `timed out after ${outcome.timedOutAfterSec} s` : outcome.exit.signal ? `killed by ${outcome.exit.signal}` : `exited with code ${outcome.exit.code}`}: ${lastLine(outcome.stderr) || lastLine(stdout)}`;
-        }
-      } else if (outcome.exit.code !== 0) {
-        error = `discovery failed: \`${suite.command?.discover}\` exited with code ${outcome.exit.code}: ${lastLine(outcome.stderr)}`;
+      const fingerprint = this.opts.driver.fingerprint ? await this.opts.driver.fingerprint(suite.image) : undefined;
+      const key = this.discoveries.key(suite, fingerprint);
+      const hit = key ? this.discoveries.get(key) : undefined;
+      if (hit) {
+        tests = hit.tests;
+        cached = true;
+        log.info({ tests: tests.length }, 'discovery from the cache (the suite is unchanged)');
       } else {
-        tests = adapter.parseDiscoveryOutput!(stdout);
+        log.info('discovering tests');
+        ({ tests, error } = await this.discoverNow(suite));
+        if (key && !error) this.discoveries.put(key, tests);
       }
     }
     const msg: Discovered = {
       type: 'run.discovered', v: SCHEMA_VERSION, id: `${job.id}/discovered`, runId: job.runId,
-      run: job.run, tests, error, worker: this.opts.workerId,
+      run: job.run, tests, error, worker: this.opts.workerId, cached,
     };
     // Confirm before ack: if we die in between, the discovery runs again (the dispatcher
     // ignores a second plan for the same round).
     await this.broker.publish(EXCHANGES.runs, ROUTING.discovered, msg, { timeoutMs: 600_000 });
-    log.info({ tests: tests.length, error }, 'discovery published');
+    log.info({ tests: tests.length, error, cached }, 'discovery published');
     d.ack();
+  }
+
+  /** A cold discovery process: the framework lists the suite's tests. */
+  private async discoverNow(suite: SuiteConfig): Promise<{ tests: TestRef[]; error?: string }> {
+    const adapter = adapterFor(suite.adapter);
+    const files = this.files();
+    const events = adapter.results === 'events';
+    const outcome = await runCold(this.opts.driver, this.invocation(suite, adapter.discover(suite, this.opts.driver.context), files), {
+      tests: [], events: files.events, timeoutSec: Math.max(120, suite.testTimeoutSec), perTest: false, watchEvents: events,
+    });
+    this.forget(files);
+    if (events) {
+      const tests = dedupeTests(outcome.events.filter((e): e is Extract<FrameworkEvent, { event: 'test' }> => e.event === 'test'));
+      if (outcome.events.some((e) => e.event === 'done')) return { tests };
+      const how = outcome.timedOutAfterSec ? `timed out after ${outcome.timedOutAfterSec} s` : outcome.exit.signal ? `killed by ${outcome.exit.signal}` : `exited with code ${outcome.exit.code}`;
+      return { tests, error: `discovery failed: ${suite.adapter} ${how}: ${lastLine(outcome.stderr) || lastLine(outcome.stdout)}` };
+    }
+    if (outcome.exit.code !== 0) {
+      return { tests: [], error: `discovery failed: \`${suite.command?.discover}\` exited with code ${outcome.exit.code}: ${lastLine(outcome.stderr)}` };
+    }
+    return { tests: adapter.parseDiscoveryOutput!(outcome.stdout) };
   }
 
   private async spec(job: SpecJob, d: Delivery): Promise<void> {
@@ -211,14 +264,11 @@ export class Slot {
     }
     const adapter = adapterFor(job.suite.adapter);
     const files = this.files();
-    if (adapter.readsIdsFile) fs.writeFileSync(files.ids, job.tests.map((t) => t.id).join('\n') + '\n');
-    // Without events there is no per-test clock: the process has a test's budget per test.
-    const budget = adapter.results === 'events' ? job.suite.testTimeoutSec : job.suite.testTimeoutSec * job.tests.length;
-    const { outcome, stdout } = await this.execute(adapter.run(job.suite, job.tests, this.opts.driver.context, files), job.suite, files, budget, { perTest: true, events: adapter.results === 'events' }, job);
+    const outcome = await this.runBatch(job, adapter, files);
     const resolution: Resolution =
       adapter.results === 'events' ? resolveAttempt(job.tests, outcome)
         : adapter.results === 'junit' ? resolveAttempt(job.tests, { ...outcome, events: this.junitResults(files, job, outcome) })
-          : resolveByExitCode(job.tests, outcome, stdout);
+          : resolveByExitCode(job.tests, outcome, outcome.stdout);
     this.forget(files);
     if (resolution.results.length > 0) {
       const msg: SpecResult = {
@@ -231,9 +281,84 @@ export class Slot {
       log.info({ rerun: resolution.rerun.length }, 'tests left unsettled by this process, queued again');
       await this.requeue(job, resolution.rerun.length === job.tests.length ? resolution.rerun.map((t) => [t]) : [resolution.rerun]);
     }
-    log.info({ results: resolution.results.length, exit: outcome.exit }, 'spec done');
+    log.info({ results: resolution.results.length, exit: outcome.exit, warm: !!this.warmFor(job, adapter) }, 'spec done');
     // Ack last: the results (and any re-queued tests) are confirmed by the broker.
     d.ack();
+  }
+
+  /** Runs the spec's tests: on this run's warm runner when the adapter has one, else cold. */
+  private async runBatch(job: SpecJob, adapter: Adapter, files: RunFiles): Promise<BatchOutcome> {
+    // Without events there is no per-test clock: the process has a test's budget per test.
+    const budget = adapter.results === 'events' ? job.suite.testTimeoutSec : job.suite.testTimeoutSec * job.tests.length;
+    const batch: Batch = {
+      tests: job.tests, events: files.events, timeoutSec: budget, perTest: true, watchEvents: adapter.results === 'events',
+      onStarted: (pgid) => this.opts.onState?.({
+        state: 'busy', runId: job.runId, specId: job.id, pgid,
+        running: { round: job.round, tests: job.tests, events: files.events },
+      }),
+      onEventsRead: (offset) => this.opts.onEventsRead?.(offset),
+    };
+    const warm = this.warmFor(job, adapter);
+    if (!warm) {
+      if (adapter.readsIdsFile) fs.writeFileSync(files.ids, job.tests.map((t) => t.id).join('\n') + '\n');
+      const inv = this.invocation(job.suite, adapter.run(job.suite, job.tests, this.opts.driver.context, files), files);
+      return runCold(this.opts.driver, inv, { ...batch, onProcess: (kill) => (this.current!.kill = kill) });
+    }
+    for (let attempt = 1; ; attempt++) {
+      const runner = this.warmRunner(job, warm);
+      this.current!.kill = () => runner.kill();
+      try {
+        return await runner.run(batch);
+      } catch (err) {
+        // A runner that died of something an earlier batch left behind: this batch was never
+        // begun; once on a fresh runner (then its own failure is its own).
+        if (!(err instanceof RunnerLostError) || attempt > 1) throw err;
+        this.log(job).warn({ reason: err.message }, 'warm runner lost before the batch began; starting a fresh one');
+      }
+    }
+  }
+
+  /** The serve invocation for this job, when it runs warm: adapter, driver and run allow it. */
+  private warmFor(job: SpecJob, adapter: Adapter): string[] | undefined {
+    if (!adapter.serve || job.suite.freshProcess || this.opts.driver.isolatesSpecs || this.opts.driver.name === 'noop') return undefined;
+    return adapter.serve(job.suite, this.opts.driver.context);
+  }
+
+  /**
+   * The slot's warm runner for this job's run: the one it has, or a new one. A runner
+   * serves one run only (a later run may bring changed files, another env): the old one
+   * is retired when another run's spec comes.
+   */
+  private warmRunner(job: SpecJob, argv: string[]): WarmRunner {
+    clearTimeout(this.idleTimer);
+    const key = `${job.runId}\0${suiteKey(job.suite)}`;
+    if (this.runner?.usable && this.runner.key === key) return this.runner;
+    if (this.runner) void this.runner.retire();
+    this.runner = new WarmRunner({
+      driver: this.opts.driver, key, maxRssBytes: this.opts.runnerMaxRssBytes, log: this.log(job),
+      inv: this.invocation(job.suite, argv),
+    });
+    return this.runner;
+  }
+
+  /** The environment of every framework process of this slot, for a suite. */
+  private invocation(suite: SuiteConfig, argv: string[], files?: RunFiles): Invocation {
+    // per suite (adapter, directory, image), not per env: a run's env often names a
+    // temporary directory, and the caches must outlive it
+    const cache = path.join(this.opts.cacheDir, hash([suite.adapter, suite.cwd, suite.image ?? null]).slice(0, 16));
+    fs.mkdirSync(cache, { recursive: true });
+    return {
+      argv,
+      cwd: suite.cwd,
+      image: suite.image,
+      env: {
+        ...suite.env,
+        ...(files ? { WARREN_EVENTS: files.events, WARREN_IDS_FILE: files.ids, WARREN_JUNIT_FILE: files.junit } : {}),
+        WARREN_SLOT_PID: String(process.pid),
+        WARREN_CACHE_DIR: cache,
+        TMPDIR: path.join(this.opts.dir, 'tmp'),
+      },
+    };
   }
 
   /** The JUnit XML the run command wrote, as events; none when it is missing or broken. */
@@ -261,7 +386,7 @@ export class Slot {
     }
   }
 
-  /** Fresh names for one process's files (the slot's directory was emptied at start). */
+  /** Fresh names for one batch's files (the slot's directory was emptied at start). */
   private files(): RunFiles {
     const n = ++this.seq;
     return {
@@ -271,95 +396,19 @@ export class Slot {
     };
   }
 
-  /** Removes a finished process's files, off the job's path. */
+  /** Removes a finished batch's files, off the job's path. */
   private forget(files: RunFiles): void {
     for (const f of [files.events, files.ids, files.junit]) void fs.promises.rm(f, { force: true });
   }
-
-  /** Runs one framework process, killing it when one test outlives the timeout. */
-  private async execute(
-    argv: string[],
-    suite: { cwd: string; env: Record<string, string>; image?: string },
-    files: RunFiles,
-    timeoutSec: number,
-    /** perTest: the clock restarts at each test (discovery: one budget for the process);
-     * events: the process writes events (else there is no file to watch). */
-    mode: { perTest: boolean; events: boolean },
-    job?: SpecJob,
-  ) {
-    const started = Date.now();
-    const proc = await this.opts.driver.start({
-      argv,
-      cwd: suite.cwd,
-      image: suite.image,
-      env: {
-        ...suite.env,
-        WARREN_EVENTS: files.events,
-        WARREN_IDS_FILE: files.ids,
-        WARREN_JUNIT_FILE: files.junit,
-        WARREN_SLOT_PID: String(process.pid),
-        TMPDIR: path.join(this.opts.dir, 'tmp'),
-      },
-    });
-    if (this.current) this.current.proc = proc;
-    if (job) {
-      this.opts.onState?.({
-        state: 'busy', runId: job.runId, specId: job.id, pgid: proc.pgid,
-        running: { round: job.round, tests: job.tests, events: files.events },
-      });
-    }
-    // The per-test clock restarts at each test_start; before the first test and in
-    // discovery, the whole process has the one budget (loading a suite is part of a test).
-    let timedOutAfterSec: number | undefined;
-    let offset = 0;
-    let clockFrom = started;
-    let doneAt: number | undefined;
-    const watch = setInterval(() => {
-      const chunk = mode.events ? readFrom(files.events, offset) : Buffer.alloc(0);
-      offset += chunk.length;
-      if (chunk.length > 0 && job) this.opts.onEventsRead?.(offset);
-      for (const e of parseEvents(chunk.toString('utf8'))) {
-        if (mode.perTest && (e.event === 'test_start' || e.event === 'test_end')) clockFrom = Date.now();
-        if (e.event === 'done') doneAt ??= Date.now();
-      }
-      if (doneAt !== undefined && Date.now() - doneAt > AFTER_DONE_GRACE_MS) {
-        // The framework has reported everything but a leaked handle (a timer, a server)
-        // keeps the process alive, as plain mocha would: the results stand, end it.
-        proc.kill('SIGKILL');
-      } else if (Date.now() - clockFrom > timeoutSec * 1000 && timedOutAfterSec === undefined) {
-        timedOutAfterSec = timeoutSec;
-        proc.kill('SIGKILL');
-      }
-    }, WATCH_INTERVAL_MS);
-    const exit = await proc.exited;
-    clearInterval(watch);
-    if (exit.infra) throw new WorkerBrokenError(exit.infra);
-    const events = mode.events ? parseEvents(readFrom(files.events, 0).toString('utf8')) : [];
-    return {
-      outcome: { events, exit, timedOutAfterSec, stderr: proc.stderrTail(), elapsedMs: Date.now() - started },
-      events,
-      stdout: proc.stdoutTail(),
-    };
-  }
 }
 
-function readFrom(file: string, offset: number): Buffer {
-  try {
-    const fd = fs.openSync(file, 'r');
-    try {
-      const size = fs.fstatSync(fd).size;
-      if (size <= offset) return Buffer.alloc(0);
-      const buf = Buffer.alloc(size - offset);
-      fs.readSync(fd, buf, 0, buf.length, offset);
-      // Only whole lines: a torn last line is read again next time.
-      const end = buf.lastIndexOf(0x0a);
-      return end < 0 ? Buffer.alloc(0) : buf.subarray(0, end + 1);
-    } finally {
-      fs.closeSync(fd);
-    }
-  } catch {
-    return Buffer.alloc(0);
-  }
+/** What makes two specs' suites the same for one warm runner. */
+function suiteKey(suite: SuiteConfig): string {
+  return hash([suite.adapter, suite.cwd, suite.image ?? null, suite.command ?? null, Object.entries(suite.env).sort()]);
+}
+
+function hash(value: unknown): string {
+  return crypto.createHash('sha256').update(JSON.stringify(value)).digest('hex');
 }
 
 function lastLine(s: string): string {

@@ -36,6 +36,12 @@ export interface SlotConfig {
   assetsDir: string;
   /** Environment of every test process of this slot. */
   env: Record<string, string>;
+  /** The slot's caches that outlive runs (one directory per suite below it). */
+  cacheDir: string;
+  /** Discovery results by suite content, shared by this host's slots. */
+  discoveryDir: string;
+  /** A warm runner above this resident size after a batch is retired. */
+  runnerMaxRssBytes: number;
 }
 
 /** Slot → supervisor over IPC, besides activity reports. */
@@ -55,6 +61,11 @@ export interface SupervisorOptions {
   dir?: string;
   /** On SIGTERM, how long a running test may take to finish before it is killed and requeued. */
   graceMs?: number;
+  /** Caches that outlive runs: the frameworks' own (per slot and suite) and discovery
+   * (default $XDG_CACHE_HOME/warren or ~/.cache/warren). */
+  cacheDir?: string;
+  /** A warm runner above this resident size after a batch is retired (default 2 GiB). */
+  runnerMaxRssBytes?: number;
   heartbeatMs?: number;
   /** Where tests run: `local` child processes (default), `docker` containers, or `noop`
    * (runs nothing; benchmarks). */
@@ -77,6 +88,59 @@ interface SlotHandle {
   eventsRead: number;
 }
 
+/** $XDG_CACHE_HOME/warren, else ~/.cache/warren. */
+export function defaultCacheRoot(): string {
+  return path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'warren');
+}
+
+interface CacheLease {
+  root: string;
+  /** This supervisor's own part of the cache: `<root>/slots-<n>`. */
+  dir: string;
+  release(): void;
+}
+
+/**
+ * Takes the first `<root>/slots-<n>` no live supervisor holds (a pid lock file), so two
+ * supervisors on one host never share a slot's framework caches, and a restarted one (or
+ * the next `warren run --local`) finds the caches its predecessor warmed.
+ */
+function leaseCache(root: string): CacheLease {
+  // pid and a token: several supervisors may live in one process (tests, the benchmark)
+  const mine = `${process.pid} ${Math.random().toString(36).slice(2)}`;
+  for (let n = 0; ; n++) {
+    const dir = path.join(root, `slots-${n}`);
+    fs.mkdirSync(dir, { recursive: true });
+    const lock = path.join(dir, 'lock');
+    try {
+      fs.writeFileSync(lock, mine, { flag: 'wx' });
+    } catch {
+      const holder = Number(fs.readFileSync(lock, 'utf8').split(' ')[0]);
+      if (holder && alive(holder)) continue;
+      fs.writeFileSync(lock, mine); // its holder is gone
+    }
+    return {
+      root, dir,
+      release: () => {
+        try {
+          if (fs.readFileSync(lock, 'utf8') === mine) fs.unlinkSync(lock);
+        } catch {
+          // gone already
+        }
+      },
+    };
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 const SLOT_MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), 'slot-main.js');
 
 export class Supervisor {
@@ -89,6 +153,7 @@ export class Supervisor {
   private stopping?: Promise<void>;
   private puller?: ImagePuller;
   private assets = assetsDir();
+  private cache?: CacheLease;
 
   constructor(private readonly opts: SupervisorOptions) {
     // With docker, a restarted supervisor must find its earlier containers: a stable name.
@@ -99,6 +164,7 @@ export class Supervisor {
 
   async start(): Promise<void> {
     if (this.opts.driver === 'docker') await this.startDocker();
+    this.cache = leaseCache(this.opts.cacheDir ?? defaultCacheRoot());
     await this.broker.start();
     for (let i = 0; i < this.opts.workers; i++) {
       const handle: SlotHandle = { index: i, activity: { state: 'starting' }, startedAt: 0, failures: 0, eventsRead: 0 };
@@ -132,6 +198,7 @@ export class Supervisor {
       }),
     );
     clearInterval(this.heartbeat);
+    this.cache?.release();
     await this.beat().catch(() => undefined);
     try {
       await this.broker.close();
@@ -171,6 +238,9 @@ export class Supervisor {
       graceMs: this.opts.graceMs ?? 30_000, driver: this.opts.driver ?? 'local',
       docker: this.opts.docker ?? { isolation: 'slot', memory: 0, cpus: 0, pidsLimit: 0, network: 'none', mountSuite: false },
       assetsDir: this.assets, env: slotEnv,
+      cacheDir: path.join(this.cache!.dir, `slot-${handle.index}`),
+      discoveryDir: path.join(this.cache!.root, 'discovery'),
+      runnerMaxRssBytes: this.opts.runnerMaxRssBytes ?? 2 * 1024 ** 3,
     };
     const env = { ...process.env, ...slotEnv, WARREN_SLOT: JSON.stringify(config) };
     const child = fork(SLOT_MAIN, [], { env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
@@ -202,8 +272,9 @@ export class Supervisor {
   private onSlotExit(handle: SlotHandle, child: ChildProcess, code: number | null, signal: string | null): void {
     if (handle.child !== child) return;
     const last = handle.activity;
-    // Its test processes live in their own process group: reap them, nobody else will.
-    if (last.state === 'busy' && last.pgid) {
+    // Its test processes (a warm runner too, busy or idle) live in their own process group:
+    // reap them, nobody else will.
+    if ((last.state === 'busy' || last.state === 'idle') && last.pgid) {
       try {
         process.kill(-last.pgid, 'SIGKILL');
       } catch {

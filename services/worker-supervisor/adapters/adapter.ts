@@ -1,6 +1,6 @@
 /**
  * Framework adapters, worker side: how to list a suite's tests without running them and how
- * to run a given set of test ids. `rspec` and `mocha` speak the events protocol (EVENTS.md)
+ * to run a given set of test ids. `rspec` and `mocha` speak the events protocol (PROTOCOL.md)
  * through a plug-in of ours; `command` runs any command, one test per process, and reads
  * the exit code.
  */
@@ -22,13 +22,15 @@ export interface RunFiles {
 
 export interface Adapter {
   readonly name: AdapterName;
-  /** How results come back: events as they happen (EVENTS.md), a JUnit XML file at the
+  /** How results come back: events as they happen (PROTOCOL.md), a JUnit XML file at the
    * end, or only the exit code. */
   readonly results: 'events' | 'junit' | 'exit-code';
   /** The plug-in reads the ids to run from WARREN_IDS_FILE (else they are in the argv). */
   readonly readsIdsFile?: boolean;
   discover(suite: SuiteConfig, ctx: AdapterContext): string[];
   run(suite: SuiteConfig, tests: TestRef[], ctx: AdapterContext, files: RunFiles): string[];
+  /** The warm runner (PROTOCOL.md, serve): one process fed batch after batch on stdin. */
+  serve?(suite: SuiteConfig, ctx: AdapterContext): string[];
   /** For adapters without events: the tests listed on the discover command's stdout. */
   parseDiscoveryOutput?(stdout: string): TestRef[];
 }
@@ -53,20 +55,32 @@ const rspecBase = (suite: SuiteConfig, ctx: AdapterContext): string[] => {
   ];
 };
 
+const RSPEC_SERVE_PENDING = true;
+
 export const rspec: Adapter = {
   name: 'rspec',
   results: 'events',
   discover: (suite, ctx) => [...rspecBase(suite, ctx), '--dry-run'],
   run: (suite, tests, ctx) => [...rspecBase(suite, ctx), ...tests.map((t) => t.id)],
+  // the suite's helpers loaded once, a fork per batch (warren_rspec.rb)
+  serve: RSPEC_SERVE_PENDING ? undefined : (suite, ctx) => [
+    ...(fs.existsSync(path.join(suite.cwd, 'Gemfile')) ? ['bundle', 'exec', 'ruby'] : ['ruby']),
+    path.join(ctx.assets, 'warren_rspec.rb'), 'serve',
+  ],
 };
 
 /**
  * An adapter whose plug-in is a script of ours run in the suite directory as
- * `<interpreter> <script> discover|run`, reading the ids to run from WARREN_IDS_FILE.
+ * `<interpreter> <script> discover|run|serve`, reading the ids to run from WARREN_IDS_FILE.
  */
-function scriptAdapter(name: AdapterName, script: string, interpreter: (suite: SuiteConfig, ctx: AdapterContext) => string): Adapter {
-  const argv = (suite: SuiteConfig, ctx: AdapterContext, mode: 'discover' | 'run') => [interpreter(suite, ctx), path.join(ctx.assets, script), mode];
-  return { name, results: 'events', readsIdsFile: true, discover: (suite, ctx) => argv(suite, ctx, 'discover'), run: (suite, _tests, ctx) => argv(suite, ctx, 'run') };
+function scriptAdapter(name: AdapterName, script: string, interpreter: (suite: SuiteConfig, ctx: AdapterContext) => string, warm = true): Adapter {
+  const argv = (suite: SuiteConfig, ctx: AdapterContext, mode: 'discover' | 'run' | 'serve') => [interpreter(suite, ctx), path.join(ctx.assets, script), mode];
+  return {
+    name, results: 'events', readsIdsFile: true,
+    discover: (suite, ctx) => argv(suite, ctx, 'discover'),
+    run: (suite, _tests, ctx) => argv(suite, ctx, 'run'),
+    ...(warm ? { serve: (suite: SuiteConfig, ctx: AdapterContext) => argv(suite, ctx, 'serve') } : {}),
+  };
 }
 
 const node = (_suite: SuiteConfig, ctx: AdapterContext) => ctx.node;
@@ -78,11 +92,11 @@ const python = (suite: SuiteConfig) =>
   'python3';
 
 export const mocha = scriptAdapter('mocha', 'warren-mocha.cjs', node);
-const jest = scriptAdapter('jest', 'warren-jest.cjs', node);
-const vitest = scriptAdapter('vitest', 'warren-vitest.mjs', node);
-const nodeTest = scriptAdapter('node-test', 'warren-node-test.mjs', node);
-const pytest = scriptAdapter('pytest', 'warren_pytest.py', python);
-const go = scriptAdapter('go', 'warren-go.cjs', node);
+const jest = scriptAdapter('jest', 'warren-jest.cjs', node, false);
+const vitest = scriptAdapter('vitest', 'warren-vitest.mjs', node, false);
+const nodeTest = scriptAdapter('node-test', 'warren-node-test.mjs', node, false);
+const pytest = scriptAdapter('pytest', 'warren_pytest.py', python, false);
+const go = scriptAdapter('go', 'warren-go.cjs', node, false);
 
 export function shellQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;

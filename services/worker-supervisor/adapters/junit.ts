@@ -10,7 +10,7 @@
  */
 import { XMLParser } from 'fast-xml-parser';
 import type { TestRef } from '../../../shared/messages.js';
-import type { FrameworkEvent } from '../resolve.js';
+import type { FrameworkEvent } from '../runner/protocol.js';
 
 interface Case {
   '@_name'?: string;

@@ -60,6 +60,9 @@ interface Live {
 
 export class DockerDriver implements WorkerDriver {
   readonly name = 'docker';
+  get isolatesSpecs(): boolean {
+    return this.opts.isolation === 'spec';
+  }
   readonly context: AdapterContext;
   private live?: Live;
 
@@ -98,16 +101,18 @@ export class DockerDriver implements WorkerDriver {
       WorkingDir: inv.cwd,
       AttachStdout: true,
       AttachStderr: true,
+      ...(inv.stdin ? { AttachStdin: true } : {}),
       Tty: false,
       ...(this.opts.user ? { User: this.opts.user } : {}),
       });
-      stream = await exec.start({ hijack: true, stdin: false });
+      stream = await exec.start({ hijack: true, stdin: !!inv.stdin });
     } catch (err) {
       // e.g. no such working directory in the image: the run's problem, on its tests
       return failed(`docker exec in ${inv.cwd}: ${(err as Error).message}`, 126);
     }
     const out = new Tail();
     const err = new Tail();
+    let stdinOpen = !!inv.stdin;
     const stdout = new PassThrough();
     const stderr = new PassThrough();
     stdout.on('data', (c: Buffer) => out.push(c));
@@ -119,6 +124,7 @@ export class DockerDriver implements WorkerDriver {
       stream.on('close', resolve);
       stream.on('error', resolve);
     });
+    void ended.then(() => (stdinOpen = false));
     let killing: Promise<void> | undefined;
     const exited = ended.then(async (): Promise<ProcessExit> => {
       await killing;
@@ -149,10 +155,37 @@ export class DockerDriver implements WorkerDriver {
       exited,
       stdoutTail: () => out.toString(),
       stderrTail: () => err.toString(),
+      resetTails: () => {
+        out.clear();
+        err.clear();
+      },
+      // The hijacked connection carries stdin; ending our side closes the exec's stdin.
+      write: (data) => {
+        if (!stdinOpen) return false;
+        stream.write(data);
+        return true;
+      },
+      closeStdin: () => {
+        if (!stdinOpen) return;
+        stdinOpen = false;
+        stream.end();
+      },
       kill: () => {
         killing ??= this.killAll(live, ended);
       },
     };
+  }
+
+  async fingerprint(image: string | undefined): Promise<string | null | undefined> {
+    if (this.opts.mountSuite) return undefined; // the suite is this host's directory
+    const name = image ?? this.opts.defaultImage;
+    if (!name) return null;
+    try {
+      await this.opts.ensureImage(name);
+      return `image:${(await this.opts.docker.getImage(name).inspect()).Id}`;
+    } catch {
+      return null; // discovery will say what is wrong with the image
+    }
   }
 
   async dispose(): Promise<void> {
@@ -245,6 +278,9 @@ function failed(message: string, code: number | null = 125, infra = false): Runn
   return {
     exited: Promise.resolve(infra ? { code: null, signal: null, infra: message } : { code, signal: null }),
     kill: () => undefined,
+    resetTails: () => undefined,
+    write: () => false,
+    closeStdin: () => undefined,
     stdoutTail: () => '',
     stderrTail: () => message,
   };

@@ -12,6 +12,8 @@ export interface Invocation {
   cwd: string;
   /** The run's suite image (docker driver). */
   image?: string;
+  /** Give the process a stdin the slot writes to (a warm runner's commands); else none. */
+  stdin?: boolean;
 }
 
 export interface ProcessExit {
@@ -39,6 +41,12 @@ export interface RunningProcess {
   /** The last bytes of stdout / stderr, for failure details. */
   stdoutTail(): string;
   stderrTail(): string;
+  /** Forgets the tails (a warm runner's next batch: its crash details are its own). */
+  resetTails(): void;
+  /** Writes to the process's stdin (started with `stdin: true`); false once it is closed. */
+  write(data: string): boolean;
+  /** Closes its stdin: a warm runner finishes and exits. */
+  closeStdin(): void;
   /** Process group id on this host, when there is one (the supervisor reaps it). */
   readonly pgid?: number;
 }
@@ -46,6 +54,13 @@ export interface RunningProcess {
 export interface WorkerDriver {
   readonly name: string;
   readonly context: AdapterContext;
+  /** Every spec gets a fresh environment (docker `--isolation spec`): nothing may outlive
+   * a spec, a warm runner included. */
+  readonly isolatesSpecs?: boolean;
+  /** What identifies the suite's files when they are not on this host's disk (docker: the
+   * image's id, the code being baked into it); undefined: walk the suite directory on this
+   * host; null: it cannot be known (no caching). */
+  fingerprint?(image: string | undefined): Promise<string | null | undefined>;
   /** Prepares the slot (a directory, a container). Called once per slot process. */
   prepare(): Promise<void>;
   start(inv: Invocation): Promise<RunningProcess>;
@@ -64,6 +79,10 @@ export class Tail {
     while (this.size - (this.chunks[0]?.length ?? 0) >= this.max && this.chunks.length > 1) {
       this.size -= this.chunks.shift()!.length;
     }
+  }
+  clear(): void {
+    this.chunks = [];
+    this.size = 0;
   }
   toString(): string {
     const all = Buffer.concat(this.chunks);

@@ -22,13 +22,16 @@ export class LocalDriver implements WorkerDriver {
     const child = spawn(cmd!, args, {
       cwd: inv.cwd,
       env,
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: [inv.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
       detached: true,
     });
     const out = new Tail();
     const err = new Tail();
-    child.stdout.on('data', (c: Buffer) => out.push(c));
-    child.stderr.on('data', (c: Buffer) => err.push(c));
+    let stdinOpen = !!child.stdin;
+    // A runner that died before reading its command: EPIPE is its exit's business, not ours.
+    child.stdin?.on('error', () => (stdinOpen = false));
+    child.stdout!.on('data', (c: Buffer) => out.push(c));
+    child.stderr!.on('data', (c: Buffer) => err.push(c));
     const exited = new Promise<ProcessExit>((resolve) => {
       child.on('error', (e) => {
         err.push(Buffer.from(`cannot start ${cmd}: ${e.message}\n`));
@@ -42,6 +45,19 @@ export class LocalDriver implements WorkerDriver {
       exited,
       stdoutTail: () => out.toString(),
       stderrTail: () => err.toString(),
+      resetTails: () => {
+        out.clear();
+        err.clear();
+      },
+      write: (data) => {
+        if (!stdinOpen || !child.stdin) return false;
+        child.stdin.write(data);
+        return true;
+      },
+      closeStdin: () => {
+        stdinOpen = false;
+        child.stdin?.end();
+      },
       kill(signal = 'SIGKILL') {
         if (pgid === undefined) return;
         try {

@@ -15,6 +15,9 @@ export class NoopDriver implements WorkerDriver {
       kill: () => undefined,
       stdoutTail: () => '',
       stderrTail: () => '',
+      resetTails: () => undefined,
+      write: () => false,
+      closeStdin: () => undefined,
     };
   }
   async dispose(): Promise<void> {}

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /*
- * warren-mocha.cjs: Warren's mocha adapter (see ../EVENTS.md for the events protocol).
+ * warren-mocha.cjs: Warren's mocha adapter (see ../PROTOCOL.md for the events protocol).
  *
  *   cd <suite dir> && WARREN_EVENTS=/tmp/ev.jsonl node /abs/warren-mocha.cjs discover
  *   cd <suite dir> && WARREN_EVENTS=/tmp/ev.jsonl WARREN_IDS_FILE=/tmp/ids node /abs/warren-mocha.cjs run
@@ -131,7 +131,16 @@ function isTruthy(v) {
   return v === true || v === 'true';
 }
 
+/** The config, the `require` modules and the ui: loaded once per process (serve: once per
+ * runner, as mocha's own watch mode does). */
+let loadedOnce = null;
+
 async function setup(M) {
+  if (!loadedOnce) loadedOnce = await loadConfig(M);
+  return { opts: loadedOnce.opts, mocha: newMocha(M, loadedOnce), ui: loadedOnce.ui };
+}
+
+async function loadConfig(M) {
   const { Mocha } = M;
   let opts;
   try {
@@ -184,7 +193,14 @@ async function setup(M) {
     if (typeof loaded !== 'function') fatal('invalid mocha interface (ui) "' + ui + '"');
     Mocha.interfaces[ui] = loaded;
   }
+  // what is loaded now stays loaded for every batch of a warm runner (see unloadSuite)
+  const keep = new Set(Object.keys(require.cache));
+  return { opts, plugins, ui, keep };
+}
 
+/** A fresh Mocha for one run (serve: one per batch). */
+function newMocha(M, { opts, plugins, ui }) {
+  const { Mocha } = M;
   const options = Object.assign({}, opts, plugins, {
     ui,
     reporter: WarrenReporter, // never the suite's reporter
@@ -205,7 +221,46 @@ async function setup(M) {
   } catch (err) {
     fatal('cannot create mocha with the suite configuration', err);
   }
-  return { opts, mocha, ui };
+  return mocha;
+}
+
+/** serve: which batch this is (1, 2, ...); ES modules are imported afresh for each. */
+let batchNo = 0;
+
+/**
+ * Before a warm runner's next batch: the suite's own modules (its spec files and the code
+ * they loaded, under the suite directory, outside node_modules) are unloaded, as mocha's
+ * watch mode does, so each batch loads them afresh and no module state of one batch is seen
+ * by the next. The config's `require` modules stay loaded: they are what a warm runner saves.
+ */
+function unloadSuite() {
+  const prefix = cwd + path.sep;
+  const nm = path.sep + 'node_modules' + path.sep;
+  for (const key of Object.keys(require.cache)) {
+    if (key.startsWith(prefix) && !key.includes(nm) && !(loadedOnce && loadedOnce.keep.has(key))) delete require.cache[key];
+  }
+}
+
+/**
+ * Loads a spec file: the first batch as mocha does; later ones CommonJS afresh (unloadSuite),
+ * an ES module under a new URL (ES modules cannot be unloaded; node 20.19+ would even give
+ * `require()` of one its cached instance).
+ */
+async function requireSpec(M, abs) {
+  if (batchNo <= 1 || !isEsm(abs)) return M.requireOrImport(abs);
+  return import(url.pathToFileURL(abs).href + '?warren-batch=' + batchNo);
+}
+
+/** .mjs, or .js under a package.json with "type": "module". */
+function isEsm(abs) {
+  if (abs.endsWith('.mjs')) return true;
+  if (!abs.endsWith('.js')) return false;
+  for (let dir = path.dirname(abs); ; dir = path.dirname(dir)) {
+    try {
+      return JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')).type === 'module';
+    } catch (_) { /* none here, or unreadable: look further up */ }
+    if (path.dirname(dir) === dir) return false;
+  }
 }
 
 const SuiteEvents = (Suite) => {
@@ -241,7 +296,7 @@ async function loadFile(M, mocha, ui, abs) {
       mocha.suite = main;
     }
     root.emit(ev.PRE, global, abs, mocha);
-    const mod = await M.requireOrImport(abs);
+    const mod = await requireSpec(M, abs);
     root.emit(ev.REQ, mod, abs, mocha);
     root.emit(ev.POST, global, abs, mocha);
     return { abs, rel, root };
@@ -379,6 +434,13 @@ function isAncestorOrSelf(suite, of) {
 
 async function run(M) {
   const ids = common.splitIds(events.idsFileText());
+  const code = await runIds(M, ids);
+  if (isTruthy(loadedOnce.opts.exit)) process.exit(code);
+  process.exitCode = code; // like mocha without --exit: wait for the event loop to drain
+}
+
+/** Runs these ids with a fresh Mocha; resolves to the exit code run mode would have. */
+async function runIds(M, ids) {
   const { opts, mocha, ui } = await setup(M);
   const { Mocha } = M;
 
@@ -602,9 +664,10 @@ async function run(M) {
     endTest(rec, 'failed', err, 0);
   }
   events.done();
-  const code = events.anyFailure ? 1 : 0;
-  if (isTruthy(opts.exit)) process.exit(code);
-  process.exitCode = code; // like mocha without --exit: wait for the event loop to drain
+  try {
+    if (mode === 'serve' && typeof mocha.dispose === 'function') mocha.dispose(); // its listeners, its suites
+  } catch (_) { /* an older mocha */ }
+  return events.anyFailure ? 1 : 0;
 }
 
 // --------------------------------------------------------------------------- main
@@ -614,7 +677,13 @@ async function main() {
   events.checkMode(mode, 'warren-mocha.cjs');
   const M = loadMocha(common.resolveFramework(require, 'mocha', cwd, __filename, fatal));
   if (mode === 'discover') await discover(M);
-  else await run(M);
+  else if (mode === 'serve') {
+    common.serve(events, async (ids) => {
+      batchNo++;
+      if (batchNo > 1) unloadSuite();
+      return runIds(M, ids);
+    }, formatError);
+  } else await run(M);
 }
 
 main().catch((err) => fatal('unexpected failure', err));

@@ -1,7 +1,7 @@
 /*
  * warren-plugin-common.cjs: what Warren's JavaScript framework plug-ins (warren-mocha.cjs,
  * warren-jest.cjs, warren-vitest.mjs, warren-node-test.mjs, warren-go.cjs) share: writing
- * the events file (see ../EVENTS.md), reading the ids file, numbering ids, one-line
+ * the events file (see ../PROTOCOL.md), reading the ids file, numbering ids, one-line
  * messages, finding the suite's own framework.
  *
  * The plug-ins run inside the suite's environment (possibly in a container where only this
@@ -87,7 +87,34 @@ function createEvents(tag, formatError) {
     }
   }
 
+  /** Points the writer at another events file (serve mode: one file per batch); resets the
+   * batch's state (finished, anyFailure). */
+  function retarget(eventsPath) {
+    const fd = fs.openSync(eventsPath, 'a');
+    if (eventsFd !== null) {
+      try {
+        fs.closeSync(eventsFd);
+      } catch (_) { /* already closed */ }
+    }
+    eventsFd = fd;
+    finished = false;
+    anyFailure = false;
+  }
+
   function open(what) {
+    if (mode() === 'serve') {
+      // serve: the events files come with the commands (see serve()); a process that exits
+      // mid-batch still says so in that batch's file.
+      process.on('exit', (code) => {
+        if (!finished && eventsFd !== null) {
+          try {
+            emit({ event: 'error', message: tag + ': the process exited (code ' + code + ') before ' + what });
+          } catch (_) { /* nothing left to do */ }
+          if (!code) process.exitCode = 1;
+        }
+      });
+      return;
+    }
     const eventsPath = process.env.WARREN_EVENTS;
     if (!eventsPath) {
       process.stderr.write(tag + ': WARREN_EVENTS is not set (path of the events file to append to)\n');
@@ -110,7 +137,7 @@ function createEvents(tag, formatError) {
   }
 
   function checkMode(mode, script) {
-    if (mode !== 'discover' && mode !== 'run') fail('usage: node ' + script + ' discover|run (got ' + JSON.stringify(mode) + ')');
+    if (mode !== 'discover' && mode !== 'run' && mode !== 'serve') fail('usage: node ' + script + ' discover|run|serve (got ' + JSON.stringify(mode) + ')');
   }
 
   /** The text of WARREN_IDS_FILE (run mode); fatal() when it is not set or cannot be read. */
@@ -171,11 +198,88 @@ function createEvents(tag, formatError) {
   }
 
   return {
-    emit, finish, done, fail, fatal, guard, open, checkMode, idsFileText, startTest, endTest, fileNotRun, fileLoadsNow,
+    emit, finish, done, fail, fatal, guard, open, retarget, checkMode, idsFileText, startTest, endTest, fileNotRun, fileLoadsNow,
     get anyFailure() {
       return anyFailure;
     },
   };
+}
+
+// --------------------------------------------------------------------------- serve (warm runner)
+
+/** The plug-in's mode: argv[2] of its process (`discover`, `run` or `serve`). */
+function mode() {
+  return process.argv[2];
+}
+
+/**
+ * The warm runner loop (PROTOCOL.md, "serve"): commands come on stdin, one JSON object a
+ * line. For each `{"cmd":"run","batch":n,"events":file,"ids":[...]}` the events writer is
+ * pointed at `file`, `await runBatch(ids)` runs the batch (resolving to its exit code, 0 or
+ * 1, as run mode would exit), then `end` closes the batch with that code and this process's
+ * resident memory (the slot retires a runner that grew past its limit). Batches run one at a
+ * time, in order. End of stdin (the slot closed it, or died): exit 0.
+ *
+ * `runBatch` must not call process.exit; an exception it throws becomes an `error` event of
+ * the batch and code 1 (the runner stays up: the framework itself is still loaded).
+ */
+function serve(events, runBatch, formatError) {
+  const lines = [];
+  let buffered = '';
+  let eof = false;
+  let wake = null;
+  process.stdin.setEncoding('utf8');
+  process.stdin.on('data', (chunk) => {
+    buffered += chunk;
+    let i;
+    while ((i = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, i).trim();
+      buffered = buffered.slice(i + 1);
+      if (line) lines.push(line);
+    }
+    if (wake) wake();
+  });
+  process.stdin.on('end', () => {
+    eof = true;
+    if (wake) wake();
+  });
+  const next = () => new Promise((resolve) => {
+    if (lines.length || eof) return resolve();
+    wake = () => {
+      wake = null;
+      resolve();
+    };
+  });
+  (async () => {
+    for (;;) {
+      await next();
+      if (!lines.length && eof) break;
+      const line = lines.shift();
+      let cmd;
+      try {
+        cmd = JSON.parse(line);
+      } catch (err) {
+        process.stderr.write('warren runner: a command that is not JSON: ' + line.slice(0, 200) + '\n');
+        continue;
+      }
+      if (!cmd || cmd.cmd !== 'run' || typeof cmd.events !== 'string' || !Array.isArray(cmd.ids)) {
+        process.stderr.write('warren runner: unknown command: ' + line.slice(0, 200) + '\n');
+        continue;
+      }
+      events.retarget(cmd.events);
+      let code = 1;
+      try {
+        code = await runBatch(cmd.ids.map(String));
+      } catch (err) {
+        const f = formatError(err);
+        events.emit({ event: 'error', message: 'warren runner: the batch failed: ' + f.message, details: f.details });
+        code = 1;
+      }
+      events.finish();
+      events.emit({ event: 'end', batch: cmd.batch, code: code ? 1 : 0, rss: process.memoryUsage().rss });
+    }
+    process.exit(0);
+  })();
 }
 
 // --------------------------------------------------------------------------- ids
@@ -323,7 +427,7 @@ function packageVersion(dir, fallback) {
 }
 
 module.exports = {
-  createEvents,
+  createEvents, mode, serve,
   splitIds, readIdsFile, toPosix, relPath, groupIds, numberedId, newRec, recOfId,
   stripAnsi, oneLine, messageOfText, failureOfTexts,
   findPackageDir, resolveFramework, packageVersion,

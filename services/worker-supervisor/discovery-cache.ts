@@ -1,0 +1,104 @@
+/**
+ * Discovery, paid once per version of a suite: the tests a discovery found, stored on the
+ * worker host under a key made of the suite's configuration (adapter, directory, command,
+ * environment, image) and a fingerprint of its files. An unchanged suite starts running
+ * its tests at once; any change to a file re-discovers.
+ *
+ * The fingerprint is the image's id when the code is baked into a docker image (images are
+ * immutable), else a walk of the suite directory: every file's path, size and mtime (a
+ * checkout of the same content gives new mtimes, so a false miss at worst, never a stale
+ * hit). Dependency and cache directories are left out of the walk (node_modules, .git,
+ * __pycache__, ...): the frameworks' own caches change on every run.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { SuiteConfig, TestRef } from '../../shared/messages.js';
+
+/** Directories no suite's test list depends on, but that change under every run. */
+const SKIP = new Set([
+  '.git', '.hg', '.svn', 'node_modules', '__pycache__', '.pytest_cache', '.mypy_cache', '.ruff_cache', '.tox', '.nox',
+  '.venv', 'venv', '.cache', 'coverage', '.nyc_output', '.jest-cache', '.vitest', 'tmp', 'log',
+]);
+/** A suite this big is not walked (the walk would cost more than it saves). */
+const MAX_FILES = 200_000;
+
+export interface CachedDiscovery {
+  tests: TestRef[];
+  at: number;
+}
+
+export class DiscoveryCache {
+  constructor(private readonly dir: string) {}
+
+  /** The key of a suite's current state, or undefined when it cannot be had. */
+  key(suite: SuiteConfig, fingerprint: string | null | undefined): string | undefined {
+    if (fingerprint === null) return undefined;
+    const content = fingerprint ?? walkFingerprint(suite.cwd);
+    if (content === undefined) return undefined;
+    const config = JSON.stringify([suite.adapter, suite.cwd, suite.command ?? null, sorted(suite.env), suite.image ?? null]);
+    return crypto.createHash('sha256').update(config).update('\0').update(content).digest('hex').slice(0, 32);
+  }
+
+  get(key: string): CachedDiscovery | undefined {
+    try {
+      const data = JSON.parse(fs.readFileSync(this.file(key), 'utf8')) as CachedDiscovery;
+      return Array.isArray(data.tests) ? data : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Written whole or not at all (a rename), so a reader never sees half a list. */
+  put(key: string, tests: TestRef[]): void {
+    try {
+      fs.mkdirSync(this.dir, { recursive: true });
+      const tmp = `${this.file(key)}.${process.pid}.tmp`;
+      fs.writeFileSync(tmp, JSON.stringify({ tests, at: Date.now() } satisfies CachedDiscovery));
+      fs.renameSync(tmp, this.file(key));
+    } catch {
+      // a cache: a failed write costs the next run a discovery, nothing more
+    }
+  }
+
+  private file(key: string): string {
+    return path.join(this.dir, `${key}.json`);
+  }
+}
+
+function sorted(env: Record<string, string>): Array<[string, string]> {
+  return Object.entries(env).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/** Path, size and mtime of every file under `root`, hashed; undefined if unreadable or too big. */
+export function walkFingerprint(root: string): string | undefined {
+  const hash = crypto.createHash('sha256');
+  let files = 0;
+  const walk = (dir: string, rel: string): boolean => {
+    let entries: fs.Dirent[];
+    try {
+      entries = fs.readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return rel !== ''; // the root itself must be readable
+    }
+    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const e of entries) {
+      const abs = path.join(dir, e.name);
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory()) {
+        if (SKIP.has(e.name)) continue;
+        if (!walk(abs, r)) return false;
+      } else if (e.isFile() || e.isSymbolicLink()) {
+        if (++files > MAX_FILES) return false;
+        try {
+          const st = fs.statSync(abs);
+          hash.update(`${r}\0${st.size}\0${st.mtimeMs}\n`);
+        } catch {
+          hash.update(`${r}\0?\n`); // a dangling link
+        }
+      }
+    }
+    return true;
+  };
+  return walk(root, '') ? hash.digest('hex') : undefined;
+}
