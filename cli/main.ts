@@ -58,6 +58,7 @@ interface RunFlags {
   memory?: string;
   isolation?: string;
   network?: string;
+  freshProcess?: boolean;
 }
 
 function buildRequest(flags: RunFlags): RunRequest {
@@ -98,6 +99,7 @@ function buildRequest(flags: RunFlags): RunRequest {
     runTimeoutSec: positiveNumber('--run-timeout', flags.runTimeout),
     maxBatch: positiveInt('--max-batch', flags.maxBatch),
     image: flags.image,
+    freshProcess: flags.freshProcess ?? false,
     only: flags.onlyFailuresFrom ? failuresFrom(flags.onlyFailuresFrom) : undefined,
   };
   const durations = loadDurations(flags);
@@ -153,8 +155,19 @@ function loadDurations(flags: RunFlags): Record<string, number> | undefined {
 class ProgressView {
   private lastPrinted = 0;
   private width = 0;
+  private toldDiscovery = false;
+  private readonly since = Date.now();
   constructor(private readonly out: NodeJS.WriteStream) {}
+  /** Discovery is under way: say so, the terminal is not frozen. */
+  discovering(): void {
+    this.out.write('warren: discovering tests...\n');
+  }
   show(p: RunProgress): void {
+    if (p.discovery && !this.toldDiscovery) {
+      this.toldDiscovery = true;
+      const how = p.discovery.cached ? "from the worker's discovery cache: the suite is unchanged" : `discovered in ${((Date.now() - this.since) / 1000).toFixed(1)} s`;
+      this.out.write(`warren: ${p.discovery.found} tests found (${how}), ${p.total} to run\n`);
+    }
     const eta = p.etaSec === null ? '' : `  ETA ${formatDuration(p.etaSec)}`;
     const line = `round ${p.round}  ${p.done}/${p.total} done  ${p.passed} passed  ${p.failed} failed  ${p.flaky} flaky  ${p.activeWorkers} workers active${eta}`;
     if (this.out.isTTY) {
@@ -275,7 +288,8 @@ async function run(flags: RunFlags): Promise<number> {
           }
         })
         .then(() => broker.publish(EXCHANGES.runs, ROUTING.runRequest, request))
-        .then(() => process.stderr.write(`warren: run ${runId} published (${request.adapter}, ${request.cwd}${flags.local ? `, ${workers} local workers` : ''}${request.durations ? `, batches balanced by ${Object.keys(request.durations).length} known durations` : ''})\n`))
+        .then(() => process.stderr.write(`warren: run ${runId} published (${request.adapter}, ${request.cwd}${flags.local ? `, ${workers} local workers` : ''}${request.durations ? `, batches balanced by ${Object.keys(request.durations).length} known durations` : ''}${request.freshProcess ? ', a fresh process per batch' : ''})\n`))
+        .then(() => progress.discovering())
         .catch(reject);
     });
     progress.end();
@@ -312,7 +326,8 @@ export function program(): Command {
     .option('--max-rounds <n>', 'rounds in all, the first included', '3')
     .option('--test-timeout <sec>', 'kill a test running longer than this and fail it', '300')
     .option('--run-timeout <sec>', 'fail every test without a result this long after the start', '3600')
-    .option('--max-batch <n>', 'at most this many tests per framework process', '50')
+    .option('--max-batch <n>', 'at most this many tests per spec (one message, one batch of a runner)', '50')
+    .option('--fresh-process', "a cold framework process for every batch instead of each worker's warm runner (for suites that leave global state behind)")
     .option('--env <KEY=VALUE>', 'environment for the test processes (repeatable)', collect, [])
     .option('--discover-command <cmd>', 'command/junit adapters: prints one test id per line')
     .option('--run-command <template>', 'command/junit adapters: {id} one test id, {ids} several, {junit} the JUnit XML file to write')

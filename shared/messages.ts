@@ -184,6 +184,8 @@ export const RoundPlanned = z.object({
   tests: z.array(TestRef),
   specs: z.number().int().min(0),
   error: z.string().optional(),
+  /** Round 1: how the tests were found (a worker's discovery cache, or the framework). */
+  discovery: z.object({ cached: z.boolean(), found: z.number() }).optional(),
 });
 export type RoundPlanned = z.infer<typeof RoundPlanned>;
 
@@ -254,6 +256,8 @@ export const RunProgress = z.object({
   activeWorkers: z.number(),
   etaSec: z.number().nullable(),
   startedAt: z.number(),
+  /** Round 1: how the tests were found (a worker's discovery cache, or the framework). */
+  discovery: z.object({ cached: z.boolean(), found: z.number() }).optional(),
 });
 export type RunProgress = z.infer<typeof RunProgress>;
 

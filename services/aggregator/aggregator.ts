@@ -15,7 +15,7 @@ import { Broker, type Delivery } from '../../shared/broker.js';
 import type { Logger } from '../../shared/log.js';
 import {
   AggregatorMessage, Heartbeat, SpecJob, parseMessage,
-  type AcceptedRun, type RunReport, type TestRef, type TestResult,
+  type AcceptedRun, type RoundPlanned, type RunReport, type TestRef, type TestResult,
 } from '../../shared/messages.js';
 import { EXCHANGES, QUEUES, ROUTING, SPEC_DELIVERY_LIMIT, reportKey } from '../../shared/topology.js';
 import { writeReportFiles } from '../../shared/report.js';
@@ -47,6 +47,8 @@ interface LiveRun {
   progressTimer?: NodeJS.Timeout;
   lastProgress: number;
   reportSent: boolean;
+  /** How round 1's tests were found (for the progress line; not journaled). */
+  discovery?: RoundPlanned['discovery'];
 }
 
 /** Busy slots per run, from supervisor heartbeats (transient). */
@@ -131,6 +133,7 @@ export class Aggregator {
     let effects: Effect[];
     if (msg.type === 'round.planned') {
       entry = { k: 'planned', round: msg.round, tests: msg.tests, error: msg.error };
+      if (msg.discovery) live.discovery = msg.discovery;
       effects = live.ledger.onPlanned(msg.round, msg.tests, msg.error, now);
     } else {
       entry = { k: 'results', round: msg.round, worker: msg.worker, results: msg.results };
@@ -229,7 +232,7 @@ export class Aggregator {
   private async publishProgress(live: LiveRun): Promise<void> {
     live.lastProgress = Date.now();
     const runId = live.ledger.run.runId;
-    const msg = live.ledger.progress(Date.now(), this.activity.active(runId, Date.now()));
+    const msg = { ...live.ledger.progress(Date.now(), this.activity.active(runId, Date.now())), discovery: live.discovery };
     await this.broker.publish(EXCHANGES.reports, reportKey(runId, 'progress'), msg, { mandatory: false, persistent: false });
   }
 

@@ -114,10 +114,10 @@ export class Dispatcher {
       await this.publishPlan(run, 1, [], 0, error);
       return;
     }
-    await this.plan(run, 1, tests);
+    await this.plan(run, 1, tests, { cached: msg.cached ?? false, found: msg.tests.length });
   }
 
-  private async plan(run: AcceptedRun, round: number, tests: TestRef[]): Promise<void> {
+  private async plan(run: AcceptedRun, round: number, tests: TestRef[], discovery?: RoundPlanned['discovery']): Promise<void> {
     const key = `${run.runId}:${round}`;
     if (this.planned.has(key)) {
       this.log.info({ runId: run.runId, round }, 'round already planned, ignoring the duplicate');
@@ -129,7 +129,7 @@ export class Dispatcher {
     const batches = planBatches(tests, { maxBatch, slots: consumerCount, durations: run.durations });
     // The plan goes first: the aggregator must know the whole round before any result, and
     // if we die halfway through the specs, the redelivered message publishes them again.
-    await this.publishPlan(run, round, tests, batches.length);
+    await this.publishPlan(run, round, tests, batches.length, undefined, discovery);
     const suite = { adapter: run.adapter, cwd: run.cwd, command: run.command, env: run.env, testTimeoutSec: run.testTimeoutSec, image: run.image, freshProcess: run.freshProcess };
     await Promise.all(
       batches.map((batch, i) => {
@@ -144,9 +144,9 @@ export class Dispatcher {
     this.log.info({ runId: run.runId, round, tests: tests.length, specs: batches.length, slots: consumerCount }, 'round published');
   }
 
-  private publishPlan(run: AcceptedRun, round: number, tests: TestRef[], specs: number, error?: string) {
+  private publishPlan(run: AcceptedRun, round: number, tests: TestRef[], specs: number, error?: string, discovery?: RoundPlanned['discovery']) {
     const plan: RoundPlanned = {
-      type: 'round.planned', v: SCHEMA_VERSION, id: `${run.runId}/r${round}/plan`, runId: run.runId, round, tests, specs, error,
+      type: 'round.planned', v: SCHEMA_VERSION, id: `${run.runId}/r${round}/plan`, runId: run.runId, round, tests, specs, error, discovery,
     };
     return this.broker.publish(EXCHANGES.events, ROUTING.roundPlanned, plan);
   }

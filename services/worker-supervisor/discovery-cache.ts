@@ -7,11 +7,12 @@
  * The fingerprint is the image's id when the code is baked into a docker image (images are
  * immutable), else a walk of the suite directory: every file's path, size and mtime (a
  * checkout of the same content gives new mtimes, so a false miss at worst, never a stale
- * hit). Dependency and cache directories are left out of the walk (node_modules, .git,
+ * hit). An env value under the temporary directory counts by its name only. Dependency and cache directories are left out of the walk (node_modules, .git,
  * __pycache__, ...): the frameworks' own caches change on every run.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import type { SuiteConfig, TestRef } from '../../shared/messages.js';
 
@@ -66,8 +67,16 @@ export class DiscoveryCache {
   }
 }
 
+/**
+ * The run's env as part of the key, sorted; a value naming a temporary path counts by its
+ * name only: runs often get a fresh `mktemp -d` (a state directory) that no test list
+ * depends on, and it would make every run a miss.
+ */
 function sorted(env: Record<string, string>): Array<[string, string]> {
-  return Object.entries(env).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const tmp = [os.tmpdir(), '/tmp', '/var/tmp'].map((d) => d.replace(/\/+$/, '') + '/');
+  return Object.entries(env)
+    .map(([k, v]): [string, string] => [k, tmp.some((d) => v.startsWith(d)) ? '<tmp>' : v])
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
 }
 
 /** Path, size and mtime of every file under `root`, hashed; undefined if unreadable or too big. */

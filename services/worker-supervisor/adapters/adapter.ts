@@ -55,15 +55,13 @@ const rspecBase = (suite: SuiteConfig, ctx: AdapterContext): string[] => {
   ];
 };
 
-const RSPEC_SERVE_PENDING = true;
-
 export const rspec: Adapter = {
   name: 'rspec',
   results: 'events',
   discover: (suite, ctx) => [...rspecBase(suite, ctx), '--dry-run'],
   run: (suite, tests, ctx) => [...rspecBase(suite, ctx), ...tests.map((t) => t.id)],
   // the suite's helpers loaded once, a fork per batch (warren_rspec.rb)
-  serve: RSPEC_SERVE_PENDING ? undefined : (suite, ctx) => [
+  serve: (suite, ctx) => [
     ...(fs.existsSync(path.join(suite.cwd, 'Gemfile')) ? ['bundle', 'exec', 'ruby'] : ['ruby']),
     path.join(ctx.assets, 'warren_rspec.rb'), 'serve',
   ],

@@ -134,7 +134,10 @@ export class WarmRunner {
       const exit = await this.exit!;
       if (exit.infra) throw new WorkerBrokenError(exit.infra);
       const result = outcome(batch, exit, watched, started, proc);
-      if (n > 1 && result.events.length === 0 && watched.timedOutAfterSec === undefined) {
+      // Began: the plug-in said `start` or a test's event (an `error` alone can be the
+      // plug-in's own "exited before it finished").
+      const began = result.events.some((e) => e.event === 'start' || e.event === 'test_start' || e.event === 'test_end');
+      if (n > 1 && !began && watched.timedOutAfterSec === undefined) {
         throw new RunnerLostError(`the warm runner ${describe(exit)} before it began batch ${n}`);
       }
       return result;

@@ -1,6 +1,6 @@
 # frozen_string_literal: true
 #
-# Warren's RSpec 3 formatter: writes the events of EVENTS.md (one JSON object per line) to the
+# Warren's RSpec 3 formatter: writes the events of PROTOCOL.md (one JSON object per line) to the
 # file named by ENV['WARREN_EVENTS'].
 #
 #   rspec --require /abs/path/warren_formatter.rb --format WarrenFormatter --out /dev/null \
@@ -64,6 +64,12 @@ class WarrenFormatter
         else
           File.open(path, 'a').tap { |io| io.sync = true }
         end
+    end
+
+    # serve mode (warren_rspec.rb): the batch's events file, given by the warm runner in the
+    # batch's fork before RSpec runs (instead of WARREN_EVENTS).
+    def events_path=(path)
+      @events_io = File.open(path, 'a').tap { |io| io.sync = true }
     end
 
     def write_event(io, event)
