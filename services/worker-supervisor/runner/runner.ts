@@ -25,8 +25,9 @@ import { encodeCommand, parseEvents, type EndEvent, type FrameworkEvent } from '
 const WATCH_INTERVAL_MS = 200;
 /** How long a cold process may linger after `done`, or a warm one take from `done` to `end`. */
 const AFTER_DONE_GRACE_MS = 3000;
-/** How long a retired warm runner may take to exit after its stdin closed. */
-const RETIRE_GRACE_MS = 5000;
+/** How long a retired warm runner may take to exit after its stdin closed (its framework's
+ * teardown: vitest's teardownTimeout is 10 s). */
+const RETIRE_GRACE_MS = 15_000;
 
 export interface Batch {
   tests: TestRef[];

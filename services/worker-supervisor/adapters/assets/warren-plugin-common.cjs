@@ -222,8 +222,10 @@ function mode() {
  *
  * `runBatch` must not call process.exit; an exception it throws becomes an `error` event of
  * the batch and code 1 (the runner stays up: the framework itself is still loaded).
+ * `opts.close`, when given, is awaited at the end of stdin before the process exits (a
+ * framework's own teardown: vitest's pool and globalSetup).
  */
-function serve(events, runBatch, formatError) {
+function serve(events, runBatch, formatError, opts) {
   const lines = [];
   let buffered = '';
   let eof = false;
@@ -277,6 +279,13 @@ function serve(events, runBatch, formatError) {
       }
       events.finish();
       events.emit({ event: 'end', batch: cmd.batch, code: code ? 1 : 0, rss: process.memoryUsage().rss });
+    }
+    if (opts && typeof opts.close === 'function') {
+      try {
+        await opts.close();
+      } catch (err) {
+        process.stderr.write('warren runner: closing the framework failed: ' + formatError(err).message + '\n');
+      }
     }
     process.exit(0);
   })();
