@@ -92,7 +92,7 @@ const python = (suite: SuiteConfig) =>
 export const mocha = scriptAdapter('mocha', 'warren-mocha.cjs', node);
 const jest = scriptAdapter('jest', 'warren-jest.cjs', node, false);
 const vitest = scriptAdapter('vitest', 'warren-vitest.mjs', node);
-const nodeTest = scriptAdapter('node-test', 'warren-node-test.mjs', node, false);
+const nodeTest = scriptAdapter('node-test', 'warren-node-test.mjs', node);
 const pytest = scriptAdapter('pytest', 'warren_pytest.py', python, false);
 const go = scriptAdapter('go', 'warren-go.cjs', node, false);
 

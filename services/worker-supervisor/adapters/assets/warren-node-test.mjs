@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 /*
  * warren-node-test.mjs: Warren's adapter for node's built-in test runner, node:test
- * (see ../EVENTS.md for the events protocol). Written for node 20 (tested on 20.20).
+ * (see ../PROTOCOL.md for the events protocol). Written for node 20 (tested on 20.20).
  *
  *   cd <suite dir> && WARREN_EVENTS=/tmp/ev.jsonl node /abs/warren-node-test.mjs discover
  *   cd <suite dir> && WARREN_EVENTS=/tmp/ev.jsonl WARREN_IDS_FILE=/tmp/ids node /abs/warren-node-test.mjs run
+ *   cd <suite dir> && node /abs/warren-node-test.mjs serve    (batches on stdin, PROTOCOL.md)
  *
  * How: the script runs node's own test runner,
  *
@@ -53,6 +54,18 @@
  *   file's stderr. A file whose process dies part-way (process.exit, a signal) fails the
  *   test that was running; the tests it never reached are left for Warren to run again.
  *
+ * serve (the warm runner): each batch is run mode's batch (the same code, runBatch), on the
+ * command's ids, written to a file of the batch's for the preloads. node 20 keeps one process
+ * per test file (no --experimental-test-isolation before node 22.8), so what a warm process
+ * saves is the rest of a cold run: this script's own process and node's orchestrating one
+ * (`node --test`): node:test's run() does the orchestration in this process, with what node's
+ * CLI gives it (concurrency true, timeout Infinity, the file list from process.argv, the test
+ * processes' flags from process.execArgv, filtered as node filters the CLI's, the environment,
+ * a reporter destination that is not a terminal), so the test processes start exactly as in
+ * run mode and their events come through the same reporter to the same reader. When this
+ * process has options of its own that run() would pick up (node flags, test or inspector
+ * flags in NODE_OPTIONS, NODE_TEST_CONTEXT), every batch runs a cold `node --test` instead.
+ *
  * Limits: node 20's internals (test_runner/test) are used, checked at start (a clear error
  * otherwise); describe blocks running their tests concurrently may make test_start go to
  * the wrong one of two tests with the same full name (test_end never does).
@@ -65,6 +78,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
+import { setMaxListeners } from 'node:events';
 import { createInterface } from 'node:readline';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
@@ -335,28 +349,42 @@ function loadErrorEvent(f) {
   return ev;
 }
 
-/** Runs node's test runner with our preload and reporter; resolves with its exit status. */
-function runNode(cwd, mode, files, stateDir, reader) {
-  const args = [
+/** The flags of node's orchestrating process: `node <flags> [files]` (runNode). */
+function nodeFlags(mode) {
+  return [
     '--expose-internals',
     '--import', import.meta.url,
     '--test',
     '--test-name-pattern=' + (mode === 'run' ? 'warren-selection' : 'warren-discovery'),
     '--test-reporter=' + import.meta.url,
     '--test-reporter-destination=stdout',
-    ...files,
   ];
-  const env = Object.assign({}, process.env, {
-    WARREN_NODE_TEST_MODE: mode,
-    WARREN_NODE_TEST_CWD: cwd,
-    WARREN_NODE_TEST_STATE: stateDir,
-  });
-  return new Promise((resolve) => {
+}
+
+/** What the script tells the preloads (through the environment of node's processes). */
+const nodeEnv = (mode, cwd, stateDir) => ({
+  WARREN_NODE_TEST_MODE: mode,
+  WARREN_NODE_TEST_CWD: cwd,
+  WARREN_NODE_TEST_STATE: stateDir,
+});
+
+/**
+ * Runs node's test runner with our preload and reporter; resolves with its exit status.
+ * `serving` (serve mode, a batch run cold): {env, signal}: more environment (the batch's
+ * WARREN_IDS_FILE and WARREN_EVENTS), the batch's abort signal (kills node's runner);
+ * failures reject instead of exiting.
+ */
+function runNode(cwd, mode, files, stateDir, reader, serving) {
+  const args = [...nodeFlags(mode), ...files];
+  const env = Object.assign({}, process.env, nodeEnv(mode, cwd, stateDir), serving ? serving.env : {});
+  return new Promise((resolve, reject) => {
+    const failed = serving ? (message, err) => reject(new Error(message + ': ' + (err && err.message ? err.message : String(err)))) : fatal;
     let child;
     try {
-      child = spawn(process.execPath, args, { cwd, env, stdio: ['ignore', 'pipe', 'inherit'] });
+      child = spawn(process.execPath, args, { cwd, env, stdio: ['ignore', 'pipe', 'inherit'], signal: serving ? serving.signal : undefined });
     } catch (err) {
-      fatal('cannot start node --test', err);
+      failed('cannot start node --test', err);
+      return;
     }
     const rl = createInterface({ input: child.stdout, crlfDelay: Infinity });
     rl.on('line', (l) => {
@@ -375,11 +403,12 @@ function runNode(cwd, mode, files, stateDir, reader) {
       closed = true;
       done();
     });
-    child.on('error', (err) => fatal('node --test failed to run', err));
+    child.on('error', (err) => failed('node --test failed to run', err));
     child.on('exit', (code, signal) => {
       exit = { code, signal };
       done();
     });
+    if (serving) return; // serve mode's own handlers abort the batch (serveMode)
     // terminated: end node's runner too, and end as an unfinished run (no `done`)
     for (const sig of ['SIGTERM', 'SIGINT']) {
       process.on(sig, () => {
@@ -442,10 +471,17 @@ async function discover(cwd, stateDir) {
   process.exit(0);
 }
 
-// --------------------------------------------------------------------------- run
+// --------------------------------------------------------------------------- run (one batch)
 
-async function run(cwd, stateDir) {
-  const ids = common.splitIds(events.idsFileText());
+/**
+ * Runs one batch: `ids` (as run mode reads them from WARREN_IDS_FILE, which the test
+ * processes' preload reads too), its events from `start` to `done` (no `done` when a test
+ * process crashed). `engine(files, reader)` runs node's test runner on the batch's existing
+ * files and resolves when it is over: a cold `node --test` (runNode) in run mode, node:test's
+ * run() in this process in serve mode (runInProcess). `stateDir`: the batch's own directory
+ * (the preloads sign in there). Resolves to run mode's exit code, 0 or 1; never exits.
+ */
+async function runBatch(cwd, ids, stateDir, engine) {
   const byFile = groupIds(cwd, ids);
   const recs = new Map(); // id -> rec
   const recOf = (f, id) => {
@@ -491,7 +527,7 @@ async function run(cwd, stateDir) {
   });
   const existing = [...byFile.keys()].filter((rel) => fs.existsSync(path.resolve(cwd, rel)));
   emit({ event: 'start', count: ids.length });
-  if (existing.length) await runNode(cwd, 'run', existing.map((rel) => path.resolve(cwd, rel)), stateDir, reader);
+  if (existing.length) await engine(existing.map((rel) => path.resolve(cwd, rel)), reader);
   const seen = preloadSeen(stateDir);
   const byRel = new Map([...reader.files.values()].map((f) => [f.rel, f]));
   const notFound = (id, why) => {
@@ -550,10 +586,148 @@ async function run(cwd, stateDir) {
   }
   if (crashed) {
     events.finish(); // nothing more to say: the error events above tell what happened
-    process.exit(1);
+    return 1;
   }
   events.done();
-  process.exit(events.anyFailure ? 1 : 0);
+  return events.anyFailure ? 1 : 0;
+}
+
+/** run mode: one batch, the ids of WARREN_IDS_FILE, in a cold `node --test`. */
+async function run(cwd, stateDir) {
+  const ids = common.splitIds(events.idsFileText());
+  const code = await runBatch(cwd, ids, stateDir, (files, reader) => runNode(cwd, 'run', files, stateDir, reader));
+  process.exit(code);
+}
+
+// --------------------------------------------------------------------------- serve (warm runner)
+
+/**
+ * node's filterExecArgv (internal/test_runner/runner): the flags of the orchestrating
+ * process that its test processes do not get.
+ */
+function testProcessFlags(flags) {
+  const drop = ['--test', '--experimental-test-coverage', '--watch'];
+  const dropWithValue = ['--test-reporter', '--test-reporter-destination'];
+  return flags.filter((a, i, arr) => !drop.includes(a) &&
+    !dropWithValue.some((p) => a === p || (i > 0 && arr[i - 1] === p) || a.startsWith(p + '=')));
+}
+
+/**
+ * Why this process cannot stand in for run mode's `node --test` (then every batch runs one,
+ * cold, as run mode does), or null. node:test's run() reads the options of the process it
+ * runs in (test flags, the inspector, NODE_TEST_CONTEXT): they must be those `node --test`
+ * has in run mode, i.e. none of its own (runNode's flags do not reach it) and none in
+ * NODE_OPTIONS.
+ */
+function warmBlocker(nodeTest) {
+  if (process.versions.node.split('.')[0] !== '20') return 'node ' + process.version + ': run() stands in for the CLI of node 20 only';
+  if (!nodeTest || typeof nodeTest.run !== 'function') return 'node:test has no run()';
+  if (process.execArgv.length) return 'this process has node flags of its own (' + process.execArgv.join(' ') + ')';
+  if (process.env.NODE_TEST_CONTEXT !== undefined) return 'NODE_TEST_CONTEXT is set';
+  if (/(^|\s)--?(test|experimental-test|inspect|debug|watch)/.test(process.env.NODE_OPTIONS || '')) return 'NODE_OPTIONS has test runner or inspector flags';
+  return null;
+}
+
+/**
+ * One batch's `node --test <files>` (runNode, run mode) done by node:test's run() in this
+ * process: the same options as node's CLI gives it (internal/main/test_runner: concurrency
+ * true, timeout Infinity), the same list of files (node's own, from process.argv as the CLI
+ * has it), its test processes started with the same flags (process.execArgv, filtered by
+ * node as it filters the CLI's) and environment (process.env, the batch's for the
+ * preload), the same event stream through the same reporter to the same reader. What it
+ * saves: a node process (its start, node:test's and this file's loading) per batch.
+ */
+async function runInProcess(nodeTest, cwd, files, env, signal, reader) {
+  // node's CLI stats its files first (an error is its exit, without any test): the same here
+  for (const f of files) {
+    try {
+      fs.statSync(f);
+    } catch (err) {
+      process.stderr.write(err && err.code === 'ENOENT' ? "Could not find '" + f + "'\n" : String(err && err.stack) + '\n');
+      return;
+    }
+  }
+  const saved = { argv: process.argv, execArgv: process.execArgv, exitCode: process.exitCode, env: {}, isTTY: Object.getOwnPropertyDescriptor(process.stdout, 'isTTY') };
+  for (const k of Object.keys(env)) {
+    saved.env[k] = process.env[k];
+    process.env[k] = env[k];
+  }
+  process.execArgv = testProcessFlags(nodeFlags('run')); // read at each test process's start
+  try {
+    let stream;
+    process.argv = [process.execPath, ...files]; // run() lists the files from it, as the CLI does
+    // `node --test`'s reporter writes to a pipe (runNode): node colours the test processes
+    // (FORCE_COLOR) only when its destination is a terminal; it looks once, in run()
+    Object.defineProperty(process.stdout, 'isTTY', { value: false, configurable: true, writable: true });
+    try {
+      stream = nodeTest.run({ concurrency: true, timeout: Infinity, signal });
+    } finally {
+      process.argv = saved.argv;
+      if (saved.isTTY) Object.defineProperty(process.stdout, 'isTTY', saved.isTTY);
+      else delete process.stdout.isTTY;
+    }
+    for await (const line of warrenNodeTestReporter(stream)) {
+      try {
+        reader.line(line.slice(0, -1));
+      } catch (err) {
+        emit({ event: 'error', message: TAG + ' internal error: ' + (err && err.message), details: err && err.stack });
+      }
+    }
+  } finally {
+    process.execArgv = saved.execArgv;
+    for (const [k, v] of Object.entries(saved.env)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+    process.exitCode = saved.exitCode; // node's runner marks failures on the process it runs in
+  }
+}
+
+/**
+ * serve mode (PROTOCOL.md): batch after batch in this process, each one run mode's batch
+ * (runBatch) on ids written to a file of the batch's for the preloads, node's orchestrating
+ * runner being node:test's run() in this process (runInProcess) unless warmBlocker() says
+ * it cannot be (then a cold `node --test` per batch, as in run mode). node 20 keeps a
+ * process per test file either way (no --experimental-test-isolation before node 22.8).
+ */
+function serveMode(cwd, stateDir) {
+  let nodeTest;
+  let blocker; // undefined until the first batch
+  let current = null; // the running batch's AbortController
+  // terminated: end the batch's test processes, and end as an unfinished batch (no `done`)
+  for (const sig of ['SIGTERM', 'SIGINT']) {
+    process.on(sig, () => {
+      if (current) current.abort();
+      process.exit(sig === 'SIGINT' ? 130 : 143);
+    });
+  }
+  let n = 0;
+  let eventsFile; // the batch's events file: WARREN_EVENTS of its test processes, as in run mode
+  const batchEvents = { emit: events.emit, finish: events.finish, retarget: (file) => events.retarget((eventsFile = file)) };
+  common.serve(batchEvents, async (batchIds) => {
+    if (blocker === undefined) {
+      // loaded at the first command, so that a failure is that batch's error event
+      nodeTest = await import('node:test');
+      blocker = warmBlocker(nodeTest);
+      if (blocker) process.stderr.write(TAG + ': serve: a cold node --test per batch: ' + blocker + '\n');
+    }
+    const ids = common.splitIds(batchIds.join('\n')); // as run mode reads them from its ids file
+    const dir = fs.mkdtempSync(path.join(stateDir, 'batch-' + ++n + '-'));
+    const idsFile = path.join(dir, 'ids');
+    fs.writeFileSync(idsFile, ids.map((id) => id + '\n').join(''));
+    const env = { WARREN_IDS_FILE: idsFile, WARREN_EVENTS: eventsFile };
+    current = new AbortController();
+    const signal = current.signal;
+    setMaxListeners(0, signal); // node:test adds a listener per test file (node warns past 10)
+    try {
+      return await runBatch(cwd, ids, dir, blocker
+        ? (files, reader) => runNode(cwd, 'run', files, dir, reader, { env, signal })
+        : (files, reader) => runInProcess(nodeTest, cwd, files, Object.assign(nodeEnv('run', cwd, dir), env), signal, reader));
+    } finally {
+      current = null;
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, adapterError);
 }
 
 // --------------------------------------------------------------------------- main
@@ -571,6 +745,7 @@ async function main() {
   events.checkMode(mode, 'warren-node-test.mjs');
   checkNode();
   if (mode === 'discover') await discover(cwd, stateDir);
+  else if (mode === 'serve') serveMode(cwd, stateDir);
   else await run(cwd, stateDir);
 }
 
