@@ -93,7 +93,7 @@ export const mocha = scriptAdapter('mocha', 'warren-mocha.cjs', node);
 const jest = scriptAdapter('jest', 'warren-jest.cjs', node, false);
 const vitest = scriptAdapter('vitest', 'warren-vitest.mjs', node);
 const nodeTest = scriptAdapter('node-test', 'warren-node-test.mjs', node);
-const pytest = scriptAdapter('pytest', 'warren_pytest.py', python, false);
+const pytest = scriptAdapter('pytest', 'warren_pytest.py', python);
 const go = scriptAdapter('go', 'warren-go.cjs', node, false);
 
 export function shellQuote(s: string): string {
