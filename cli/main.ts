@@ -23,7 +23,7 @@ import { writeReportFiles } from '../shared/report.js';
 import { EXCHANGES, ROUTING } from '../shared/topology.js';
 import { Dispatcher } from '../services/dispatcher/dispatcher.js';
 import { Aggregator } from '../services/aggregator/aggregator.js';
-import { Supervisor } from '../services/worker-supervisor/supervisor.js';
+import { Supervisor, defaultCacheRoot } from '../services/worker-supervisor/supervisor.js';
 import { startDispatcher } from '../services/dispatcher/main.js';
 import { startAggregator } from '../services/aggregator/main.js';
 import { startSupervisor } from '../services/worker-supervisor/main.js';
@@ -166,7 +166,8 @@ class ProgressView {
     if (p.discovery && !this.toldDiscovery) {
       this.toldDiscovery = true;
       const how = p.discovery.cached ? "from the worker's discovery cache: the suite is unchanged" : `discovered in ${((Date.now() - this.since) / 1000).toFixed(1)} s`;
-      this.out.write(`warren: ${p.discovery.found} tests found (${how}), ${p.total} to run\n`);
+      const known = p.discovery.known ? `, ${p.discovery.known} with known durations (longest first)` : '';
+      this.out.write(`warren: ${p.discovery.found} tests found (${how}), ${p.total} to run${known}\n`);
     }
     const eta = p.etaSec === null ? '' : `  ETA ${formatDuration(p.etaSec)}`;
     const line = `round ${p.round}  ${p.done}/${p.total} done  ${p.passed} passed  ${p.failed} failed  ${p.flaky} flaky  ${p.activeWorkers} workers active${eta}`;
@@ -212,6 +213,8 @@ function printSummary(report: RunReport, files: string[]): void {
 }
 
 interface LocalServices {
+  /** Until the run's durations are in the local history (bounded). */
+  recorded(runId: string): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -222,7 +225,8 @@ async function startLocal(url: string, workers: number, flags: RunFlags): Promis
   process.env.WARREN_LOG_LEVEL ??= 'error';
   const level = process.env.WARREN_LOG_LEVEL;
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-local-'));
-  const dispatcher = new Dispatcher({ brokerUrl: url, log: createLogger('dispatcher', level) });
+  // the history outlives the run's temporary directory: the next run is balanced by it
+  const dispatcher = new Dispatcher({ brokerUrl: url, log: createLogger('dispatcher', level), historyFile: path.join(defaultCacheRoot(), 'history.sqlite') });
   const aggregator = new Aggregator({
     brokerUrl: url, reportDir: path.join(stateDir, 'reports'), stateDir: path.join(stateDir, 'journal'),
     log: createLogger('aggregator', level),
@@ -238,6 +242,7 @@ async function startLocal(url: string, workers: number, flags: RunFlags): Promis
   });
   await Promise.all([dispatcher.start(), aggregator.start(), supervisor.start()]);
   return {
+    recorded: (runId) => dispatcher.historyRecorded(runId, 5000),
     async stop() {
       // each step on its own: one failing must not keep the others running
       for (const s of [supervisor, dispatcher, aggregator]) {
@@ -295,6 +300,7 @@ async function run(flags: RunFlags): Promise<number> {
     progress.end();
     const files = writeReportFiles(path.resolve(flags.reportDir), report);
     printSummary(report, files);
+    await local?.recorded(runId);
     return EXIT[report.status];
   } finally {
     progress.end();
@@ -351,7 +357,9 @@ export function program(): Command {
     .command('dispatcher')
     .description('start a dispatcher: turns run requests into specs on the work queue')
     .option('--broker <url>', 'RabbitMQ URL (default: $WARREN_BROKER_URL, then amqp://localhost)')
-    .action(async (o: { broker?: string }) => {
+    .option('--history <file>', 'per-test durations from earlier runs, for balanced plans (default: $WARREN_HISTORY, then ./.warren/dispatcher/history.sqlite)')
+    .option('--no-history', 'keep no history')
+    .action(async (o: { broker?: string; history?: string | false }) => {
       await startDispatcher(o);
     });
 

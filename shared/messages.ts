@@ -185,7 +185,7 @@ export const RoundPlanned = z.object({
   specs: z.number().int().min(0),
   error: z.string().optional(),
   /** Round 1: how the tests were found (a worker's discovery cache, or the framework). */
-  discovery: z.object({ cached: z.boolean(), found: z.number() }).optional(),
+  discovery: z.object({ cached: z.boolean(), found: z.number(), known: z.number().optional() }).optional(),
 });
 export type RoundPlanned = z.infer<typeof RoundPlanned>;
 
@@ -257,7 +257,7 @@ export const RunProgress = z.object({
   etaSec: z.number().nullable(),
   startedAt: z.number(),
   /** Round 1: how the tests were found (a worker's discovery cache, or the framework). */
-  discovery: z.object({ cached: z.boolean(), found: z.number() }).optional(),
+  discovery: z.object({ cached: z.boolean(), found: z.number(), known: z.number().optional() }).optional(),
 });
 export type RunProgress = z.infer<typeof RunProgress>;
 

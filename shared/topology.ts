@@ -11,6 +11,7 @@
  *   dispatcher/slot --round.planned, spec.result--> warren.events --> warren.aggregator
  *   aggregator --round.request--> warren.runs --> warren.dispatcher
  *   aggregator --run.<id>.progress|report--> warren.reports --> (CLI's own exclusive queue)
+ *   warren.reports --run.<id>.report--> warren.history (dispatcher: durations for later runs)
  *   warren.specs --(delivery limit)--> warren.dlx --spec.crashed--> warren.crashed (aggregator)
  *   any service --(malformed)--> warren.dlx --> warren.dead-letters (operators)
  *   supervisors --supervisor.heartbeat--> warren.status (fanout, transient)
@@ -31,6 +32,7 @@ export const QUEUES = {
   aggregator: 'warren.aggregator',
   crashed: 'warren.crashed',
   deadLetters: 'warren.dead-letters',
+  history: 'warren.history',
 } as const;
 
 export const ROUTING = {
@@ -46,6 +48,11 @@ export const ROUTING = {
   /** Prefix for messages we dead-letter ourselves; the suffix is the source queue. */
   malformed: 'malformed',
 } as const;
+
+/** Binds every final report (a run id may hold dots: `#`). */
+export const REPORTS_BINDING = 'run.#.report';
+/** Reports waiting for a dispatcher that keeps history; past this the oldest go (it is a cache). */
+export const HISTORY_MAX_LENGTH = 1000;
 
 /** Routing key of a run's progress / final report on the reports exchange. */
 export const reportKey = (runId: string, kind: 'progress' | 'report') => `run.${runId}.${kind}`;
@@ -110,6 +117,11 @@ export const TOPOLOGY: { exchanges: ExchangeDef[]; queues: QueueDef[]; bindings:
     { name: QUEUES.aggregator, durable: true, arguments: quorum() },
     { name: QUEUES.crashed, durable: true, arguments: { 'x-queue-type': 'quorum' } },
     { name: QUEUES.deadLetters, durable: true, arguments: { 'x-queue-type': 'quorum' } },
+    {
+      name: QUEUES.history,
+      durable: true,
+      arguments: { 'x-queue-type': 'quorum', 'x-dead-letter-exchange': EXCHANGES.dlx, 'x-max-length': HISTORY_MAX_LENGTH },
+    },
   ],
   bindings: [
     { exchange: EXCHANGES.runs, queue: QUEUES.dispatcher, routingKey: ROUTING.runRequest },
@@ -121,5 +133,6 @@ export const TOPOLOGY: { exchanges: ExchangeDef[]; queues: QueueDef[]; bindings:
     { exchange: EXCHANGES.events, queue: QUEUES.aggregator, routingKey: ROUTING.specResult },
     { exchange: EXCHANGES.dlx, queue: QUEUES.crashed, routingKey: ROUTING.specCrashed },
     { exchange: EXCHANGES.dlx, queue: QUEUES.deadLetters, routingKey: '#' },
+    { exchange: EXCHANGES.reports, queue: QUEUES.history, routingKey: REPORTS_BINDING },
   ],
 };

@@ -1,27 +1,33 @@
 /**
- * The dispatcher: turns run requests into work. It is stateless: everything it needs
- * travels in the messages, so a dispatcher killed at any point loses nothing. Its unacked
+ * The dispatcher: turns run requests into work. Everything it needs to be correct travels
+ * in the messages, so a dispatcher killed at any point loses nothing; what it keeps (the
+ * history of durations, history.ts) only makes plans better balanced. Its unacked
  * message comes back and is handled again; specs it had already published are run twice at
  * worst, and the aggregator keeps one result per test per round.
  *
  *   run.request    → run.accepted (to the aggregator), then a discover job (to a worker)
  *   run.discovered → filter, round.planned (to the aggregator), then the specs
  *   round.request  → round.planned, then the specs of the re-run
+ *   run report     → the history (warren.history): durations for the next runs' plans
  */
 import { createHash } from 'node:crypto';
 import { Broker, type Delivery } from '../../shared/broker.js';
 import type { Logger } from '../../shared/log.js';
 import {
-  DispatcherMessage, SCHEMA_VERSION, parseMessage, runRequestProblem,
+  DispatcherMessage, RunReport, SCHEMA_VERSION, parseMessage, runRequestProblem,
   type AcceptedRun, type DiscoverJob, type Discovered, type RoundPlanned, type RunAccepted,
   type RunRequest, type SpecJob, type TestRef,
 } from '../../shared/messages.js';
 import { EXCHANGES, QUEUES, ROUTING } from '../../shared/topology.js';
+import { History } from './history.js';
 import { filterTests, planBatches } from './plan.js';
 
 export interface DispatcherOptions {
   brokerUrl: string;
   log: Logger;
+  /** SQLite file of per-test durations, fed by final reports (none: plans use only what a
+   * run request brings). */
+  historyFile?: string;
 }
 
 export type DispatcherState = 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
@@ -34,15 +40,21 @@ export class Dispatcher {
   private readonly planned = new Set<string>();
   private inFlight = 0;
   private idle?: () => void;
+  private history?: History;
+  /** Runs whose report this process has recorded, and who waits for one. */
+  private readonly recorded = new Set<string>();
+  private readonly recordWaiters = new Map<string, () => void>();
 
-  constructor(opts: DispatcherOptions) {
+  constructor(private readonly opts: DispatcherOptions) {
     this.log = opts.log;
     this.broker = new Broker({ url: opts.brokerUrl, name: 'warren dispatcher', log: opts.log });
   }
 
   async start(): Promise<void> {
+    if (this.opts.historyFile) this.history = new History(this.opts.historyFile);
     await this.broker.start();
     await this.broker.consume(QUEUES.dispatcher, (d) => this.track(() => this.onMessage(d)), { prefetch: 4 });
+    if (this.history) await this.broker.consume(QUEUES.history, (d) => this.track(() => this.onReport(d)), { prefetch: 1 });
     this.state = 'running';
     this.log.info('dispatcher running');
   }
@@ -53,7 +65,37 @@ export class Dispatcher {
     await this.broker.cancelConsumers().catch(() => undefined);
     if (this.inFlight > 0) await new Promise<void>((r) => (this.idle = r));
     await this.broker.close().catch(() => undefined);
+    this.history?.close();
     this.state = 'stopped';
+  }
+
+  /** A finished run's report: its durations go into the history. */
+  private async onReport(d: Delivery): Promise<void> {
+    const parsed = parseMessage(RunReport, d.body);
+    if (!parsed.ok) return d.deadLetter(parsed.reason);
+    const n = this.history!.record(parsed.value);
+    this.log.info({ runId: parsed.value.runId, tests: n }, 'durations recorded');
+    d.ack();
+    this.recorded.add(parsed.value.runId);
+    this.recordWaiters.get(parsed.value.runId)?.();
+  }
+
+  /**
+   * Resolves once this run's report is in the history (or after `timeoutMs`): `warren run
+   * --local` waits for it before stopping its dispatcher, so the next run is balanced by it.
+   */
+  historyRecorded(runId: string, timeoutMs: number): Promise<void> {
+    if (!this.history || this.recorded.has(runId)) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, timeoutMs);
+      const self = this;
+      function done() {
+        clearTimeout(timer);
+        self.recordWaiters.delete(runId);
+        resolve();
+      }
+      this.recordWaiters.set(runId, done);
+    });
   }
 
   private async track(fn: () => Promise<void>) {
@@ -126,7 +168,10 @@ export class Dispatcher {
     const { consumerCount } = await this.broker.checkQueue(QUEUES.specs);
     // a template without {ids} runs one test per process
     const maxBatch = run.command && !run.command.run.includes('{ids}') ? 1 : run.maxBatch;
-    const batches = planBatches(tests, { maxBatch, slots: consumerCount, durations: run.durations });
+    // durations: the request's own (--timings), else what the history knows of this suite
+    const durations = run.durations ?? this.history?.durations(run.adapter, run.cwd, tests);
+    const batches = planBatches(tests, { maxBatch, slots: consumerCount, durations });
+    if (discovery) discovery = { ...discovery, known: durations ? tests.filter((t) => durations[t.id] !== undefined).length : 0 };
     // The plan goes first: the aggregator must know the whole round before any result, and
     // if we die halfway through the specs, the redelivered message publishes them again.
     await this.publishPlan(run, round, tests, batches.length, undefined, discovery);

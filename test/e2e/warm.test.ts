@@ -86,6 +86,8 @@ test('discovery is paid once per version of a suite: an unchanged suite comes fr
   const second = await run(s.dir, s.pids, [], env);
   assert.equal(second.res.code, 0, second.res.stderr);
   assert.match(second.res.stderr, /2 tests found \(from the worker's discovery cache/);
+  // another report directory: the durations come from the dispatcher's history
+  assert.match(second.res.stderr, /2 to run, 2 with known durations/);
   assert.equal(second.report!.totals.total, 2);
 
   // a new test in a file: the cached list would miss it
