@@ -197,6 +197,9 @@ export const SpecResult = z.object({
   round: z.number().int().min(1),
   worker: z.string(),
   results: z.array(TestResult),
+  /** The batch's wall time on its worker, start of the framework process (or of the warm
+   * runner's batch) to its end. */
+  elapsedMs: z.number().optional(),
 });
 export type SpecResult = z.infer<typeof SpecResult>;
 
@@ -240,6 +243,9 @@ export const RunReport = z.object({
     pending: z.number(),
   }),
   tests: z.array(ReportTest),
+  /** What a batch cost beyond its tests' own durations (median over the run's specs, ms):
+   * the dispatcher sizes later runs' batches by it. */
+  batchOverheadMs: z.number().optional(),
 });
 export type RunReport = z.infer<typeof RunReport>;
 

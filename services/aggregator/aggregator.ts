@@ -49,6 +49,8 @@ interface LiveRun {
   reportSent: boolean;
   /** How round 1's tests were found (for the progress line; not journaled). */
   discovery?: RoundPlanned['discovery'];
+  /** Per spec: its wall time minus its tests' durations (not journaled: a hint). */
+  overheads: number[];
 }
 
 /** Busy slots per run, from supervisor heartbeats (transient). */
@@ -137,6 +139,9 @@ export class Aggregator {
       effects = live.ledger.onPlanned(msg.round, msg.tests, msg.error, now);
     } else {
       entry = { k: 'results', round: msg.round, worker: msg.worker, results: msg.results };
+      if (msg.elapsedMs !== undefined && msg.results.length > 0) {
+        live.overheads.push(Math.max(0, msg.elapsedMs - msg.results.reduce((s, r) => s + r.durationMs, 0)));
+      }
       effects = live.ledger.onResults(msg.round, msg.worker, msg.results, now);
     }
     this.journal(msg.runId, entry);
@@ -169,7 +174,7 @@ export class Aggregator {
   // ---- runs ----------------------------------------------------------------------------
 
   private open(run: AcceptedRun): LiveRun {
-    const live: LiveRun = { ledger: new RunLedger(run), lastProgress: 0, reportSent: false };
+    const live: LiveRun = { ledger: new RunLedger(run), lastProgress: 0, reportSent: false, overheads: [] };
     this.runs.set(run.runId, live);
     live.deadline = setTimeout(() => void this.onDeadline(live), Math.max(0, run.deadline - Date.now()));
     this.log.info({ runId: run.runId, deadline: new Date(run.deadline).toISOString() }, 'run opened');
@@ -203,6 +208,8 @@ export class Aggregator {
 
   private async finish(live: LiveRun, report: RunReport): Promise<void> {
     const runId = report.runId;
+    const overheads = [...live.overheads].sort((a, b) => a - b);
+    if (overheads.length) report = { ...report, batchOverheadMs: Math.round(overheads[Math.floor(overheads.length / 2)]!) };
     clearTimeout(live.deadline);
     clearTimeout(live.progressTimer);
     const dir = live.ledger.run.reportDir ?? path.join(this.opts.reportDir, runId);

@@ -20,7 +20,7 @@ import {
 } from '../../shared/messages.js';
 import { EXCHANGES, QUEUES, ROUTING } from '../../shared/topology.js';
 import { History } from './history.js';
-import { filterTests, planBatches } from './plan.js';
+import { filterTests, minBatchMsFor, planBatches } from './plan.js';
 
 export interface DispatcherOptions {
   brokerUrl: string;
@@ -170,7 +170,9 @@ export class Dispatcher {
     const maxBatch = run.command && !run.command.run.includes('{ids}') ? 1 : run.maxBatch;
     // durations: the request's own (--timings), else what the history knows of this suite
     const durations = run.durations ?? this.history?.durations(run.adapter, run.cwd, tests);
-    const batches = planBatches(tests, { maxBatch, slots: consumerCount, durations });
+    // batches no smaller than what a batch of this suite was measured to cost is worth
+    const overhead = run.freshProcess ? undefined : this.history?.batchOverheadMs(run.adapter, run.cwd);
+    const batches = planBatches(tests, { maxBatch, slots: consumerCount, durations, minBatchMs: minBatchMsFor(overhead) });
     if (discovery) discovery = { ...discovery, known: durations ? tests.filter((t) => durations[t.id] !== undefined).length : 0 };
     // The plan goes first: the aggregator must know the whole round before any result, and
     // if we die halfway through the specs, the redelivered message publishes them again.

@@ -18,6 +18,8 @@ export class History {
   private readonly db: Database.Database;
   private readonly upsert: Database.Statement;
   private readonly byFile: Database.Statement;
+  private readonly upsertSuite: Database.Statement;
+  private readonly suiteRow: Database.Statement;
 
   constructor(file: string) {
     fs.mkdirSync(path.dirname(file), { recursive: true });
@@ -33,7 +35,13 @@ export class History {
         PRIMARY KEY (suite, id)
       );
       CREATE INDEX IF NOT EXISTS tests_by_file ON tests (suite, file);
+      CREATE TABLE IF NOT EXISTS suites (suite TEXT PRIMARY KEY, overhead_ms REAL NOT NULL, updated INTEGER NOT NULL);
     `);
+    this.upsertSuite = this.db.prepare(`
+      INSERT INTO suites (suite, overhead_ms, updated) VALUES (?, ?, ?)
+      ON CONFLICT (suite) DO UPDATE SET overhead_ms = ${NEWEST_WEIGHT} * excluded.overhead_ms + ${1 - NEWEST_WEIGHT} * suites.overhead_ms, updated = excluded.updated
+    `);
+    this.suiteRow = this.db.prepare('SELECT overhead_ms AS ms FROM suites WHERE suite = ?');
     this.upsert = this.db.prepare(`
       INSERT INTO tests (suite, id, file, ms, runs, failures, flaky, updated)
       VALUES (@suite, @id, @file, @ms, 1, @failed, @flaky, @now)
@@ -59,6 +67,7 @@ export class History {
     const now = Date.now();
     const rows = report.tests.filter((t) => t.attempts.length > 0 && t.status !== 'pending' && t.durationMs >= 0);
     this.db.transaction(() => {
+      if (report.batchOverheadMs !== undefined) this.upsertSuite.run(suite, report.batchOverheadMs, now);
       for (const t of rows) {
         this.upsert.run({ suite, id: t.id, file: t.file, ms: t.durationMs, failed: t.status === 'failed' ? 1 : 0, flaky: t.status === 'flaky' ? 1 : 0, now });
       }
@@ -85,6 +94,11 @@ export class History {
       else if (known.size > 0) out[t.id] = [...known.values()].reduce((a, b) => a + b, 0) / known.size;
     }
     return out;
+  }
+
+  /** What a batch of this suite costs beyond its tests (ms), as measured by earlier runs. */
+  batchOverheadMs(adapter: string, cwd: string): number | undefined {
+    return (this.suiteRow.get(History.suiteKey(adapter, cwd)) as { ms: number } | undefined)?.ms;
   }
 
   close(): void {

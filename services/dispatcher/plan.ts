@@ -27,6 +27,8 @@ export interface BatchOptions {
   specsPerSlot?: number;
   /** Known durations (ms) by test id, from an earlier run. */
   durations?: Record<string, number>;
+  /** With durations: the least work worth a batch (default MIN_BATCH_MS). */
+  minBatchMs?: number;
 }
 
 /**
@@ -36,8 +38,19 @@ export interface BatchOptions {
  */
 const GUIDED_SPECS_PER_SLOT = 2;
 
-/** Below this much work, a framework process costs more than the balance it buys. */
+/** Below this much work, a cold framework process costs more than the balance it buys
+ * (the default when a suite's batch overhead was never measured). */
 export const MIN_BATCH_MS = 1000;
+
+/**
+ * The least work worth a batch, from what a batch was measured to cost beyond its tests
+ * (a warm runner: tens of ms; a cold process: its start): batches of at least 10× that,
+ * so the overhead stays within a tenth of the work, between 50 ms and 2 s.
+ */
+export function minBatchMsFor(overheadMs: number | undefined): number {
+  if (overheadMs === undefined) return MIN_BATCH_MS;
+  return Math.min(2000, Math.max(50, 10 * overheadMs));
+}
 
 /** The batch size for a suite of `total` tests. */
 export function batchSize(total: number, opts: BatchOptions): number {
@@ -91,7 +104,7 @@ export function planBatches(tests: TestRef[], opts: BatchOptions): TestRef[][] {
 
 /**
  * With durations known: batches hold about the same amount of *time* (a share of the total
- * per slot, never less than MIN_BATCH_MS of work unless a file is shorter), a file's tests
+ * per slot, never less than minBatchMs of work unless a file is shorter), a file's tests
  * together unless the file alone is longer than a batch, and the longest batches are
  * queued first, so the long tail starts early (longest-processing-time-first on a FIFO
  * queue). Tests with no known duration count as the median.
@@ -101,7 +114,7 @@ export function planByDuration(tests: TestRef[], opts: BatchOptions, durations: 
   const median = known[Math.floor(known.length / 2)] ?? 0;
   const cost = (t: TestRef) => durations[t.id] ?? median;
   const total = tests.reduce((s, t) => s + cost(t), 0);
-  const target = Math.max(MIN_BATCH_MS, total / (Math.max(1, opts.slots) * (opts.specsPerSlot ?? 4)));
+  const target = Math.max(opts.minBatchMs ?? MIN_BATCH_MS, total / (Math.max(1, opts.slots) * (opts.specsPerSlot ?? 4)));
   const byFile = new Map<string, TestRef[]>();
   for (const t of tests) {
     const group = byFile.get(t.file) ?? [];

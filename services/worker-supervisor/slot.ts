@@ -274,6 +274,7 @@ export class Slot {
       const msg: SpecResult = {
         type: 'spec.result', v: SCHEMA_VERSION, id: `${job.id}/result`, runId: job.runId,
         specId: job.id, round: job.round, worker: this.opts.workerId, results: resolution.results,
+        elapsedMs: outcome.elapsedMs,
       };
       await this.broker.publish(EXCHANGES.events, ROUTING.specResult, msg, { timeoutMs: 600_000 });
     }

@@ -32,3 +32,12 @@ test('durations outlive the process; the newest run weighs half; unknown tests o
   assert.deepEqual(again.durations('mocha', '/other-suite', refs(['a', 'f1'])), {}, 'per suite');
   again.close();
 });
+
+test("a suite's batch overhead is remembered, the newest run weighing half", () => {
+  const h = new History(path.join(tmpDir(), 'history.sqlite'));
+  assert.equal(h.batchOverheadMs('mocha', '/suite'), undefined);
+  h.record({ ...report([t('a', 'f1', 100)]), batchOverheadMs: 40 });
+  h.record({ ...report([t('a', 'f1', 100)]), batchOverheadMs: 20 });
+  assert.equal(h.batchOverheadMs('mocha', '/suite'), 30);
+  h.close();
+});

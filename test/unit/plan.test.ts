@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { batchSize, filterTests, planBatches } from '../../services/dispatcher/plan.js';
+import { batchSize, filterTests, minBatchMsFor, planBatches } from '../../services/dispatcher/plan.js';
 import type { TestRef } from '../../shared/messages.js';
 
 const t = (file: string, n: number): TestRef => ({ id: `./${file}[1:${n}]`, file, name: `${file} example ${n}` });
@@ -69,4 +69,15 @@ test('without durations, batches shrink towards the end of the queue (guided)', 
   for (let i = 1; i < sizes.length; i++) assert.ok(sizes[i]! <= sizes[i - 1]!, `non-increasing: ${sizes.join(',')}`);
   assert.ok(sizes[0]! > 1 && sizes[sizes.length - 1] === 1);
   assert.ok(sizes.length < 150, `${sizes.length} processes for 300 tests`);
+});
+
+test('a cheap batch (a warm runner) lets the plan cut finer than a cold process would', () => {
+  const tests = Array.from({ length: 40 }, (_, i) => ({ id: `t${i}`, file: `f${i}`, name: `t${i}` }));
+  const durations = Object.fromEntries(tests.map((t) => [t.id, 100]));
+  const cold = planBatches(tests, { maxBatch: 50, slots: 2, durations, minBatchMs: minBatchMsFor(undefined) });
+  const warm = planBatches(tests, { maxBatch: 50, slots: 2, durations, minBatchMs: minBatchMsFor(20) });
+  assert.equal(cold.length, 4, 'batches of at least 1 s of work');
+  assert.equal(warm.length, 8, 'batches of total / (4 x slots)');
+  assert.equal(minBatchMsFor(1), 50);
+  assert.equal(minBatchMsFor(500), 2000);
 });
