@@ -81,6 +81,8 @@ export class Slot {
   private runner?: WarmRunner;
   private idleTimer?: NodeJS.Timeout;
   private seq = 0;
+  /** Cache directories made already (one mkdir per suite, not per spec). */
+  private readonly caches = new Set<string>();
 
   constructor(private readonly opts: SlotOptions) {
     this.broker = new Broker({ url: opts.brokerUrl, name: `warren worker ${opts.workerId}`, log: opts.log });
@@ -269,7 +271,7 @@ export class Slot {
       adapter.results === 'events' ? resolveAttempt(job.tests, outcome)
         : adapter.results === 'junit' ? resolveAttempt(job.tests, { ...outcome, events: this.junitResults(files, job, outcome) })
           : resolveByExitCode(job.tests, outcome, outcome.stdout);
-    this.forget(files);
+    this.forget(files, adapter);
     if (resolution.results.length > 0) {
       const msg: SpecResult = {
         type: 'spec.result', v: SCHEMA_VERSION, id: `${job.id}/result`, runId: job.runId,
@@ -347,7 +349,10 @@ export class Slot {
     // per suite (adapter, directory, image), not per env: a run's env often names a
     // temporary directory, and the caches must outlive it
     const cache = path.join(this.opts.cacheDir, hash([suite.adapter, suite.cwd, suite.image ?? null]).slice(0, 16));
-    fs.mkdirSync(cache, { recursive: true });
+    if (!this.caches.has(cache)) {
+      fs.mkdirSync(cache, { recursive: true });
+      this.caches.add(cache);
+    }
     return {
       argv,
       cwd: suite.cwd,
@@ -397,9 +402,11 @@ export class Slot {
     };
   }
 
-  /** Removes a finished batch's files, off the job's path. */
-  private forget(files: RunFiles): void {
-    for (const f of [files.events, files.ids, files.junit]) void fs.promises.rm(f, { force: true });
+  /** Removes a finished batch's files, off the job's path: those its adapter makes. */
+  private forget(files: RunFiles, adapter?: Adapter): void {
+    const made = !adapter ? [files.events, files.ids, files.junit]
+      : [...(adapter.results === 'events' ? [files.events] : []), ...(adapter.readsIdsFile ? [files.ids] : []), ...(adapter.results === 'junit' ? [files.junit] : [])];
+    for (const f of made) void fs.promises.rm(f, { force: true });
   }
 }
 
