@@ -9,6 +9,8 @@
  *     16 slots, real processes), divided by its lower bound max(total/slots, longest), one
  *     test per spec and in batches.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import os from 'node:os';
 import amqp from 'amqplib';
 import { Broker } from '../../shared/broker.js';
@@ -19,7 +21,7 @@ import { Aggregator } from '../../services/aggregator/aggregator.js';
 import { Dispatcher } from '../../services/dispatcher/dispatcher.js';
 import { Supervisor } from '../../services/worker-supervisor/supervisor.js';
 import { createVhost } from '../helpers/rabbit.js';
-import { tmpDir } from '../helpers/cli.js';
+import { BIN, tmpDir } from '../helpers/cli.js';
 
 const log = createLogger('bench', 'error');
 process.env.WARREN_LOG_LEVEL = 'error';
@@ -76,6 +78,64 @@ async function pipeline(url: string, specs: number) {
     return { specsPerSec: specs / (ms / 1000), ms };
   } finally {
     await c.stop();
+  }
+}
+
+/** The resident set of a process (and of its children, for a supervisor's slots), in MiB. */
+function rssMiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : 0;
+}
+function childPids(pid: number): number[] {
+  try {
+    return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * (c) the fleet: `supervisors` real `warren supervisor` processes of `slots` no-op slots each,
+ * on one machine, the pipeline through all of them; their resident memory.
+ */
+async function fleet(url: string, supervisors: number, slots: number, specs: number) {
+  const procs: ChildProcess[] = [];
+  for (let i = 0; i < supervisors; i++) {
+    procs.push(spawn(process.execPath, [BIN, 'supervisor', '--workers', String(slots), '--driver', 'noop', '--id', `fleet-${i}`, '--broker', url], {
+      env: { ...process.env, WARREN_LOG_LEVEL: 'error', XDG_CACHE_HOME: tmpDir() }, stdio: ['ignore', 'ignore', 'inherit'],
+    }));
+  }
+  const dispatcher = new Dispatcher({ brokerUrl: url, log });
+  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), stateDir: tmpDir(), log });
+  const broker = new Broker({ url, name: 'bench fleet', log });
+  await Promise.all([dispatcher.start(), aggregator.start(), broker.start()]);
+  try {
+    // every slot consumes before the run starts (the event: the queue's consumer count)
+    while ((await broker.checkQueue('warren.specs')).consumerCount < supervisors * slots) await new Promise((r) => setTimeout(r, 200));
+    const run = AcceptedRun.parse({
+      type: 'run.request', runId: 'bench-fleet', id: 'bench-fleet', adapter: 'command', cwd: '/tmp',
+      command: { discover: 'true', run: 'true' }, acceptedAt: Date.now(), deadline: Date.now() + 3_600_000, maxBatch: 1,
+    });
+    const tests: TestRef[] = Array.from({ length: specs }, (_, i) => ({ id: `t${i}`, file: '', name: `t${i}` }));
+    let done!: (r: RunReport) => void;
+    const got = new Promise<RunReport>((r) => (done = r));
+    await broker.watch(EXCHANGES.reports, reportKey(run.runId, 'report'), 'bench.fleet', async (d) => {
+      d.ack();
+      done(JSON.parse(d.body.toString()));
+    });
+    const t0 = performance.now();
+    await broker.publish(EXCHANGES.events, ROUTING.runAccepted, { type: 'run.accepted', v: SCHEMA_VERSION, id: 'a', runId: run.runId, run } satisfies RunAccepted);
+    await broker.publish(EXCHANGES.runs, ROUTING.discovered, { type: 'run.discovered', v: SCHEMA_VERSION, id: 'd', runId: run.runId, run, tests, worker: 'bench' } satisfies Discovered);
+    const report = await got;
+    const ms = performance.now() - t0;
+    if (report.totals.passed !== specs) throw new Error(`fleet lost tests: ${JSON.stringify(report.totals)}`);
+    const sup = procs.map((p) => rssMiB(p.pid!));
+    const slot = procs.flatMap((p) => childPids(p.pid!).map(rssMiB));
+    return { specsPerSec: specs / (ms / 1000), supervisorMiB: Math.max(...sup), slotMiB: slot.reduce((a, b) => a + b, 0) / Math.max(1, slot.length), slots: slot.length };
+  } finally {
+    for (const p of procs) p.kill('SIGTERM');
+    await Promise.all(procs.map((p) => new Promise((r) => (p.exitCode !== null ? r(null) : p.once('exit', r)))));
+    await Promise.all([dispatcher.stop(), aggregator.stop(), broker.close()]);
   }
 }
 
@@ -172,6 +232,14 @@ async function main() {
     console.log(`    Warren pipeline (no-op executor), to report     ${p.specsPerSec.toFixed(0).padStart(6)} specs/s  (${(p.ms / 1000).toFixed(1)} s)`);
     console.log(`    Warren / raw-with-result                        ${(p.specsPerSec / rawResult).toFixed(2)}`);
     if (process.env.BENCH_PART === 'a') return;
+    const F = Number(process.env.BENCH_FLEET_SPECS ?? 3000);
+    const rawFleet = await raw(vhost.url, F, 80, true);
+    const f = await fleet(vhost.url, 10, 8, F);
+    console.log(`\n(c) fleet: 10 supervisors x 8 no-op slots (real processes) on this machine, ${F} specs`);
+    console.log(`    raw amqplib, 80 consumers, publish result(confirm)+ack ${rawFleet.toFixed(0).padStart(6)} msgs/s`);
+    console.log(`    Warren pipeline through the fleet                      ${f.specsPerSec.toFixed(0).padStart(6)} specs/s   ratio ${(f.specsPerSec / rawFleet).toFixed(2)}`);
+    console.log(`    resident memory: supervisor ${f.supervisorMiB.toFixed(0)} MiB (largest of 10), slot ${f.slotMiB.toFixed(0)} MiB (mean of ${f.slots})`);
+    if (process.env.BENCH_PART === 'c') return;
     const first = await makespan(vhost.url, false, false);
     console.log(`\n(b) makespan, 300 sleeping tests (skewed: ${first.total.toFixed(1)} s in all, longest ${first.bound.toFixed(2)} s or total/16), 16 slots, real processes`);
     console.log(`    lower bound max(total/slots, longest) = ${first.bound.toFixed(2)} s`);
