@@ -13,6 +13,7 @@ import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { Broker, type Delivery } from '../../shared/broker.js';
 import type { Logger } from '../../shared/log.js';
+import type { Lifecycle } from '../../shared/lifecycle.js';
 import {
   AggregatorMessage, Heartbeat, SpecJob, parseMessage,
   type AcceptedRun, type RoundPlanned, type RunReport, type TestRef, type TestResult,
@@ -31,8 +32,6 @@ export interface AggregatorOptions {
   /** Minimum time between two progress messages of one run. */
   progressIntervalMs?: number;
 }
-
-export type AggregatorState = 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
 
 type JournalEntry =
   | { k: 'accepted'; run: AcceptedRun }
@@ -72,7 +71,7 @@ class WorkerActivity {
 }
 
 export class Aggregator {
-  state: AggregatorState = 'starting';
+  state: Lifecycle = 'starting';
   private readonly broker: Broker;
   private readonly runs = new Map<string, LiveRun>();
   private readonly activity = new WorkerActivity();

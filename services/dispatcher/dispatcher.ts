@@ -13,6 +13,7 @@
 import { createHash } from 'node:crypto';
 import { Broker, type Delivery } from '../../shared/broker.js';
 import type { Logger } from '../../shared/log.js';
+import type { Lifecycle } from '../../shared/lifecycle.js';
 import {
   DispatcherMessage, RunReport, SCHEMA_VERSION, parseMessage, runRequestProblem,
   type AcceptedRun, type DiscoverJob, type Discovered, type RoundPlanned, type RunAccepted,
@@ -30,10 +31,8 @@ export interface DispatcherOptions {
   historyFile?: string;
 }
 
-export type DispatcherState = 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
-
 export class Dispatcher {
-  state: DispatcherState = 'starting';
+  state: Lifecycle = 'starting';
   private readonly broker: Broker;
   private readonly log: Logger;
   /** Rounds already planned by this process, so a duplicate discovery adds no work. */

@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Broker, type Delivery } from '../../shared/broker.js';
 import type { Logger } from '../../shared/log.js';
+import type { Lifecycle } from '../../shared/lifecycle.js';
 import {
   Job, SCHEMA_VERSION, parseMessage,
   type Discovered, type DiscoverJob, type SpecJob, type SpecResult, type SuiteConfig, type TestRef,
@@ -68,13 +69,11 @@ export type SlotActivity =
       running?: { round: number; tests: TestRef[]; events: string };
     };
 
-export type SlotState = 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
-
 /** A warm runner with no batch for this long is retired (its run is probably over). */
 const RUNNER_IDLE_MS = 30_000;
 
 export class Slot {
-  state: SlotState = 'starting';
+  state: Lifecycle = 'starting';
   private readonly broker: Broker;
   private readonly discoveries: DiscoveryCache;
   private current?: { kill?: () => void; done: Promise<void> };

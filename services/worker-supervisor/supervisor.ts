@@ -13,6 +13,7 @@ import Docker from 'dockerode';
 import { Broker } from '../../shared/broker.js';
 import { InfrastructureError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
+import type { Lifecycle } from '../../shared/lifecycle.js';
 import { SCHEMA_VERSION, type Heartbeat, type SpecResult, type TestRef } from '../../shared/messages.js';
 import { EXCHANGES, ROUTING } from '../../shared/topology.js';
 import { finishedResults, parseEvents } from './resolve.js';
@@ -74,8 +75,6 @@ export interface SupervisorOptions {
   labels?: Record<string, string>;
   log: Logger;
 }
-
-export type SupervisorState = 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
 
 interface SlotHandle {
   index: number;
@@ -144,7 +143,7 @@ function alive(pid: number): boolean {
 const SLOT_MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), 'slot-main.js');
 
 export class Supervisor {
-  state: SupervisorState = 'starting';
+  state: Lifecycle = 'starting';
   readonly id: string;
   private readonly slots: SlotHandle[] = [];
   private readonly broker: Broker;
