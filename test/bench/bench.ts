@@ -8,6 +8,11 @@
  * (b) Makespan of a synthetic suite of sleeping tests with skewed durations (300 tests,
  *     16 slots, real processes), divided by its lower bound max(total/slots, longest), one
  *     test per spec and in batches.
+ * (c) The fleet: 10 supervisor processes x 8 no-op slots, throughput and resident memory.
+ * (d) Generated suites of rspec, mocha, jest and pytest (suites.ts: 400 tests in 40 files,
+ *     skewed, a ~300 ms helper): `warren run --local --workers 2` (the real CLI, a fresh
+ *     cache, then again with its discovery cache and history) beside the framework's own
+ *     2-worker mode on the same suite.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -22,6 +27,7 @@ import { Dispatcher } from '../../services/dispatcher/dispatcher.js';
 import { Supervisor } from '../../services/worker-supervisor/supervisor.js';
 import { createVhost } from '../helpers/rabbit.js';
 import { BIN, tmpDir } from '../helpers/cli.js';
+import { FRAMEWORKS, generateSuite, nativeParallel, parseCounts, type Command, type Framework } from './suites.js';
 
 const log = createLogger('bench', 'error');
 process.env.WARREN_LOG_LEVEL = 'error';
@@ -139,6 +145,41 @@ async function fleet(url: string, supervisors: number, slots: number, specs: num
   }
 }
 
+/** Runs a command to its end; wall seconds and its output. */
+function timed(c: Command, cwd: string, env: Record<string, string>): Promise<{ seconds: number; code: number | null; out: string }> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const child = spawn(c.cmd, c.args, { cwd, env: { ...process.env, ...env, ...c.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => (out += b));
+    child.stderr.on('data', (b: Buffer) => (out += b));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ seconds: (performance.now() - t0) / 1000, code, out }));
+  });
+}
+
+/** (d) one framework: its own 2-worker mode, Warren cold, Warren with history. */
+async function versusNative(url: string, framework: Framework) {
+  const dir = tmpDir(`warren-bench-${framework}-`);
+  const suite = generateSuite(framework, dir);
+  const cache = tmpDir('warren-bench-cache-');
+  const warren = (): Command => ({
+    cmd: process.execPath,
+    args: [BIN, 'run', '--local', '--workers', '2', '--adapter', suite.adapter, '--cwd', dir, '--broker', url, '--no-timings',
+      '--report-dir', tmpDir(), ...Object.entries(suite.env).flatMap(([k, v]) => ['--env', `${k}=${v}`])],
+    env: { XDG_CACHE_HOME: cache, WARREN_LOG_LEVEL: 'error' },
+  });
+  const count = (out: string) => Number(/run \S+ \w+: (\d+) tests, (\d+) passed/.exec(out)?.[2] ?? NaN);
+  const first = await timed(warren(), dir, {});
+  const native = await timed(nativeParallel(framework, dir, 2), dir, suite.env);
+  const second = await timed(warren(), dir, {});
+  const nativeCount = parseCounts(framework, native.out)?.passed ?? NaN;
+  return {
+    ideal: suite.serialMs / 2000 + suite.helperMs / 1000, tests: suite.tests.length,
+    native: native.seconds, nativeCount, first: first.seconds, firstCount: count(first.out), second: second.seconds, secondCount: count(second.out),
+  };
+}
+
 /** (a') raw amqplib on a queue declared like warren.specs. */
 async function raw(url: string, messages: number, consumers: number, withResult: boolean) {
   const conn = await amqp.connect(url);
@@ -240,6 +281,14 @@ async function main() {
     console.log(`    Warren pipeline through the fleet                      ${f.specsPerSec.toFixed(0).padStart(6)} specs/s   ratio ${(f.specsPerSec / rawFleet).toFixed(2)}`);
     console.log(`    resident memory: supervisor ${f.supervisorMiB.toFixed(0)} MiB (largest of 10), slot ${f.slotMiB.toFixed(0)} MiB (mean of ${f.slots})`);
     if (process.env.BENCH_PART === 'c') return;
+    const only = process.env.BENCH_FRAMEWORKS?.split(',') as Framework[] | undefined;
+    console.log('\n(d) generated suites (400 tests, 40 files, skewed, a ~300 ms helper), 2 workers: the framework\'s own mode vs `warren run --local --workers 2`');
+    console.log(`    ${'framework'.padEnd(9)} ${'ideal'.padStart(6)} ${'native'.padStart(7)} ${'Warren 1st'.padStart(10)} ${'ratio'.padStart(5)} ${'history'.padStart(8)} ${'ratio'.padStart(5)}   tests passed (native / 1st / history)`);
+    for (const fw of only ?? FRAMEWORKS) {
+      const r = await versusNative(vhost.url, fw);
+      console.log(`    ${fw.padEnd(9)} ${r.ideal.toFixed(1).padStart(5)}s ${r.native.toFixed(1).padStart(6)}s ${r.first.toFixed(1).padStart(9)}s ${(r.first / r.native).toFixed(2).padStart(5)} ${r.second.toFixed(1).padStart(7)}s ${(r.second / r.native).toFixed(2).padStart(5)}   ${r.nativeCount} / ${r.firstCount} / ${r.secondCount} of ${r.tests}`);
+    }
+    if (process.env.BENCH_PART === 'd') return;
     const first = await makespan(vhost.url, false, false);
     console.log(`\n(b) makespan, 300 sleeping tests (skewed: ${first.total.toFixed(1)} s in all, longest ${first.bound.toFixed(2)} s or total/16), 16 slots, real processes`);
     console.log(`    lower bound max(total/slots, longest) = ${first.bound.toFixed(2)} s`);

@@ -90,7 +90,7 @@ const python = (suite: SuiteConfig) =>
   'python3';
 
 export const mocha = scriptAdapter('mocha', 'warren-mocha.cjs', node);
-const jest = scriptAdapter('jest', 'warren-jest.cjs', node, false);
+const jest = scriptAdapter('jest', 'warren-jest.cjs', node);
 const vitest = scriptAdapter('vitest', 'warren-vitest.mjs', node);
 const nodeTest = scriptAdapter('node-test', 'warren-node-test.mjs', node);
 const pytest = scriptAdapter('pytest', 'warren_pytest.py', python);

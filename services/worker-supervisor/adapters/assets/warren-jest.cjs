@@ -1,17 +1,18 @@
 #!/usr/bin/env node
 /*
- * warren-jest.cjs: Warren's jest adapter (see ../EVENTS.md for the events protocol).
+ * warren-jest.cjs: Warren's jest adapter (see ../PROTOCOL.md for the events protocol).
  *
  *   cd <suite dir> && WARREN_EVENTS=/tmp/ev.jsonl node /abs/warren-jest.cjs discover
  *   cd <suite dir> && WARREN_EVENTS=/tmp/ev.jsonl WARREN_IDS_FILE=/tmp/ids node /abs/warren-jest.cjs run
+ *   cd <suite dir> && node /abs/warren-jest.cjs serve     (batches on stdin, PROTOCOL.md)
  *
- * - Uses the suite's own jest (resolved from the cwd, then from this script), through its
- *   programmatic API (`buildArgv` + `runCLI`): the suite's configuration (jest.config.*,
- *   package.json "jest", projects) applies as with plain `jest`.
+ * - Uses the suite's own jest (resolved from the cwd, then from this script), jest 29 or 30:
+ *   the suite's configuration (jest.config.*, package.json "jest", projects) applies as with
+ *   plain `jest`. `buildArgv` comes from jest (30) or jest-cli's build/run.js (29).
  * - This one file plays three parts: the script; jest's `testRunner` (a function: a thin
  *   wrapper around the project's own jest-circus runner); jest's reporter (a class: jest
  *   calls it with `new`). jest loads it by path for those two parts.
- * - Discovery never runs a test body or a hook:
+ * - Discovery (`runCLI`) never runs a test body or a hook:
  *   - jest >= 30.5: jest's own `--collectTests` (jest-circus loads each file, registers
  *     its describe/test blocks, walks the tree, runs nothing; no globalSetup either);
  *   - older jest: the wrapper runner marks every test `skip` at circus' `run_start`
@@ -19,14 +20,25 @@
  *     pending without calling any hook (circus only calls the hooks of blocks that have an
  *     enabled test). WARREN_JEST_DISCOVERY=collect|runner forces one of the two.
  *   Both list each file's tests in circus' tree order (definition order).
- * - Run: `runCLI` on the requested files (`runTestsByPath`), with the wrapper runner as
- *   testRunner and this file as the only reporter. At circus' `run_start` the wrapper
- *   computes the ids of every test of the file (same walk, same order as discovery) and
- *   removes from the tree every test that was not asked for, so exactly the requested
- *   tests run (hooks of blocks left without tests do not run); it writes the kept ids to
- *   a side file the reporter maps jest's per-test reports onto. A file that throws while
- *   loading never reaches `run_start`: jest reports it as a failed suite (testExecError),
- *   which becomes an `error` event with `file`.
+ * - Run and serve share one engine (see prepare/runJest below): what runCLI builds before
+ *   it runs anything (the configuration, each project's haste map, module map and resolver:
+ *   jest's "contexts") is built once per process; each batch is then what runCLI's runJest
+ *   does with `--runTestsByPath <the batch's files>` on those contexts (test sequencer,
+ *   globalSetup, a fresh scheduler with this file as the only reporter, globalTeardown), as
+ *   jest's watch mode re-runs on contexts it keeps. `run` is one batch; `serve` builds the
+ *   contexts at its first batch and keeps them. runInBand: one jest worker, the tests run in
+ *   this process (the slot is the unit of parallelism), each test file still in its own vm
+ *   context with a fresh module registry, as jest always does.
+ * - Selecting the tests: at circus' `run_start` the wrapper runner computes the ids of every
+ *   test of the file (same walk, same order as discovery) and removes from the tree every
+ *   test that was not asked for, so exactly the requested tests run (hooks of blocks left
+ *   without tests do not run); it writes the kept ids to a side file the reporter maps
+ *   jest's per-test reports onto. A file that throws while loading never reaches
+ *   `run_start`: jest reports it as a failed suite (testExecError), which becomes an `error`
+ *   event with `file`.
+ * - WARREN_CACHE_DIR (every mode): jest's cacheDirectory (haste map, transform cache, test
+ *   timings) is $WARREN_CACHE_DIR/jest for each project whose config leaves cacheDirectory
+ *   at jest's default (discover: only when no project sets its own, runCLI takes one for all).
  * - Test ids: `<file> :: <describe > ... > test title>`; duplicates within a file get
  *   ` #2`, ` #3`... in tree order. `name` is jest's `fullName` (titles joined by spaces).
  * - Reporting: test_start on jest's onTestCaseStart; test_end on onTestCaseResult for a
@@ -41,11 +53,19 @@
  *
  * Limits: only the jest-circus runner (jest's default) is supported; with several tests of
  * one file sharing a full name, jest's per-test reports are mapped in tree order, which
- * `randomize` or concurrent tests (test.concurrent) may not keep.
+ * `randomize` or concurrent tests (test.concurrent) may not keep. serve, as jest's watch
+ * mode: the haste map is the one of the first batch (a file added later is still run when
+ * asked for by path; a haste module or manual mock added later is not seen), and the
+ * globalSetup/globalTeardown modules are loaded once (called again every batch: their own
+ * module state lives on).
  *
  * Exit codes: discover 0 when it completed (load errors are events, not a failed
  * discovery); run 0 when every test passed or was pending and no `error` event was
  * written, 1 otherwise; 2 when the adapter itself could not work (no jest, bad config,...).
+ * serve: each batch's `end` has run's 0 or 1 (jest failing in a later batch, e.g. a
+ * globalSetup that throws, is that batch's `error` event and code 1, the runner stays up);
+ * a failure to load jest or its configuration at the first batch is that batch's `error`
+ * event, then exit 2; end of stdin: exit 0.
  */
 'use strict';
 
@@ -57,7 +77,7 @@ const crypto = require('node:crypto');
 const common = require(path.join(__dirname, 'warren-plugin-common.cjs'));
 
 const TAG = 'warren-jest';
-const { relPath, readIdsFile, groupIds } = common;
+const { relPath, groupIds } = common;
 
 // --------------------------------------------------------------------------- helpers
 
@@ -133,7 +153,7 @@ async function warrenTestRunner(globalConfig, config, environment, runtime, test
       for (const t of all) if (t.test.mode !== 'todo') t.test.mode = 'skip';
       return;
     }
-    const byFile = groupIds(cwd, readIdsFile(process.env.WARREN_IDS_FILE));
+    const byFile = groupIds(cwd, JSON.parse(fs.readFileSync(path.join(process.env.WARREN_JEST_STATE, 'ids.json'), 'utf8')));
     const want = byFile.get(rel) || { whole: false, ids: new Set(), requested: [] };
     const keep = new Set();
     const kept = [];
@@ -315,7 +335,15 @@ function notFoundTest(id, why, name = 'WarrenTestNotFound') {
 
 const findPackageDir = (resolvedMain, name) => common.findPackageDir(resolvedMain, name) || path.dirname(resolvedMain);
 
-/** jest (its main file `main`: the suite's own, see main()), its version and jest-config. */
+/** A package's main module, resolved as `fromDir`'s package would resolve it. */
+const requireFrom = (fromDir, name) => require(require.resolve(name, { paths: [fromDir] }));
+const defaultOf = (m) => (m && m.__esModule && m.default ? m.default : m);
+
+/**
+ * jest (its main file `main`: the suite's own, see main()), its version, jest-config and
+ * buildArgv (exported by jest 30; jest 29 has it in jest-cli's build/run.js, which jest-cli's
+ * exports map hides: loaded by its file path).
+ */
 function loadJest(cwd, main) {
   const dir = findPackageDir(main, 'jest');
   let jest;
@@ -324,21 +352,64 @@ function loadJest(cwd, main) {
   } catch (err) {
     fatal('cannot load jest from ' + main, err);
   }
-  if (typeof jest.runCLI !== 'function' || typeof jest.buildArgv !== 'function') {
-    fatal('the jest at ' + dir + ' has no runCLI/buildArgv; this adapter supports jest 29/30');
-  }
+  if (typeof jest.runCLI !== 'function') fatal('the jest at ' + dir + ' has no runCLI; this adapter supports jest 29/30');
   const version = common.packageVersion(dir, '0.0.0');
+  let cliDir = null;
+  try {
+    cliDir = findPackageDir(require.resolve('jest-cli', { paths: [dir] }), 'jest-cli');
+  } catch (_) { /* jest without jest-cli: buildArgv from jest itself, or none */ }
+  let buildArgv = typeof jest.buildArgv === 'function' ? jest.buildArgv : null;
+  for (const file of cliDir && !buildArgv ? [path.join(cliDir, 'build', 'index.js'), path.join(cliDir, 'build', 'run.js')] : []) {
+    try {
+      const m = require(file);
+      if (typeof m.buildArgv === 'function') {
+        buildArgv = m.buildArgv;
+        break;
+      }
+    } catch (_) { /* next */ }
+  }
   // jest-config, as jest itself resolves it (jest -> jest-cli/@jest/core -> jest-config)
   let jestConfig = null;
   for (const from of ['jest-cli', '@jest/core']) {
     try {
       const fromMain = require.resolve(from, { paths: [dir] });
-      jestConfig = require(require.resolve('jest-config', { paths: [findPackageDir(fromMain, from)] }));
+      jestConfig = requireFrom(findPackageDir(fromMain, from), 'jest-config');
       break;
     } catch (_) { /* next */ }
   }
   if (!jestConfig || typeof jestConfig.readConfigs !== 'function') fatal('cannot load jest-config next to the jest at ' + dir);
-  return { jest, dir, version, jestConfig };
+  return { jest, dir, version, jestConfig, buildArgv };
+}
+
+/**
+ * The parts of jest that runCLI uses, as @jest/core resolves them: what the run engine
+ * (below) drives directly. Throws when one is missing (not jest 29/30).
+ */
+function jestParts(J) {
+  const coreDir = findPackageDir(require.resolve('@jest/core', { paths: [J.dir] }), '@jest/core');
+  const core = requireFrom(coreDir, '@jest/core');
+  const parts = {
+    core,
+    Runtime: defaultOf(requireFrom(coreDir, 'jest-runtime')),
+    Resolver: defaultOf(requireFrom(coreDir, 'jest-resolve')),
+    util: requireFrom(coreDir, 'jest-util'),
+    transform: requireFrom(coreDir, '@jest/transform'),
+    watcher: requireFrom(coreDir, 'jest-watcher'),
+    console: requireFrom(coreDir, '@jest/console'),
+    prettyFormat: null,
+  };
+  try {
+    const pf = requireFrom(coreDir, 'pretty-format');
+    parts.prettyFormat = typeof pf.format === 'function' ? pf.format : defaultOf(pf);
+  } catch (_) { /* messages without it */ }
+  const missing = [
+    ['@jest/core SearchSource', core.SearchSource], ['@jest/core createTestScheduler', core.createTestScheduler],
+    ['jest-runtime createHasteMap', parts.Runtime && parts.Runtime.createHasteMap], ['jest-runtime createResolver', parts.Runtime && parts.Runtime.createResolver],
+    ['jest-util requireOrImportModule', parts.util.requireOrImportModule], ['@jest/transform createScriptTransformer', parts.transform.createScriptTransformer],
+    ['jest-watcher TestWatcher', parts.watcher.TestWatcher], ['@jest/console CustomConsole', parts.console.CustomConsole],
+  ].filter(([, f]) => typeof f !== 'function').map(([n]) => n);
+  if (missing.length) throw new Error('this jest lacks ' + missing.join(', ') + ' (supported: jest 29/30)');
+  return parts;
 }
 
 const versionAtLeast = (v, want) => {
@@ -348,13 +419,15 @@ const versionAtLeast = (v, want) => {
   return true;
 };
 
-/** argv for runCLI: the suite's config, with what the adapter needs forced. */
+/** argv for readConfigs/runCLI: the suite's config, with what the adapter needs forced. */
 async function makeArgv(J, extra) {
-  let argv;
-  try {
-    argv = await J.jest.buildArgv([]);
-  } catch (err) {
-    fatal('cannot build the jest arguments', err);
+  let argv = { _: [], $0: 'jest' };
+  if (J.buildArgv) {
+    try {
+      argv = await J.buildArgv([]);
+    } catch (err) {
+      fatal('cannot build the jest arguments', err);
+    }
   }
   return Object.assign(argv, {
     _: [],
@@ -373,14 +446,17 @@ async function makeArgv(J, extra) {
   }, extra);
 }
 
-/** The project's own test runner per project config id; only jest-circus is supported. */
-async function innerRunners(J, cwd, argv) {
-  let configs;
+async function readConfigs(J, cwd, argv) {
   try {
-    ({ configs } = await J.jestConfig.readConfigs(argv, [cwd]));
+    return await J.jestConfig.readConfigs(argv, [cwd]);
   } catch (err) {
     fatal('cannot read the jest configuration', err);
   }
+  return undefined;
+}
+
+/** The project's own test runner per project config id; only jest-circus is supported. */
+function innerRunnersOf(configs) {
   const map = {};
   for (const c of configs) {
     if (!/jest-circus/.test(c.testRunner) || process.env.JEST_JASMINE === '1') {
@@ -391,21 +467,37 @@ async function innerRunners(J, cwd, argv) {
   return map;
 }
 
+/**
+ * jest's cacheDirectory for a project: $WARREN_CACHE_DIR/jest (a cache that outlives the
+ * run: haste map, transforms, test timings) when WARREN_CACHE_DIR is set and the project's
+ * config leaves cacheDirectory at jest's default; else null (keep the project's own).
+ */
+function warrenCacheDir(J, config) {
+  const base = process.env.WARREN_CACHE_DIR;
+  if (!base) return null;
+  const dflt = J.jestConfig.defaults && J.jestConfig.defaults.cacheDirectory;
+  if (!dflt || config.cacheDirectory !== dflt) return null;
+  return path.join(path.resolve(base), 'jest');
+}
+
 // --------------------------------------------------------------------------- discover
 
 async function discover(J, cwd) {
   const forced = process.env.WARREN_JEST_DISCOVERY;
   const useCollect = forced ? forced === 'collect' : versionAtLeast(J.version, '30.5.0');
-  const probe = await makeArgv(J, {});
-  const runners = await innerRunners(J, cwd, probe);
+  const { configs } = await readConfigs(J, cwd, await makeArgv(J, {}));
+  const runners = innerRunnersOf(configs);
+  // runCLI takes one cacheDirectory for all the projects: ours only when none has its own
+  const cacheDirs = configs.map((c) => warrenCacheDir(J, c));
+  const extra = cacheDirs.every(Boolean) ? { cacheDirectory: cacheDirs[0] } : {};
   let argv;
   if (useCollect) {
-    argv = await makeArgv(J, { collectTests: true });
+    argv = await makeArgv(J, Object.assign({ collectTests: true }, extra));
   } else {
     process.env.WARREN_JEST_MODE = 'discover';
     process.env.WARREN_JEST_CWD = cwd;
     process.env.WARREN_JEST_RUNNERS = JSON.stringify(runners);
-    argv = await makeArgv(J, { testRunner: __filename, reporters: [__filename] });
+    argv = await makeArgv(J, Object.assign({ testRunner: __filename, reporters: [__filename] }, extra));
   }
   let results;
   try {
@@ -442,13 +534,50 @@ async function discover(J, cwd) {
   process.exit(0);
 }
 
-// --------------------------------------------------------------------------- run
+// --------------------------------------------------------------------------- the run engine (run and serve)
 
-async function run(J, cwd) {
-  const ids = common.splitIds(events.idsFileText());
-  const byFile = groupIds(cwd, ids);
-  const probe = await makeArgv(J, {});
-  const runners = await innerRunners(J, cwd, probe);
+/**
+ * What runCLI builds before it runs anything, built once (serve: at the first batch, then
+ * kept, as jest's watch mode keeps it): the configuration (read once), one context per
+ * project (haste map built once, module map, resolver) and the jest modules. Every failure
+ * here is fatal(): the adapter cannot work (an `error` event, exit 2).
+ *
+ * Each project's config gets this file as testRunner (wrapping the project's own
+ * jest-circus runner) and the global config this file as the only reporter, runInBand
+ * (the slot is the unit of parallelism: one jest worker, the tests run in this process,
+ * each test file still in its own vm context with its own module registry, as jest does).
+ */
+async function prepare(J, cwd) {
+  let P;
+  try {
+    P = jestParts(J);
+  } catch (err) {
+    fatal('cannot load jest\'s own modules next to the jest at ' + J.dir, err);
+  }
+  const argv = await makeArgv(J, { runTestsByPath: true, runInBand: true });
+  const read = await readConfigs(J, cwd, argv);
+  const runners = innerRunnersOf(read.configs);
+  const configs = read.configs.map((c) => Object.freeze(Object.assign({}, c, { testRunner: __filename, cacheDirectory: warrenCacheDir(J, c) || c.cacheDirectory })));
+  const globalConfig = Object.freeze(Object.assign({}, read.globalConfig, { reporters: [[__filename, {}]] }));
+  const contexts = [];
+  try {
+    const hasteConsole = new P.console.CustomConsole(process.stderr, process.stderr);
+    for (const config of configs) {
+      P.util.createDirectory(config.cacheDirectory);
+      const hasteMap = await P.Runtime.createHasteMap(config, {
+        console: hasteConsole,
+        maxWorkers: Math.max(1, Math.floor(globalConfig.maxWorkers / configs.length)),
+        resetCache: !config.cache,
+        watch: false,
+        watchman: globalConfig.watchman,
+        workerThreads: globalConfig.workerThreads,
+      });
+      const { hasteFS, moduleMap } = await hasteMap.build();
+      contexts.push({ config, hasteFS, moduleMap, resolver: P.Runtime.createResolver(config, moduleMap) });
+    }
+  } catch (err) {
+    fatal('jest could not map the project files (haste map)', err);
+  }
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-jest-'));
   process.on('exit', () => {
     try {
@@ -457,56 +586,168 @@ async function run(J, cwd) {
   });
   Object.assign(process.env, {
     WARREN_JEST_MODE: 'run',
-    WARREN_JEST_STATE: stateDir,
     WARREN_JEST_CWD: cwd,
     WARREN_JEST_RUNNERS: JSON.stringify(runners),
   });
-  runState = { cwd, stateDir, files: new Map(), info: new Map() };
-  const existing = [...byFile.keys()].filter((rel) => fs.existsSync(path.resolve(cwd, rel)));
-  const argv = await makeArgv(J, {
-    _: existing.map((rel) => path.resolve(cwd, rel)),
-    runTestsByPath: true,
-    testRunner: __filename,
-    reporters: [__filename],
-  });
-  emit({ event: 'start', count: ids.length });
-  let globalConfig = null;
-  if (existing.length > 0) {
+  return { J, P, cwd, globalConfig, contexts, stateDir, batches: 0 };
+}
+
+/** jest's runGlobalHook (not exported by @jest/core): globalSetup / globalTeardown of the run's projects. */
+async function runGlobalHook(S, tests, globalConfig, moduleName) {
+  const modulePaths = new Set(tests.map((t) => t.context.config[moduleName]));
+  if (globalConfig[moduleName]) modulePaths.add(globalConfig[moduleName]);
+  for (const modulePath of modulePaths) {
+    if (!modulePath) continue;
+    const owner = tests.find((t) => t.context.config[moduleName] === modulePath);
+    const projectConfig = owner ? owner.context.config : tests[0].context.config;
+    const transformer = await S.P.transform.createScriptTransformer(projectConfig);
     try {
-      ({ globalConfig } = await J.jest.runCLI(argv, [cwd]));
+      await transformer.requireAndTranspileModule(modulePath, async (globalModule) => {
+        if (typeof globalModule !== 'function') throw new TypeError(moduleName + ' file must export a function at ' + modulePath);
+        await globalModule(globalConfig, projectConfig);
+      });
+    } catch (error) {
+      const writable = (o) => { const d = o && Object.getOwnPropertyDescriptor(o, 'message'); return !!(d && d.writable); };
+      if (require('node:util').types.isNativeError(error) && (writable(error) || writable(Object.getPrototypeOf(error)))) {
+        error.message = 'Jest: Got error running ' + moduleName + ' - ' + modulePath + ', reason: ' + error.message;
+        throw error;
+      }
+      const shown = S.P.prettyFormat ? S.P.prettyFormat(error, { maxDepth: 3 }) : String(error);
+      throw new Error('Jest: Got error running ' + moduleName + ' - ' + modulePath + ', reason: ' + shown);
+    }
+  }
+}
+
+/**
+ * One jest run of the test files `absPaths` on the prepared contexts: what runCLI ->
+ * runJest does with `--runTestsByPath <files>` (the files that are test files of a project,
+ * sorted by the project's test sequencer, globalSetup, the scheduler with its reporters,
+ * the timings cached, globalTeardown, testResultsProcessor), minus what the adapter forces
+ * off (watch, coverage, bail, onlyChanged/onlyFailures, json, listTests). Resolves to
+ * {globalConfig, results} (results null when no file is a test file); throws on a jest
+ * failure, never exits.
+ */
+async function runJest(S, absPaths) {
+  const { P } = S;
+  P.Resolver.clearDefaultResolverCache();
+  const Sequencer = defaultOf(await P.util.requireOrImportModule(S.globalConfig.testSequencer));
+  const sequencer = versionAtLeast(S.J.version, '30.0.0') ? new Sequencer({ contexts: S.contexts, globalConfig: S.globalConfig }) : new Sequencer();
+  let tests = [];
+  for (const context of S.contexts) tests.push(...new P.core.SearchSource(context).findTestsByPaths(absPaths).tests);
+  tests = await sequencer.sort(tests);
+  let globalConfig = Object.assign({}, S.globalConfig, { nonFlagArgs: absPaths });
+  // as runJest: a single test file is reported verbosely (its console output live)
+  if (tests.length === 1 && globalConfig.silent !== true && globalConfig.verbose !== false) globalConfig.verbose = true;
+  globalConfig = Object.freeze(globalConfig);
+  if (tests.length === 0) return { globalConfig, results: null };
+  await runGlobalHook(S, tests, globalConfig, 'globalSetup');
+  const scheduler = await P.core.createTestScheduler(globalConfig, { startRun: () => {}, firstRun: true, previousSuccess: true });
+  let results = await scheduler.scheduleTests(tests, new P.watcher.TestWatcher({ isWatchMode: false }));
+  sequencer.cacheResults(tests, results);
+  await runGlobalHook(S, tests, globalConfig, 'globalTeardown');
+  if (globalConfig.testResultsProcessor) {
+    const processor = defaultOf(await P.util.requireOrImportModule(globalConfig.testResultsProcessor));
+    results = await processor(results);
+  }
+  return { globalConfig, results };
+}
+
+/**
+ * One batch: the ids' files run by jest (runJest above), the events of the requested ids
+ * written (the reporter part), then what jest never reported. Resolves to the exit code of
+ * run mode (0: all passed or pending, no error; 1 otherwise) and jest's globalConfig;
+ * throws when jest itself failed (never exits).
+ */
+async function runBatch(S, ids) {
+  const { cwd } = S;
+  const byFile = groupIds(cwd, ids);
+  const batchDir = path.join(S.stateDir, String(++S.batches));
+  fs.mkdirSync(batchDir);
+  fs.writeFileSync(path.join(batchDir, 'ids.json'), JSON.stringify(ids));
+  process.env.WARREN_JEST_STATE = batchDir;
+  runState = { cwd, stateDir: batchDir, files: new Map(), info: new Map() };
+  let globalConfig = S.globalConfig;
+  try {
+    // a macrotask between the command and the run: the batch's promise chain then starts
+    // from the event loop as in a fresh process, not from the microtasks of stdin's
+    // 'data' callback (which shows in the async stack traces of failures:
+    // `at processTicksAndRejections`)
+    await new Promise((resolve) => setImmediate(resolve));
+    emit({ event: 'start', count: ids.length });
+    const existing = [...byFile.keys()].filter((rel) => fs.existsSync(path.resolve(cwd, rel)));
+    if (existing.length > 0) ({ globalConfig } = await runJest(S, existing.map((rel) => path.resolve(cwd, rel))));
+    // anything requested that jest never reported must not vanish
+    const seenFiles = new Map([...runState.files.values()].map((f) => [f.rel, f]));
+    for (const [rel, want] of byFile) {
+      const f = seenFiles.get(rel);
+      if (!f) {
+        const why = fs.existsSync(path.resolve(cwd, rel))
+          ? rel + ' is not a test file of this jest configuration'
+          : rel + ' does not exist';
+        events.fileNotRun(rel, want, why, notFoundTest);
+        continue;
+      }
+      if (!f.kept) continue; // failed to load: its `error` event stands for its tests
+      for (const k of f.kept) {
+        const rec = runState.info.get(k.id);
+        if (rec.ended) continue;
+        if (f.execError) continue; // an error outside the tests (afterAll, ...) was reported for the file
+        const err = 'WarrenNotRun: not run: jest did not report it';
+        endTest(rec, 'failed', 0, err);
+      }
+      // a whole-file id (a file that failed to load at discovery) of a file that loads now
+      for (const id of want.wholeIds) {
+        if (f.execError) endTest(common.newRec(id, rel, rel + ' (failed to load)'), 'failed', 0, 'failed to load ' + rel + ' (see the error event)');
+        else events.fileLoadsNow(id, rel, f.kept.map((k) => runState.info.get(k.id)));
+      }
+    }
+    events.done();
+    return { code: events.anyFailure ? 1 : 0, globalConfig };
+  } finally {
+    runState = null;
+    try {
+      fs.rmSync(batchDir, { recursive: true, force: true });
+    } catch (_) { /* ignore */ }
+  }
+}
+
+// --------------------------------------------------------------------------- run
+
+async function run(J, cwd) {
+  const ids = common.splitIds(events.idsFileText());
+  const S = await prepare(J, cwd);
+  let out;
+  try {
+    out = await runBatch(S, ids);
+  } catch (err) {
+    fatal('jest could not run', err);
+  }
+  if (out.globalConfig.forceExit) process.exit(out.code);
+  process.exitCode = out.code; // like jest without --forceExit: let the event loop drain
+}
+
+// --------------------------------------------------------------------------- serve
+
+/**
+ * The warm runner (PROTOCOL.md, serve): jest, its configuration and the projects' contexts
+ * (haste maps, resolvers) are loaded at the first batch (its failures are that batch's
+ * `error` event, then exit 2, as in run mode), then every batch is one runJest on them:
+ * a fresh scheduler, reporter and test runner per batch, each test file in its own vm
+ * context with a fresh module registry (jest's isolation), the transform cache warm.
+ */
+function serve(cwd) {
+  let S = null;
+  common.serve(events, async (ids) => {
+    if (!S) S = await prepare(loadJest(cwd, common.resolveFramework(require, 'jest', cwd, __filename, fatal)), cwd);
+    try {
+      return (await runBatch(S, ids)).code;
     } catch (err) {
-      fatal('jest could not run', err);
+      // the event run mode writes before it exits 2; this runner stays up
+      const f = formatError(err);
+      emit({ event: 'error', message: TAG + ': jest could not run: ' + f.message, details: f.details });
+      return 1;
     }
-  }
-  // anything requested that jest never reported must not vanish
-  const seenFiles = new Map([...runState.files.values()].map((f) => [f.rel, f]));
-  for (const [rel, want] of byFile) {
-    const f = seenFiles.get(rel);
-    if (!f) {
-      const why = fs.existsSync(path.resolve(cwd, rel))
-        ? rel + ' is not a test file of this jest configuration'
-        : rel + ' does not exist';
-      events.fileNotRun(rel, want, why, notFoundTest);
-      continue;
-    }
-    if (!f.kept) continue; // failed to load: its `error` event stands for its tests
-    for (const k of f.kept) {
-      const rec = runState.info.get(k.id);
-      if (rec.ended) continue;
-      if (f.execError) continue; // an error outside the tests (afterAll, ...) was reported for the file
-      const err = 'WarrenNotRun: not run: jest did not report it';
-      endTest(rec, 'failed', 0, err);
-    }
-    // a whole-file id (a file that failed to load at discovery) of a file that loads now
-    for (const id of want.wholeIds) {
-      if (f.execError) endTest(common.newRec(id, rel, rel + ' (failed to load)'), 'failed', 0, 'failed to load ' + rel + ' (see the error event)');
-      else events.fileLoadsNow(id, rel, f.kept.map((k) => runState.info.get(k.id)));
-    }
-  }
-  events.done();
-  const code = events.anyFailure ? 1 : 0;
-  if (globalConfig && globalConfig.forceExit) process.exit(code);
-  process.exitCode = code; // like jest without --forceExit: let the event loop drain
+  }, formatError);
 }
 
 // --------------------------------------------------------------------------- main
@@ -516,6 +757,10 @@ async function main() {
   const cwd = process.cwd();
   events.open('jest finished (process.exit() called by jest, a test or a file, or an uncaught error)');
   events.checkMode(mode, 'warren-jest.cjs');
+  if (mode === 'serve') {
+    serve(cwd);
+    return;
+  }
   const J = loadJest(cwd, common.resolveFramework(require, 'jest', cwd, __filename, fatal));
   if (mode === 'discover') await discover(J, cwd);
   else await run(J, cwd);
