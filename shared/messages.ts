@@ -11,6 +11,13 @@ export const SCHEMA_VERSION = 1;
 export const ADAPTERS = ['rspec', 'mocha', 'jest', 'vitest', 'node-test', 'pytest', 'go', 'junit', 'command'] as const;
 export type AdapterName = (typeof ADAPTERS)[number];
 
+/**
+ * Adapters whose plug-in has a warm runner (PROTOCOL.md, serve): a batch costs tens of
+ * milliseconds instead of a framework's start, so the dispatcher cuts their runs finer.
+ * The worker side runs these warm unless a run asks for `freshProcess`.
+ */
+export const WARM_ADAPTERS: readonly AdapterName[] = ['rspec', 'mocha', 'jest', 'vitest', 'node-test', 'pytest', 'go'];
+
 const runId = z
   .string()
   .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/, 'runId: letters, digits, "_", "." or "-", at most 100');

@@ -15,7 +15,7 @@ import { Broker, type Delivery } from '../../shared/broker.js';
 import type { Logger } from '../../shared/log.js';
 import type { Lifecycle } from '../../shared/lifecycle.js';
 import {
-  DispatcherMessage, RunReport, SCHEMA_VERSION, parseMessage, runRequestProblem,
+  DispatcherMessage, RunReport, SCHEMA_VERSION, WARM_ADAPTERS, parseMessage, runRequestProblem,
   type AcceptedRun, type DiscoverJob, type Discovered, type RoundPlanned, type RunAccepted,
   type RunRequest, type SpecJob, type TestRef,
 } from '../../shared/messages.js';
@@ -170,8 +170,9 @@ export class Dispatcher {
     // durations: the request's own (--timings), else what the history knows of this suite
     const durations = run.durations ?? this.history?.durations(run.adapter, run.cwd, tests);
     // batches no smaller than what a batch of this suite was measured to cost is worth
-    const overhead = run.freshProcess ? undefined : this.history?.batchOverheadMs(run.adapter, run.cwd);
-    const batches = planBatches(tests, { maxBatch, slots: consumerCount, durations, minBatchMs: minBatchMsFor(overhead) });
+    const warm = WARM_ADAPTERS.includes(run.adapter) && !run.freshProcess;
+    const overhead = warm ? this.history?.batchOverheadMs(run.adapter, run.cwd) : undefined;
+    const batches = planBatches(tests, { maxBatch, slots: consumerCount, durations, minBatchMs: minBatchMsFor(overhead, warm), warm });
     if (discovery) discovery = { ...discovery, known: durations ? tests.filter((t) => durations[t.id] !== undefined).length : 0 };
     // The plan goes first: the aggregator must know the whole round before any result, and
     // if we die halfway through the specs, the redelivered message publishes them again.

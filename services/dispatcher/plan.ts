@@ -29,6 +29,8 @@ export interface BatchOptions {
   durations?: Record<string, number>;
   /** With durations: the least work worth a batch (default MIN_BATCH_MS). */
   minBatchMs?: number;
+  /** Batches go to warm runners (cheap): cut finer. */
+  warm?: boolean;
 }
 
 /**
@@ -37,18 +39,26 @@ export interface BatchOptions {
  * size, 4 specs a slot) to 1.29; 1 or 4 instead of 2 did no better.
  */
 const GUIDED_SPECS_PER_SLOT = 2;
+/** With warm runners a batch costs tens of ms: a share 4x smaller (the tail is what a
+ * first run loses against the frameworks' own file-by-file parallel modes). */
+const GUIDED_SPECS_PER_SLOT_WARM = 8;
+/** With durations, batches per slot to aim for: cold processes, warm runners. */
+const SPECS_PER_SLOT = 4;
+const SPECS_PER_SLOT_WARM = 16;
 
 /** Below this much work, a cold framework process costs more than the balance it buys
  * (the default when a suite's batch overhead was never measured). */
 export const MIN_BATCH_MS = 1000;
+/** The same for a warm runner whose overhead was never measured. */
+export const WARM_MIN_BATCH_MS = 200;
 
 /**
  * The least work worth a batch, from what a batch was measured to cost beyond its tests
  * (a warm runner: tens of ms; a cold process: its start): batches of at least 10× that,
  * so the overhead stays within a tenth of the work, between 50 ms and 2 s.
  */
-export function minBatchMsFor(overheadMs: number | undefined): number {
-  if (overheadMs === undefined) return MIN_BATCH_MS;
+export function minBatchMsFor(overheadMs: number | undefined, warm = false): number {
+  if (overheadMs === undefined) return warm ? WARM_MIN_BATCH_MS : MIN_BATCH_MS;
   return Math.min(2000, Math.max(50, 10 * overheadMs));
 }
 
@@ -68,7 +78,7 @@ export function planBatches(tests: TestRef[], opts: BatchOptions): TestRef[][] {
   // Guided sizes: a batch holds a share of what is left, so batches shrink towards the end
   // of the queue and the last ones to start are short (the tail that idles other slots).
   let remaining = tests.length;
-  const size = () => batchSize(remaining, { ...opts, specsPerSlot: opts.specsPerSlot ?? GUIDED_SPECS_PER_SLOT });
+  const size = () => batchSize(remaining, { ...opts, specsPerSlot: opts.specsPerSlot ?? (opts.warm ? GUIDED_SPECS_PER_SLOT_WARM : GUIDED_SPECS_PER_SLOT) });
   const byFile = new Map<string, TestRef[]>();
   for (const t of tests) {
     const group = byFile.get(t.file) ?? [];
@@ -114,7 +124,8 @@ export function planByDuration(tests: TestRef[], opts: BatchOptions, durations: 
   const median = known[Math.floor(known.length / 2)] ?? 0;
   const cost = (t: TestRef) => durations[t.id] ?? median;
   const total = tests.reduce((s, t) => s + cost(t), 0);
-  const target = Math.max(opts.minBatchMs ?? MIN_BATCH_MS, total / (Math.max(1, opts.slots) * (opts.specsPerSlot ?? 4)));
+  const perSlot = opts.specsPerSlot ?? (opts.warm ? SPECS_PER_SLOT_WARM : SPECS_PER_SLOT);
+  const target = Math.max(opts.minBatchMs ?? MIN_BATCH_MS, total / (Math.max(1, opts.slots) * perSlot));
   const byFile = new Map<string, TestRef[]>();
   for (const t of tests) {
     const group = byFile.get(t.file) ?? [];

@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { AdapterName, SuiteConfig, TestRef } from '../../../shared/messages.js';
+import { WARM_ADAPTERS, type AdapterName, type SuiteConfig, type TestRef } from '../../../shared/messages.js';
 import type { AdapterContext } from '../drivers/driver.js';
 
 /** Files the slot gives the framework process. */
@@ -71,7 +71,8 @@ export const rspec: Adapter = {
  * An adapter whose plug-in is a script of ours run in the suite directory as
  * `<interpreter> <script> discover|run|serve`, reading the ids to run from WARREN_IDS_FILE.
  */
-function scriptAdapter(name: AdapterName, script: string, interpreter: (suite: SuiteConfig, ctx: AdapterContext) => string, warm = true): Adapter {
+function scriptAdapter(name: AdapterName, script: string, interpreter: (suite: SuiteConfig, ctx: AdapterContext) => string): Adapter {
+  const warm = WARM_ADAPTERS.includes(name);
   const argv = (suite: SuiteConfig, ctx: AdapterContext, mode: 'discover' | 'run' | 'serve') => [interpreter(suite, ctx), path.join(ctx.assets, script), mode];
   return {
     name, results: 'events', readsIdsFile: true,
@@ -94,7 +95,7 @@ const jest = scriptAdapter('jest', 'warren-jest.cjs', node);
 const vitest = scriptAdapter('vitest', 'warren-vitest.mjs', node);
 const nodeTest = scriptAdapter('node-test', 'warren-node-test.mjs', node);
 const pytest = scriptAdapter('pytest', 'warren_pytest.py', python);
-const go = scriptAdapter('go', 'warren-go.cjs', node, false);
+const go = scriptAdapter('go', 'warren-go.cjs', node);
 
 export function shellQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;

@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 /*
- * warren-go.cjs: Warren's Go adapter (see ../EVENTS.md for the events protocol).
+ * warren-go.cjs: Warren's Go adapter (see ../PROTOCOL.md for the events protocol).
  *
  *   cd <go module dir> && WARREN_EVENTS=/tmp/ev.jsonl node /abs/warren-go.cjs discover
  *   cd <go module dir> && WARREN_EVENTS=/tmp/ev.jsonl WARREN_IDS_FILE=/tmp/ids node /abs/warren-go.cjs run
+ *   cd <go module dir> && node /abs/warren-go.cjs serve   # batches as JSON lines on stdin (../PROTOCOL.md)
  *
  * Uses `go` from PATH (or WARREN_GO). The suite's environment applies as with a plain
  * `go test` (GOFLAGS such as -tags, GOCACHE, GOPATH, ...).
@@ -50,6 +51,25 @@
  * TestMain) is an `error` event with `file`. A requested test that go does not know (the
  * package passed without running it) is reported failed (WarrenTestNotFound).
  *
+ * Test binaries (run and serve): a package's test binary is built once and kept under
+ * $WARREN_CACHE_DIR/go (else <tmpdir>/warren-cache-<uid>/go), keyed by what can change it:
+ * the go version and toolchain, the build environment (GOFLAGS, CGO_ENABLED, GOOS/GOARCH,
+ * CC, the go env file...), the module directory, and the content of every file go list
+ * reports for the test binary's non-standard packages (the package, its test files, the
+ * module's packages it imports, embedded and cgo files) plus go.mod/go.sum/go.work. The
+ * first run of a key is a plain `go test -json -count=1 [-run] -exec <this script> <pkg>`
+ * (build, vet and link by go itself, so build failures are go's own, exactly as without the
+ * cache): the -exec hook only copies the binary and records the argv go gave it. Every
+ * run (that one included) then executes the binary as go test does: in the package
+ * directory, with go's argv (-test.run replaced), go's env additions (PATH, PWD), stdout and
+ * stderr on one pipe into `test2json -t -p <pkg>`, go's closing `ok`/`FAIL` line and exit
+ * status, its kill timeout (-timeout + 1m). Not cached (plain go test every time): GOFLAGS
+ * with -exec, -cover*, -fuzz* or -overlay; WARREN_GO_BINARY_CACHE=off.
+ * GOCACHE: when neither the environment nor go's env file sets a usable one (HOME's default
+ * cache cannot be created or written), $WARREN_CACHE_DIR/go-build (else <tmpdir>/...).
+ *
+ * serve: the warm runner of ../PROTOCOL.md; each batch is what `run` does with its ids.
+ *
  * Written against go 1.19 (build failures as text: `FAIL <pkg> [build failed]` on stdout, the
  * compiler output on stderr); the JSON forms of newer go (that line as an `output` event,
  * compiler output as `build-output` events, go >= 1.24) are read too.
@@ -61,7 +81,9 @@
 'use strict';
 
 const fs = require('node:fs');
+const os = require('node:os');
 const path = require('node:path');
+const crypto = require('node:crypto');
 const { spawn, spawnSync } = require('node:child_process');
 // shared with the other plug-ins; next to this file (only this directory may be mounted)
 const common = require(path.join(__dirname, 'warren-plugin-common.cjs'));
@@ -75,10 +97,24 @@ const MAX_DETAILS = 100000;
 // --------------------------------------------------------------------------- events
 
 // an error of the adapter is reported by its message only (go's own output is the details)
-const events = common.createEvents('warren-go', (err) => ({ message: err.message }));
+const events = common.createEvents('warren-go', (err) => ({ message: err.message, details: err.details }));
 const { emit, startTest } = events;
-/** fatal(message, details?): an `error` event, exit code 2. */
-const fatal = events.fail;
+
+/** The adapter itself cannot work (no go, not a module...): see fatal(). */
+class AdapterError extends Error {
+  constructor(message, details) {
+    super(message);
+    this.details = details;
+  }
+}
+/**
+ * fatal(message, details?): throws an AdapterError, which becomes `error` event
+ * `warren-go: <message>` and exit code 2 (events.fail) in discover and run, and the same
+ * event and code 1 for the batch in serve (where the process must not exit).
+ */
+function fatal(message, details) {
+  throw new AdapterError(message, details);
+}
 
 // --------------------------------------------------------------------------- helpers
 
@@ -209,81 +245,111 @@ function firstBuildError(text) {
   return '';
 }
 
-/** A go test -json stream from a child process, line by line (non-JSON lines passed on as such). */
-function runGoTest(args, onEvent, onText) {
-  return new Promise((resolve) => {
+/**
+ * The reader of a go test -json stream: stdout lines (JSON events, non-JSON lines passed on
+ * to onText as such) and stderr, echoed to our stdout/stderr as they come.
+ * -> {line(l), stderr(chunk), result() -> the stderr text (build output of newer go first)}
+ */
+function goStream(onEvent, onText) {
+  let stderr = '';
+  let buildOutput = ''; // go >= 1.24: compiler output as `build-output` events, not on stderr
+  const line = (l) => {
+    if (l.startsWith('{')) {
+      let ev;
+      try {
+        ev = JSON.parse(l);
+      } catch (_) {
+        ev = null;
+      }
+      if (ev && typeof ev.Action === 'string') {
+        if (ev.Action === 'build-output' || ev.Action === 'build-fail') {
+          if (typeof ev.Output === 'string') {
+            buildOutput += ev.Output;
+            process.stderr.write(ev.Output);
+          }
+          return;
+        }
+        if (ev.Action === 'output' && typeof ev.Output === 'string') {
+          process.stdout.write(ev.Output);
+          // newer go: `FAIL <pkg> [build failed]` is an output event of the package
+          if (!ev.Test && /^FAIL\s+\S+\s+\[(build|setup) failed\]/.test(ev.Output)) onText(ev.Output.trimEnd());
+        }
+        onEvent(ev);
+        return;
+      }
+    }
+    process.stdout.write(l + '\n');
+    onText(l);
+  };
+  return {
+    line,
+    stderr(chunk) {
+      stderr += chunk;
+      process.stderr.write(chunk);
+    },
+    result: () => (buildOutput ? buildOutput + '\n' + stderr : stderr),
+  };
+}
+
+/**
+ * Runs `go <args>` (in the suite dir), its stdout split in lines. With `stream` (goStream),
+ * read as it comes; else recorded ({lines, stderrChunks}) to be replayed later (replayGo).
+ * Rejects with an AdapterError when go cannot be started.
+ */
+function spawnGo(args, stream) {
+  return new Promise((resolve, reject) => {
     let child;
     try {
       child = spawn(GO, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
     } catch (err) {
-      fatal(`cannot run ${GO}: ${err.message}`);
+      reject(new AdapterError(`cannot run ${GO}: ${err.message}`));
+      return;
     }
+    const lines = [];
+    const stderrChunks = [];
+    const onLine = stream ? stream.line : (l) => lines.push(l);
     let buf = '';
-    let stderr = '';
-    let buildOutput = ''; // go >= 1.24: compiler output as `build-output` events, not on stderr
-    const handleLine = (line) => {
-      if (line.startsWith('{')) {
-        let ev;
-        try {
-          ev = JSON.parse(line);
-        } catch (_) {
-          ev = null;
-        }
-        if (ev && typeof ev.Action === 'string') {
-          if (ev.Action === 'build-output' || ev.Action === 'build-fail') {
-            if (typeof ev.Output === 'string') {
-              buildOutput += ev.Output;
-              process.stderr.write(ev.Output);
-            }
-            return;
-          }
-          if (ev.Action === 'output' && typeof ev.Output === 'string') {
-            process.stdout.write(ev.Output);
-            // newer go: `FAIL <pkg> [build failed]` is an output event of the package
-            if (!ev.Test && /^FAIL\s+\S+\s+\[(build|setup) failed\]/.test(ev.Output)) onText(ev.Output.trimEnd());
-          }
-          onEvent(ev);
-          return;
-        }
-      }
-      process.stdout.write(line + '\n');
-      onText(line);
-    };
     child.stdout.setEncoding('utf8');
     child.stdout.on('data', (chunk) => {
       buf += chunk;
       let i;
       while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
+        const l = buf.slice(0, i);
         buf = buf.slice(i + 1);
-        handleLine(line);
+        onLine(l);
       }
     });
     child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (chunk) => {
-      stderr += chunk;
-      process.stderr.write(chunk);
-    });
+    child.stderr.on('data', (chunk) => (stream ? stream.stderr(chunk) : stderrChunks.push(chunk)));
     child.on('error', (err) => {
-      if (err.code === 'ENOENT') fatal(`cannot run "${GO}": not found on PATH (install Go, or set WARREN_GO)`);
-      fatal(`cannot run ${GO}: ${err.message}`);
+      if (err.code === 'ENOENT') reject(new AdapterError(`cannot run "${GO}": not found on PATH (install Go, or set WARREN_GO)`));
+      else reject(new AdapterError(`cannot run ${GO}: ${err.message}`));
     });
     child.on('close', (code, signal) => {
-      if (buf) handleLine(buf);
-      resolve({ code, signal, stderr: buildOutput ? buildOutput + '\n' + stderr : stderr });
+      if (buf) onLine(buf);
+      resolve({ code, signal, lines, stderrChunks });
     });
   });
 }
 
+/** A go test -json stream from a child process, line by line (non-JSON lines passed on as such). */
+async function runGoTest(args, onEvent, onText) {
+  const stream = goStream(onEvent, onText);
+  const { code, signal } = await spawnGo(args, stream);
+  return { code, signal, stderr: stream.result() };
+}
+
+/** What runGoTest would have done with a recorded run (spawnGo without a stream). */
+function replayGo(recorded, onEvent, onText) {
+  const stream = goStream(onEvent, onText);
+  for (const l of recorded.lines) stream.line(l);
+  for (const c of recorded.stderrChunks) stream.stderr(c);
+  return { code: recorded.code, signal: recorded.signal, stderr: stream.result() };
+}
+
 /** The requested ids, trimmed (go ids have no spaces), each once. */
 function readIds() {
-  const text = events.idsFileText();
-  const ids = [];
-  for (const l of text.split('\n')) {
-    const id = l.replace(/\r$/, '').trim();
-    if (id && !ids.includes(id)) ids.push(id);
-  }
-  return ids;
+  return uniqueIds(events.idsFileText().split('\n'));
 }
 
 /** `example.com/m/calc.TestAdd` -> {pkg, name}; a package id -> {pkg, name: null}. */
@@ -296,9 +362,548 @@ function parseId(id) {
   return { pkg: id, name: null };
 }
 
+// --------------------------------------------------------------------------- GOCACHE, test binaries
+
+const uid = () => (typeof process.getuid === 'function' ? process.getuid() : 'user');
+/** The slot's cache directory (PROTOCOL.md), else one in the temp dir. */
+const cacheBase = () => process.env.WARREN_CACHE_DIR || path.join(os.tmpdir(), `warren-cache-${uid()}`);
+const sha256 = (data) => crypto.createHash('sha256').update(data).digest('hex');
+
+// go env values that go into the key of a test binary (the others cannot change it); the
+// costly ones (CC, CGO_*: go env runs the C compiler for them) are taken from the environment
+const KEY_GO_ENV = ['GOVERSION', 'GOROOT', 'GOTOOLDIR', 'GOOS', 'GOARCH', 'GOHOSTOS', 'GOHOSTARCH', 'GOFLAGS', 'CGO_ENABLED',
+  'GOEXPERIMENT', 'GOAMD64', 'GO386', 'GOARM', 'GOARM64', 'GOMIPS', 'GOMIPS64', 'GOPPC64', 'GORISCV64', 'GOWASM', 'GO111MODULE',
+  'GOPATH', 'GOMODCACHE', 'GOMOD', 'GOWORK', 'GOTOOLCHAIN', 'GOENV'];
+const KEY_PROCESS_ENV = /^(CGO_\w+|CC|CXX|FC|AR|PKG_CONFIG|GCCGO)$/;
+
+let goEnvMemo = null;
+/** `go env` (the values above and GOCACHE), once per process; {} when go env fails. */
+function goEnv() {
+  if (goEnvMemo) return goEnvMemo;
+  const r = runGoSync(['env', '-json', 'GOCACHE', ...KEY_GO_ENV]);
+  goEnvMemo = {};
+  if (r.status === 0) {
+    try {
+      goEnvMemo = JSON.parse(r.stdout);
+    } catch (_) { /* no cache then */ }
+  }
+  return goEnvMemo;
+}
+
+/**
+ * mkdir -p, one level at a time: node's own recursive mkdirSync never returns where the
+ * kernel answers ENOENT to a mkdir whose parent exists (under /proc: HOME=/proc/x).
+ */
+function mkdirp(dir) {
+  const missing = [];
+  let d = dir;
+  while (!fs.existsSync(d)) {
+    missing.unshift(d);
+    const up = path.dirname(d);
+    if (up === d) break;
+    d = up;
+  }
+  for (const m of missing) fs.mkdirSync(m);
+}
+
+function dirUsable(dir) {
+  if (!dir || dir === 'off' || !path.isAbsolute(dir)) return false;
+  try {
+    mkdirp(dir);
+    fs.accessSync(dir, fs.constants.W_OK);
+    return true;
+  } catch (_) {
+    return false;
+  }
+}
+
+let gocacheChecked = false;
+/**
+ * GOCACHE: the environment's (the suite's env included) or go's env file's when set and
+ * usable; else (no HOME, HOME's cache read-only: go test cannot build at all)
+ * $WARREN_CACHE_DIR/go-build. Not always ours: the default cache is usually warm (the
+ * standard library, the module's dependencies) and shared with the user's other go commands.
+ */
+function ensureGocache() {
+  if (gocacheChecked) return;
+  gocacheChecked = true;
+  if (process.env.GOCACHE) return;
+  const theirs = goEnv().GOCACHE;
+  if (dirUsable(theirs)) return;
+  const mine = path.join(cacheBase(), 'go-build');
+  if (!dirUsable(mine)) return;
+  process.env.GOCACHE = mine;
+  process.stderr.write(`warren-go: go's build cache ${theirs ? JSON.stringify(theirs) + ' ' : ''}is not usable; GOCACHE=${mine}\n`);
+}
+
+// the files of a package that go builds into a test binary (go list field names)
+const FILE_FIELDS = ['GoFiles', 'CgoFiles', 'CFiles', 'CXXFiles', 'MFiles', 'HFiles', 'FFiles', 'SFiles', 'SwigFiles', 'SwigCXXFiles',
+  'SysoFiles', 'EmbedFiles', 'TestGoFiles', 'XTestGoFiles', 'TestEmbedFiles', 'XTestEmbedFiles'];
+const LIST_FIELDS = ['ImportPath', 'Dir', 'Standard', 'Module', 'ForTest', 'Deps', 'Error', 'DepsErrors', ...FILE_FIELDS].join(',');
+// GOFLAGS with which a test binary is not reused (go test every time): -exec (ours replaces
+// it), coverage (go rewrites and merges the profile), fuzzing, overlays (files not on disk)
+const UNCACHEABLE_FLAG = /^(exec|cover|covermode|coverpkg|coverprofile|fuzz|fuzztime|fuzzminimizetime|overlay)$/;
+
+const digestMemo = new Map(); // absolute path -> {sig, digest}, valid while the file's stat is unchanged
+/** A file's content digest; memoised by its stat (not for a file modified in the last 2 s: racy). */
+function fileDigest(abs) {
+  let st;
+  try {
+    st = fs.statSync(abs, { bigint: true });
+  } catch (_) {
+    return 'missing';
+  }
+  if (!st.isFile()) return 'not a file';
+  const sig = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+  const m = digestMemo.get(abs);
+  if (m && m.sig === sig) return m.digest;
+  let data;
+  try {
+    data = fs.readFileSync(abs);
+  } catch (_) {
+    return 'unreadable';
+  }
+  const digest = sha256(data).slice(0, 32);
+  if (Date.now() - Number(st.mtimeNs / 1000000n) > 2000) digestMemo.set(abs, { sig, digest });
+  return digest;
+}
+
+function statSig(p) {
+  try {
+    const st = fs.statSync(p);
+    return `${st.size}:${st.mtimeMs}`;
+  } catch (_) {
+    return 'missing';
+  }
+}
+
+/** Single or double quotes (go's -exec is split by quoted.Split, no escapes): null when impossible. */
+function goQuote(s) {
+  if (!s.includes("'")) return `'${s}'`;
+  if (!s.includes('"')) return `"${s}"`;
+  return null;
+}
+
+let cacheMemo;
+/**
+ * The binary cache of this process: {root, base (key material of the process), test2json
+ * (argv), execCmd (the -exec hook)}, or null (off: see the header).
+ */
+function binaryCache() {
+  if (cacheMemo !== undefined) return cacheMemo;
+  cacheMemo = null;
+  if (/^(off|0|false|no)$/i.test(process.env.WARREN_GO_BINARY_CACHE || '')) return null;
+  const e = goEnv();
+  if (!e.GOVERSION || !e.GOTOOLDIR || !e.GOROOT) return null;
+  for (const tok of String(e.GOFLAGS || '').split(/\s+/)) {
+    if (UNCACHEABLE_FLAG.test(tok.replace(/^--?/, '').split('=')[0])) return null;
+  }
+  const root = path.join(cacheBase(), 'go');
+  const quoted = [process.execPath, __filename].map(goQuote);
+  if (quoted.includes(null) || goQuote(root) === null || !dirUsable(root)) return null;
+  const exe = process.platform === 'win32' ? '.exe' : '';
+  const t2j = path.join(e.GOTOOLDIR, 'test2json' + exe);
+  const base = { v: 'warren-go binary 1: go test -json -count=1', go: GO, cwd, env: {}, tools: {} };
+  for (const k of KEY_GO_ENV) base.env[k] = e[k] || '';
+  for (const k of Object.keys(process.env).sort()) if (KEY_PROCESS_ENV.test(k)) base.env['$' + k] = process.env[k];
+  base.goenvFile = e.GOENV ? fileDigest(e.GOENV) : '';
+  for (const t of ['compile', 'link', 'asm', 'cgo', 'vet']) base.tools[t] = statSig(path.join(e.GOTOOLDIR, t + exe));
+  cacheMemo = {
+    root,
+    base: JSON.stringify(base),
+    modcache: e.GOMODCACHE ? path.resolve(e.GOMODCACHE) + path.sep : null,
+    gowork: e.GOWORK && e.GOWORK !== 'off' ? e.GOWORK : '',
+    gorootBin: path.join(e.GOROOT, 'bin'),
+    test2json: fs.existsSync(t2j) ? [t2j] : [GO, 'tool', 'test2json'],
+    execCmd: [...quoted, '__capture'].join(' '),
+  };
+  return cacheMemo;
+}
+
+/**
+ * The cache entries of the test binaries of `importPaths` (one go list for them all):
+ * Map importPath -> {name, prefix}; a package whose key cannot be known (go list errors, no
+ * test files...) is not in it (go test runs it, every time).
+ */
+async function binaryKeys(cache, importPaths) {
+  const out = new Map();
+  if (!importPaths.length) return out;
+  // with -e, a package go cannot load is an entry with an Error; the others are usable
+  const stdout = await new Promise((resolve) => {
+    let text = '';
+    let child;
+    try {
+      child = spawn(GO, ['list', '-e', '-deps', '-test', '-json=' + LIST_FIELDS, ...importPaths], { cwd, stdio: ['ignore', 'pipe', 'ignore'] });
+    } catch (_) {
+      resolve('');
+      return;
+    }
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (c) => (text += c));
+    child.on('error', () => resolve(''));
+    child.on('close', () => resolve(text));
+  });
+  let list;
+  try {
+    list = parseJsonStream(stdout);
+  } catch (_) {
+    return out;
+  }
+  const byPath = new Map(list.map((p) => [p.ImportPath, p]));
+  const work = cache.gowork ? [fileDigest(cache.gowork), fileDigest(cache.gowork + '.sum')] : [];
+  for (const ip of importPaths) {
+    const main = byPath.get(ip + '.test');
+    if (!main || main.Error || (main.DepsErrors || []).length) continue;
+    const pkgs = [];
+    const mods = new Map();
+    let ok = true;
+    for (const dep of main.Deps || []) {
+      const p = byPath.get(dep);
+      if (!p || p.Error) {
+        ok = false;
+        break;
+      }
+      if (p.Standard) {
+        pkgs.push(dep);
+        continue;
+      }
+      const item = { ip: dep, dir: p.Dir || '', module: p.Module ? { ...p.Module, GoVersion: undefined } : null, files: [] };
+      const inModCache = cache.modcache && item.dir.startsWith(cache.modcache); // immutable, named by version
+      if (!inModCache) {
+        for (const f of FILE_FIELDS) for (const name of p[f] || []) item.files.push(`${f}:${name}:${fileDigest(path.resolve(item.dir, name))}`);
+        const m = p.Module;
+        if (m && m.Dir && !mods.has(m.Dir)) {
+          mods.set(m.Dir, [m.GoMod ? fileDigest(m.GoMod) : '', fileDigest(path.join(m.Dir, 'go.sum')), fileDigest(path.join(m.Dir, 'vendor', 'modules.txt'))]);
+        }
+      }
+      pkgs.push(item);
+    }
+    if (!ok) continue;
+    const key = sha256(JSON.stringify({ ip, pkgs, mods: [...mods].sort(), work }));
+    const prefix = sha256(cache.base + '\0' + ip).slice(0, 16);
+    out.set(ip, { name: `${prefix}-${sha256(cache.base + '\0' + key).slice(0, 32)}`, prefix });
+  }
+  return out;
+}
+
+/** The cached test binary `name`: {bin, meta}, or null. */
+function cachedBinary(cache, name) {
+  const dir = path.join(cache.root, name);
+  let meta;
+  try {
+    meta = JSON.parse(fs.readFileSync(path.join(dir, 'meta.json'), 'utf8'));
+  } catch (_) {
+    return null;
+  }
+  const bin = path.join(dir, 'test');
+  if (!fs.existsSync(bin) || !Array.isArray(meta.args)) return null;
+  try {
+    const now = new Date();
+    fs.utimesSync(dir, now, now); // in use: not pruned
+  } catch (_) { /* read-only cache: fine */ }
+  return { bin, meta };
+}
+
+function rmrf(p) {
+  try {
+    fs.rmSync(p, { recursive: true, force: true });
+  } catch (_) { /* best effort */ }
+}
+
+/** Older binaries of the same package (same prefix) unused for an hour, leftovers of builds unused for a day. */
+function prune(cache, prefix, keep) {
+  let names;
+  try {
+    names = fs.readdirSync(cache.root);
+  } catch (_) {
+    return;
+  }
+  const now = Date.now();
+  for (const n of names) {
+    if (n === keep) continue;
+    const mine = n.startsWith(prefix + '-');
+    if (!mine && !n.startsWith('tmp-')) continue;
+    try {
+      const age = now - fs.statSync(path.join(cache.root, n)).mtimeMs;
+      if (age > (mine ? 3600e3 : 86400e3)) rmrf(path.join(cache.root, n));
+    } catch (_) { /* gone already */ }
+  }
+}
+
+/**
+ * `__capture <dir> <binary> <args...>`: the -exec hook of a build (go test runs it in place
+ * of the test binary): copies the binary to <dir>/test and records the argv and env go gave
+ * it (<dir>/argv.json); prints nothing, runs nothing.
+ */
+function capture() {
+  const [dir, bin, ...args] = process.argv.slice(3);
+  try {
+    try {
+      fs.linkSync(bin, path.join(dir, 'test'));
+    } catch (_) {
+      fs.copyFileSync(bin, path.join(dir, 'test'));
+      fs.chmodSync(path.join(dir, 'test'), 0o755);
+    }
+    fs.writeFileSync(path.join(dir, 'argv.tmp'), JSON.stringify({ args, env: process.env }));
+    fs.renameSync(path.join(dir, 'argv.tmp'), path.join(dir, 'argv.json'));
+  } catch (err) {
+    process.stderr.write(`warren-go: cannot keep the test binary ${bin}: ${err.message}\n`);
+    process.exit(1);
+  }
+  process.exit(0);
+}
+
+/**
+ * The first run of a key: `go test <args> -exec <hook> <pkg>`. -> {hit: {bin, meta, cleanup}}
+ * when go built the binary (nothing ran: the caller runs it); else {recorded} (go test's own
+ * output: a build failure, no test files...; the caller reads it as a plain go test run).
+ */
+async function buildBinary(cache, key, importPath, dir, goArgs, runRe) {
+  let tmp;
+  try {
+    tmp = fs.mkdtempSync(path.join(cache.root, 'tmp-'));
+  } catch (_) {
+    return { recorded: await spawnGo([...goArgs, importPath], null) };
+  }
+  const recorded = await spawnGo([...goArgs, '-exec', `${cache.execCmd} ${goQuote(tmp)}`, importPath], null);
+  let argv = null;
+  try {
+    argv = JSON.parse(fs.readFileSync(path.join(tmp, 'argv.json'), 'utf8'));
+  } catch (_) { /* not built */ }
+  rmrf(path.join(tmp, 'argv.json')); // the env is not kept on disk, only go's changes to it
+  if (!argv || !fs.existsSync(path.join(tmp, 'test'))) {
+    rmrf(tmp);
+    return { recorded };
+  }
+  for (const c of recorded.stderrChunks) process.stderr.write(c); // go: downloading ... and the like
+  // the argv without our -test.run (the last one), the env's differences with ours
+  const args = argv.args.slice();
+  let exact = false;
+  if (runRe !== null) {
+    const i = args.lastIndexOf('-test.run=' + runRe);
+    if (i >= 0) args.splice(i, 1);
+    else exact = true; // not the argv we know: used as it is, this once
+  }
+  const meta = { importPath, args, env: {}, pathPrefix: '', pwd: false, exact };
+  for (const k of new Set([...Object.keys(argv.env), ...Object.keys(process.env)])) {
+    const v = k in argv.env ? argv.env[k] : null;
+    if (k === 'PWD' && v === dir) meta.pwd = true; // the package directory (also when it is ours)
+    else if (v === (k in process.env ? process.env[k] : null)) continue;
+    else if (k === 'PATH' && v === (process.env.PATH ? cache.gorootBin + path.delimiter + process.env.PATH : cache.gorootBin)) meta.pathPrefix = cache.gorootBin;
+    else meta.env[k] = v;
+  }
+  // kept only when the sources did not change while go built it
+  const again = (await binaryKeys(cache, [importPath])).get(importPath);
+  if (exact || !again || again.name !== key.name) {
+    return { hit: { bin: path.join(tmp, 'test'), meta, cleanup: () => rmrf(tmp) } };
+  }
+  fs.writeFileSync(path.join(tmp, 'meta.json'), JSON.stringify(meta));
+  const final = path.join(cache.root, key.name);
+  try {
+    fs.renameSync(tmp, final);
+  } catch (_) {
+    // another runner stored it first (or cannot store): theirs, else ours from where it is
+    const theirs = cachedBinary(cache, key.name);
+    if (theirs) {
+      rmrf(tmp);
+      return { hit: theirs };
+    }
+    return { hit: { bin: path.join(tmp, 'test'), meta, cleanup: () => rmrf(tmp) } };
+  }
+  prune(cache, key.prefix, key.name);
+  return { hit: { bin: path.join(final, 'test'), meta } };
+}
+
+// go's names of the signals (ProcessState.String(): "signal: killed")
+const GO_SIGNAL_NAMES = {
+  SIGHUP: 'hangup', SIGINT: 'interrupt', SIGQUIT: 'quit', SIGILL: 'illegal instruction', SIGTRAP: 'trace/breakpoint trap',
+  SIGABRT: 'aborted', SIGBUS: 'bus error', SIGFPE: 'floating point exception', SIGKILL: 'killed', SIGUSR1: 'user defined signal 1',
+  SIGSEGV: 'segmentation fault', SIGUSR2: 'user defined signal 2', SIGPIPE: 'broken pipe', SIGALRM: 'alarm clock', SIGTERM: 'terminated',
+};
+
+const DURATION_UNITS = { ns: 1e-6, us: 1e-3, 'µs': 1e-3, 'μs': 1e-3, ms: 1, s: 1e3, m: 60e3, h: 3600e3 };
+/** A go duration (`10m0s`, `1.5h`) in ms; NaN when not one. */
+function parseGoDuration(s) {
+  if (s === '0') return 0;
+  const re = /(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)/gy;
+  let ms = 0;
+  let m;
+  let at = 0;
+  while ((m = re.exec(s))) {
+    ms += Number(m[1]) * DURATION_UNITS[m[2]];
+    at = re.lastIndex;
+  }
+  return at === s.length && at > 0 ? ms : NaN;
+}
+
+/** time.Duration.String() of ms >= 1 s (`11m0s`, `1h0m30.5s`). */
+function formatGoDuration(ms) {
+  const h = Math.floor(ms / 3600e3);
+  const m = Math.floor((ms % 3600e3) / 60e3);
+  const sec = String(Number(((ms % 60e3) / 1000).toFixed(9)));
+  return (h ? `${h}h${m}m` : m ? `${m}m` : '') + sec + 's';
+}
+
+/** The argv of a cached binary for a run of `runRe` (null: the whole package). */
+const binaryArgs = (meta, runRe) => (meta.exact || runRe === null ? meta.args : [...meta.args, '-test.run=' + runRe]);
+
+/** The env go test gives a test binary: ours, go's additions (PATH, PWD) replayed. */
+function binaryEnv(meta, dir) {
+  const env = { ...process.env };
+  for (const [k, v] of Object.entries(meta.env || {})) {
+    if (v === null) delete env[k];
+    else env[k] = v;
+  }
+  if (meta.pathPrefix) env.PATH = process.env.PATH ? meta.pathPrefix + path.delimiter + process.env.PATH : meta.pathPrefix;
+  if (meta.pwd) env.PWD = dir;
+  return env;
+}
+
+/**
+ * Runs a test binary as go test -json does (cmd/go builderRunTest): in the package dir,
+ * stdout and stderr on one pipe (the binary is exec'ed by sh with 2>&1) into test2json
+ * -t -p <pkg>; then go's own lines (`ok  \t<pkg>\t<t>[ [no tests to run]]`, or the exit
+ * status when the binary printed nothing and `FAIL\t<pkg>\t<t>`), its kill timeout
+ * (-test.timeout + 1m: SIGQUIT, SIGKILL 5 s later), and the package's result from the exit
+ * status (test2json.Exited). -> {stderr} (test2json's, normally empty).
+ */
+function runBinary(cache, importPath, dir, bin, args, env, onEvent, onText) {
+  return new Promise((resolve, reject) => {
+    let finalEv = null; // the converter's closing event: its Action is go test's, from the exit status
+    let exitOk = false;
+    const stream = goStream((ev) => {
+      if (!ev.Test && (ev.Action === 'pass' || ev.Action === 'fail' || ev.Action === 'skip')) finalEv = ev;
+      else onEvent(ev);
+    }, onText);
+    let failed = false;
+    let child = null;
+    let timers = [];
+    let convGone = false;
+    // test2json or the binary could not start: nothing of this run counts, nothing left running
+    const fail = (what, err) => {
+      if (failed) return;
+      failed = true;
+      for (const t of timers) clearTimeout(t);
+      timers = [];
+      if (child) {
+        child.kill('SIGKILL');
+        child.stdout.resume();
+      }
+      conv.kill('SIGKILL');
+      reject(new AdapterError(`cannot run ${what}: ${err.message}`));
+    };
+    const conv = spawn(cache.test2json[0], [...cache.test2json.slice(1), '-t', '-p', importPath], { cwd: dir, stdio: ['pipe', 'pipe', 'pipe'] });
+    conv.on('error', (err) => fail(cache.test2json.join(' '), err));
+    conv.stdin.on('error', () => { /* test2json gone: its close says the rest */ });
+    conv.on('exit', () => {
+      convGone = true;
+      if (child) child.stdout.resume(); // never left paused on a pipe nobody reads
+    });
+    let buf = '';
+    conv.stdout.setEncoding('utf8');
+    conv.stdout.on('data', (chunk) => {
+      buf += chunk;
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        stream.line(buf.slice(0, i));
+        buf = buf.slice(i + 1);
+      }
+    });
+    conv.stderr.setEncoding('utf8');
+    conv.stderr.on('data', (c) => stream.stderr(c));
+    // done when both are: test2json normally ends after the binary (its stdin is closed then)
+    let convClosed = false;
+    let childClosed = false;
+    const finish = () => {
+      if (failed || !convClosed || !childClosed) return;
+      if (buf) stream.line(buf);
+      buf = '';
+      // test2json (stdin mode: exit 0) failed: no result for the package, as when go test dies
+      if (convOk) onEvent({ ...(finalEv || { Package: importPath }), Action: exitOk ? 'pass' : 'fail' });
+      resolve({ stderr: stream.result() });
+    };
+    let convOk = false;
+    conv.on('close', (code) => {
+      convClosed = true;
+      convOk = code === 0;
+      finish();
+    });
+
+    // what go test looks at in the output
+    const NORUN = Buffer.from('\ntesting: warning: no tests to run\n');
+    let outLen = 0;
+    let lastByte = -1;
+    let head = Buffer.alloc(0);
+    let tail = Buffer.alloc(0);
+    let norun = false;
+    const t0 = Date.now();
+    child = spawn('/bin/sh', ['-c', 'exec "$0" "$@" 2>&1', bin, ...args], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.on('error', (err) => fail(bin, err));
+    const feed = (chunk) => {
+      if (!chunk.length) return;
+      if (!norun) {
+        const w = Buffer.concat([tail, chunk]);
+        if (w.includes(NORUN)) norun = true;
+        tail = w.subarray(Math.max(0, w.length - NORUN.length + 1));
+      }
+      if (head.length < NORUN.length) head = Buffer.concat([head, chunk]).subarray(0, NORUN.length);
+      outLen += chunk.length;
+      lastByte = chunk[chunk.length - 1];
+      if (failed || convGone) return;
+      if (!conv.stdin.write(chunk)) {
+        child.stdout.pause();
+        conv.stdin.once('drain', () => child.stdout.resume());
+      }
+    };
+    child.stdout.on('data', feed);
+    child.stderr.on('data', feed); // sh's own, before the exec
+
+    let killedBy = null;
+    const timeoutArg = args.filter((a) => a.startsWith('-test.timeout=')).pop();
+    const timeoutMs = timeoutArg ? parseGoDuration(timeoutArg.slice('-test.timeout='.length)) : NaN;
+    if (timeoutMs > 0 && !args.some((a) => a.startsWith('-test.fuzz=')) && timeoutMs + 60e3 < 2 ** 31) {
+      timers.push(setTimeout(() => {
+        killedBy = 'quit';
+        child.kill('SIGQUIT');
+        timers.push(setTimeout(() => {
+          killedBy = 'kill';
+          child.kill('SIGKILL');
+        }, 5000));
+      }, timeoutMs + 60e3));
+    }
+    child.on('close', (code, signal) => {
+      for (const t of timers) clearTimeout(t);
+      timers = [];
+      if (failed) return;
+      let extra = '';
+      if (killedBy) {
+        const line = `*** Test killed${killedBy === 'quit' ? ' with quit' : ''}: ran too long (${formatGoDuration(timeoutMs + 60e3)}).\n`;
+        extra += line;
+        outLen += line.length;
+        lastByte = 10;
+      }
+      const t = ((Date.now() - t0) / 1000).toFixed(3) + 's';
+      exitOk = code === 0;
+      const hasPrefix = head.length >= NORUN.length - 1 && head.subarray(0, NORUN.length - 1).equals(NORUN.subarray(1));
+      if (exitOk) {
+        if (outLen > 0 && lastByte !== 10) extra += '\n';
+        extra += `ok  \t${importPath}\t${t}${norun || hasPrefix ? ' [no tests to run]' : ''}\n`;
+      } else {
+        if (outLen === 0) extra += (code !== null ? `exit status ${code}` : `signal: ${GO_SIGNAL_NAMES[signal] || signal}`) + '\n';
+        else if (lastByte !== 10) extra += '\n';
+        extra += `FAIL\t${importPath}\t${t}\n`;
+      }
+      childClosed = true;
+      if (!convGone) conv.stdin.end(extra);
+      finish();
+    });
+  });
+}
+
 // --------------------------------------------------------------------------- discover
 
 async function discover() {
+  ensureGocache();
   const pkgs = listPackages(['./...']);
   const listed = new Map(); // importPath -> {names: [], output: '', status}
   const textFailures = new Map(); // importPath -> '[build failed]' | '[setup failed]'
@@ -450,7 +1055,7 @@ function testMessage(t, dir) {
   return t.status === 'fail' ? `${t.name} failed (no output)` : undefined;
 }
 
-async function runPackage(importPath, info, group) {
+async function runPackage(importPath, info, group, cache, key) {
   // group: {whole: rec|null, tests: Map name -> rec}
   const tests = new Map(); // top-level name -> GoTest
   const topOf = (name) => name.split('/')[0];
@@ -464,9 +1069,9 @@ async function runPackage(importPath, info, group) {
   let seq = 0;
   const recOf = (top) => group.tests.get(top) || null;
 
+  const runRe = group.whole ? null : `^(${[...group.tests.keys()].map(escapeRe).join('|')})$`;
   const args = ['test', '-json', '-count=1'];
-  if (!group.whole) args.push('-run', `^(${[...group.tests.keys()].map(escapeRe).join('|')})$`);
-  args.push(importPath);
+  if (runRe !== null) args.push('-run', runRe);
   if (group.whole) {
     startTest(group.whole); // the package as a whole is under way (building it included)
   }
@@ -478,7 +1083,7 @@ async function runPackage(importPath, info, group) {
     endRec(rec, status, t.elapsed * 1000, testMessage(t, info.dir), status === 'failed' ? t.output : undefined);
   };
 
-  const { stderr } = await runGoTest(args, (ev) => {
+  const onEvent = (ev) => {
     if (ev.Package && ev.Package !== importPath) return;
     if (!ev.Test) {
       if (ev.Action === 'output') pkgOutput += ev.Output;
@@ -513,10 +1118,39 @@ async function runPackage(importPath, info, group) {
       default: // pause, cont, bench
         break;
     }
-  }, (line) => {
+  };
+  const onText = (line) => {
     const m = /^FAIL\s+(\S+)\s+\[(build failed|setup failed)\]/.exec(line);
     if (m && m[1] === importPath) textFailure = m[2];
-  });
+  };
+
+  // go test, or the package's test binary (built by go test the first time)
+  let stderr;
+  if (cache && key) {
+    let hit = cachedBinary(cache, key.name);
+    if (!hit) {
+      const built = await buildBinary(cache, key, importPath, info.dir, args, runRe);
+      if (built.recorded) ({ stderr } = replayGo(built.recorded, onEvent, onText));
+      else hit = built.hit;
+    }
+    if (hit) {
+      let seen = 0;
+      try {
+        ({ stderr } = await runBinary(cache, importPath, info.dir, hit.bin, binaryArgs(hit.meta, runRe), binaryEnv(hit.meta, info.dir), (ev) => {
+          seen++;
+          onEvent(ev);
+        }, onText));
+      } catch (err) {
+        if (!(err instanceof AdapterError) || seen) throw err;
+        process.stderr.write(`warren-go: ${err.message}; running go test instead\n`);
+        ({ stderr } = await runGoTest([...args, importPath], onEvent, onText)); // the binary could not start: go test then
+      } finally {
+        if (hit.cleanup) hit.cleanup();
+      }
+    }
+  } else {
+    ({ stderr } = await runGoTest([...args, importPath], onEvent, onText));
+  }
 
   // ---- what the stream did not settle
   if (textFailure) {
@@ -586,8 +1220,10 @@ async function runPackage(importPath, info, group) {
   }
 }
 
-async function run() {
-  const ids = readIds();
+/** Runs `ids` (trimmed, each once): the events of a run, `done` included; -> 0 (all passed) or 1. */
+async function runIds(ids) {
+  sourceCache.clear(); // serve: the sources may have changed since the last batch
+  ensureGocache();
   const groups = new Map(); // importPath -> {whole, tests}
   for (const id of ids) {
     const { pkg, name } = parseId(id);
@@ -596,7 +1232,16 @@ async function run() {
     if (name === null) g.whole = { id, pkg, file: '', name: '' };
     else g.tests.set(name, { id, pkg, name: '', file: '' });
   }
-  const pkgs = listPackages([...groups.keys()]);
+  const cache = binaryCache();
+  // the test binaries' keys (go list -deps -test) while go list says what the packages are
+  const keying = cache ? binaryKeys(cache, [...groups.keys()].filter((ip) => /^[^\s-]\S*$/.test(ip))) : Promise.resolve(new Map());
+  let pkgs;
+  try {
+    pkgs = listPackages([...groups.keys()]);
+  } finally {
+    await keying.catch(() => null); // never left running on its own
+  }
+  const keys = await keying;
   emit({ event: 'start', count: ids.length });
   for (const [importPath, g] of groups) {
     const info = pkgs.get(importPath);
@@ -616,19 +1261,58 @@ async function run() {
       }
       continue;
     }
-    await runPackage(importPath, info, g);
+    await runPackage(importPath, info, g, cache, keys.get(importPath));
   }
   events.done();
-  process.exitCode = events.anyFailure ? 1 : 0;
+  return events.anyFailure ? 1 : 0;
+}
+
+/** The ids of a run (ids file) or a batch: trimmed (go ids have no spaces), each once. */
+function uniqueIds(lines) {
+  const ids = [];
+  for (const l of lines) {
+    const id = String(l).replace(/\r$/, '').trim();
+    if (id && !ids.includes(id)) ids.push(id);
+  }
+  return ids;
+}
+
+async function run() {
+  const ids = readIds();
+  process.exitCode = await runIds(ids);
+}
+
+/** serve: each batch as `run` would run its ids; an adapter error is the batch's, never an exit. */
+function serveBatches() {
+  common.serve(events, async (ids) => {
+    try {
+      return await runIds(uniqueIds(ids));
+    } catch (err) {
+      if (!(err instanceof AdapterError)) throw err;
+      const ev = { event: 'error', message: 'warren-go: ' + err.message };
+      if (err.details) ev.details = err.details;
+      emit(ev);
+      process.stderr.write(ev.message + '\n' + (ev.details ? ev.details + '\n' : ''));
+      return 2;
+    }
+  }, (err) => ({ message: err && err.message, details: err && err.stack }));
 }
 
 // --------------------------------------------------------------------------- main
 
 async function main() {
+  if (mode === '__capture') {
+    capture();
+    return;
+  }
   events.open('go test finished');
   events.checkMode(mode, 'warren-go.cjs');
-  if (mode === 'discover') await discover();
+  if (mode === 'serve') serveBatches();
+  else if (mode === 'discover') await discover();
   else await run();
 }
 
-main().catch((err) => fatal('unexpected failure: ' + (err && err.message), err && err.stack));
+main().catch((err) => {
+  if (err instanceof AdapterError) events.fail(err.message, err.details);
+  else events.fail('unexpected failure: ' + (err && err.message), err && err.stack);
+});
