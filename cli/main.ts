@@ -91,6 +91,8 @@ export function program(): Command {
     .option('--network <mode>', 'docker: none (default) or host ($WARREN_NETWORK)')
     .option('--user <user>', 'docker: user the tests run as ($WARREN_USER)')
     .option('--mount-suite', 'docker: mount the suite directory of each run into the containers')
+    .option('--cache-dir <dir>', "caches that outlive runs: the frameworks' own per slot and suite, discovery ($WARREN_SUPERVISOR_CACHE_DIR, default ~/.cache/warren)")
+    .option('--runner-max-memory <size>', 'retire a warm runner above this resident size after a batch, e.g. 2g ($WARREN_RUNNER_MAX_MEMORY)')
     .action(async (o: Record<string, string | boolean | undefined>) => {
       await startSupervisor({
         broker: o.broker as string | undefined,
@@ -99,6 +101,8 @@ export function program(): Command {
         id: o.id as string | undefined,
         dir: o.dir as string | undefined,
         graceSec: o.grace as string | undefined,
+        cacheDir: o.cacheDir as string | undefined,
+        runnerMaxMemory: o.runnerMaxMemory as string | undefined,
         driver: o.driver as SupervisorConfigInput['driver'],
         docker: {
           image: o.image as string | undefined,

@@ -67,7 +67,7 @@ export function loadSupervisorConfig(flags: SupervisorConfigInput & { config?: s
     id: pick(flags.id, env('WARREN_SUPERVISOR_ID'), file.id),
     dir: pick(flags.dir, env('WARREN_SUPERVISOR_DIR'), file.dir),
     graceSec: pick(flags.graceSec, file.graceSec),
-    cacheDir: pick(flags.cacheDir, env('WARREN_CACHE_DIR'), file.cacheDir),
+    cacheDir: pick(flags.cacheDir, env('WARREN_SUPERVISOR_CACHE_DIR'), file.cacheDir),
     runnerMaxMemory: pick(flags.runnerMaxMemory, env('WARREN_RUNNER_MAX_MEMORY'), file.runnerMaxMemory),
     labels: pick(flags.labels, env('WARREN_LABELS') === undefined ? undefined : parseLabels(env('WARREN_LABELS')!), file.labels),
     driver: pick(flags.driver, env('WARREN_DRIVER'), file.driver),

@@ -44,6 +44,7 @@ function makeDriver(c: SlotConfig): WorkerDriver {
     supervisorId: c.supervisorId,
     slotIndex: c.index,
     slotDir: c.dir,
+    cacheDir: c.cacheDir,
     assetsDir: c.assetsDir,
     defaultImage: c.docker.image,
     isolation: c.docker.isolation,

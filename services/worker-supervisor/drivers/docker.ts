@@ -28,6 +28,8 @@ export interface DockerSlotOptions {
   slotIndex: number;
   /** The slot's own directory (a host path, mounted at the same path). */
   slotDir: string;
+  /** The slot's cache directory (outlives runs), mounted at the same path. */
+  cacheDir?: string;
   /** Our plug-ins, copied to a host path (mounted read-only at the same path). */
   assetsDir: string;
   /** Image when the run names none. */
@@ -215,6 +217,8 @@ export class DockerDriver implements WorkerDriver {
     await this.dispose();
     await this.opts.ensureImage(image);
     const binds = [`${this.opts.slotDir}:${this.opts.slotDir}`, `${this.opts.assetsDir}:${this.opts.assetsDir}:ro`];
+    // the slot's caches that outlive runs (WARREN_CACHE_DIR of its processes)
+    if (this.opts.cacheDir) binds.push(`${this.opts.cacheDir}:${this.opts.cacheDir}`);
     if (this.opts.mountSuite) binds.push(`${cwd}:${cwd}`);
     const container = await this.opts.docker.createContainer({
       Image: image,
