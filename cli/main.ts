@@ -16,7 +16,6 @@ import { startDispatcher } from '../services/dispatcher/main.js';
 import { startAggregator } from '../services/aggregator/main.js';
 import { startSupervisor } from '../services/worker-supervisor/main.js';
 import type { SupervisorConfigInput } from '../services/worker-supervisor/config.js';
-import { deploy, health, hosts, loadMatrix } from './deploy.js';
 import { EXIT, run, type RunFlags } from './run.js';
 
 function collect(value: string, previous: string[]): string[] {
@@ -136,6 +135,8 @@ export function program(): Command {
     .option('--deadline <sec>', 'give up on a host that has not answered by then', '120')
     .option('--retry <sec>', 'wait between attempts on a host that does not answer', '5')
     .action(async (o: { matrix: string; compose: string; down?: boolean; host: string[]; deadline: string; retry: string }) => {
+      // loaded when used: SSH and its crypto are not what `warren run` needs to start fast
+      const { deploy, loadMatrix } = await import('./deploy.js');
       const matrix = loadMatrix(o.matrix);
       if (!fs.existsSync(o.compose)) throw new UsageError(`--compose: ${o.compose} does not exist`);
       const out = (line: string) => process.stdout.write(`${line}\n`);
@@ -154,6 +155,7 @@ export function program(): Command {
     .option('--matrix <file>', 'also list the hosts of this matrix that send no heartbeat')
     .option('--listen <sec>', 'how long to listen for heartbeats', '5')
     .action(async (o: { broker?: string; matrix?: string; listen: string }) => {
+      const { hosts, loadMatrix } = await import('./deploy.js');
       const matrix = o.matrix ? loadMatrix(o.matrix) : undefined;
       const broker = new Broker({ url: brokerUrl(o.broker), name: 'warren hosts', log: createLogger('cli', 'error'), connectAttempts: 3 });
       await broker.start();
@@ -170,6 +172,7 @@ export function program(): Command {
     .description('exit 0 when the broker answers and the topology is there (for health checks)')
     .option('--broker <url>', 'RabbitMQ URL (default: $WARREN_BROKER_URL, then amqp://localhost)')
     .action(async (o: { broker?: string }) => {
+      const { health } = await import('./deploy.js');
       process.stdout.write(`${await health(brokerUrl(o.broker), createLogger('cli', 'error'))}\n`);
       process.exitCode = 0;
     });

@@ -20,6 +20,8 @@ import type { SuiteConfig, TestRef } from '../../shared/messages.js';
 const SKIP = new Set([
   '.git', '.hg', '.svn', 'node_modules', '__pycache__', '.pytest_cache', '.mypy_cache', '.ruff_cache', '.tox', '.nox',
   '.venv', 'venv', '.cache', 'coverage', '.nyc_output', '.jest-cache', '.vitest', 'tmp', 'log',
+  // Warren's own output, by default in the directory `warren run` runs in (often the suite's)
+  'warren-report', 'warren-reports', '.warren',
 ]);
 /** A suite this big is not walked (the walk would cost more than it saves). */
 const MAX_FILES = 200_000;

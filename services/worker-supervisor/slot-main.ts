@@ -4,11 +4,9 @@
  * (the IPC channel disconnects, even after a SIGKILL of the supervisor) the slot kills its
  * test process and exits at once: its unacked job is redelivered to a live worker.
  */
-import Docker from 'dockerode';
 import { createLogger } from '../../shared/log.js';
 import { LocalDriver } from './drivers/local.js';
 import { NoopDriver } from './drivers/noop.js';
-import { DockerDriver } from './drivers/docker.js';
 import type { WorkerDriver } from './drivers/driver.js';
 import { Slot, type SlotActivity } from './slot.js';
 import type { SlotConfig, SlotRequest, SupervisorReply } from './supervisor.js';
@@ -36,9 +34,11 @@ function ensureImage(image: string): Promise<void> {
   });
 }
 
-function makeDriver(c: SlotConfig): WorkerDriver {
+/** The slot's driver; dockerode is loaded only for docker (a local slot starts faster). */
+async function makeDriver(c: SlotConfig): Promise<WorkerDriver> {
   if (c.driver === 'noop') return new NoopDriver();
   if (c.driver === 'local') return new LocalDriver();
+  const [{ default: Docker }, { DockerDriver }] = await Promise.all([import('dockerode'), import('./drivers/docker.js')]);
   return new DockerDriver({
     docker: new Docker(),
     supervisorId: c.supervisorId,
@@ -62,7 +62,7 @@ function makeDriver(c: SlotConfig): WorkerDriver {
 
 const slot = new Slot({
   ...config,
-  driver: makeDriver(config),
+  driver: await makeDriver(config),
   log,
   onState: send,
   onEventsRead: (offset) => process.send?.({ type: 'events-read', offset } satisfies SlotRequest),

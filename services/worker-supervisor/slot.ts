@@ -38,7 +38,8 @@ export interface SlotOptions {
   workerId: string;
   /** The slot's own directory: events files, TMPDIR. */
   dir: string;
-  /** The slot's caches that outlive runs (a directory per suite below it: WARREN_CACHE_DIR). */
+  /** Caches that outlive runs, shared by the supervisor's slots (a directory per suite
+   * below it: WARREN_CACHE_DIR). */
   cacheDir: string;
   /** Discovery results by suite content, shared by the host's slots. */
   discoveryDir: string;

@@ -237,7 +237,9 @@ export class Supervisor {
       graceMs: this.opts.graceMs ?? 30_000, driver: this.opts.driver ?? 'local',
       docker: this.opts.docker ?? { isolation: 'slot', memory: 0, cpus: 0, pidsLimit: 0, network: 'none', mountSuite: false },
       assetsDir: this.assets, env: slotEnv,
-      cacheDir: path.join(this.cache!.dir, `slot-${handle.index}`),
+      // shared by this supervisor's slots: the frameworks' caches are made for concurrent
+      // workers (jest's, go's, pytest's), and one slot's discovery warms them for all
+      cacheDir: path.join(this.cache!.dir, 'suites'),
       discoveryDir: path.join(this.cache!.root, 'discovery'),
       runnerMaxRssBytes: this.opts.runnerMaxRssBytes ?? 2 * 1024 ** 3,
     };
