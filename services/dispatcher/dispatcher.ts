@@ -21,7 +21,7 @@ import {
 } from '../../shared/messages.js';
 import { EXCHANGES, QUEUES, ROUTING } from '../../shared/topology.js';
 import { History } from './history.js';
-import { filterTests, minBatchMsFor, planBatches } from './plan.js';
+import { CHEAP_BATCH_MS, filterTests, minBatchMsFor, planBatches } from './plan.js';
 
 export interface DispatcherOptions {
   brokerUrl: string;
@@ -170,9 +170,11 @@ export class Dispatcher {
     // durations: the request's own (--timings), else what the history knows of this suite
     const durations = run.durations ?? this.history?.durations(run.adapter, run.cwd, tests);
     // batches no smaller than what a batch of this suite was measured to cost is worth
-    const warm = WARM_ADAPTERS.includes(run.adapter) && !run.freshProcess;
-    const overhead = warm ? this.history?.batchOverheadMs(run.adapter, run.cwd) : undefined;
-    const batches = planBatches(tests, { maxBatch, slots: consumerCount, durations, minBatchMs: minBatchMsFor(overhead, warm), warm });
+    // a batch's cost: measured by earlier runs (any adapter: a `command` may start in 5 ms),
+    // else what a warm runner or a cold process usually costs; cheap batches are cut finer
+    const overhead = run.freshProcess ? undefined : this.history?.batchOverheadMs(run.adapter, run.cwd);
+    const cheap = overhead !== undefined ? overhead < CHEAP_BATCH_MS : WARM_ADAPTERS.includes(run.adapter) && !run.freshProcess;
+    const batches = planBatches(tests, { maxBatch, slots: consumerCount, durations, minBatchMs: minBatchMsFor(overhead, cheap), warm: cheap });
     if (discovery) discovery = { ...discovery, known: durations ? tests.filter((t) => durations[t.id] !== undefined).length : 0 };
     // The plan goes first: the aggregator must know the whole round before any result, and
     // if we die halfway through the specs, the redelivered message publishes them again.

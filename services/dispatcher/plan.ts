@@ -29,7 +29,7 @@ export interface BatchOptions {
   durations?: Record<string, number>;
   /** With durations: the least work worth a batch (default MIN_BATCH_MS). */
   minBatchMs?: number;
-  /** Batches go to warm runners (cheap): cut finer. */
+  /** A batch is cheap (a warm runner, a measured small overhead): cut finer. */
   warm?: boolean;
 }
 
@@ -51,6 +51,8 @@ const SPECS_PER_SLOT_WARM = 16;
 export const MIN_BATCH_MS = 1000;
 /** The same for a warm runner whose overhead was never measured. */
 export const WARM_MIN_BATCH_MS = 200;
+/** A batch overhead below this is cheap (a warm runner, a shell command): cut finer. */
+export const CHEAP_BATCH_MS = 100;
 
 /**
  * The least work worth a batch, from what a batch was measured to cost beyond its tests

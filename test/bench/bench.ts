@@ -17,6 +17,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import amqp from 'amqplib';
 import { Broker } from '../../shared/broker.js';
 import { createLogger } from '../../shared/log.js';
@@ -32,8 +33,8 @@ import { FRAMEWORKS, generateSuite, nativeParallel, parseCounts, type Command, t
 const log = createLogger('bench', 'error');
 process.env.WARREN_LOG_LEVEL = 'error';
 
-async function cluster(url: string, workers: number, driver: 'local' | 'noop') {
-  const dispatcher = new Dispatcher({ brokerUrl: url, log });
+async function cluster(url: string, workers: number, driver: 'local' | 'noop', historyFile?: string) {
+  const dispatcher = new Dispatcher({ brokerUrl: url, log, historyFile });
   const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), stateDir: tmpDir(), log });
   const supervisor = new Supervisor({ brokerUrl: url, workers, driver, log, graceMs: 1000 });
   const broker = new Broker({ url, name: 'bench', log });
@@ -232,18 +233,21 @@ function durations(n: number): number[] {
   }).map((d) => Math.round(d * 1000) / 1000);
 }
 
+const MAKESPAN_SUITE = tmpDir('warren-bench-sleeping-');
+
 /** (b) makespan of a sleeping suite, real processes. */
 async function makespan(url: string, batched: boolean, history: boolean) {
   const slots = 16;
   const ds = durations(300);
   const total = ds.reduce((a, b) => a + b, 0);
   const bound = Math.max(total / slots, Math.max(...ds));
-  const c = await cluster(url, slots, 'local');
+  // one suite directory and one history for the four runs: the later ones know what a batch costs
+  const c = await cluster(url, slots, 'local', path.join(MAKESPAN_SUITE, 'history.sqlite'));
   try {
     const runId = `bench-makespan-${batched ? 'batched' : 'single'}-${history ? 'history' : 'cold'}`;
     const ids = ds.map((d, i) => `t${String(i).padStart(3, '0')}-${d}`).join('\n');
     const request = RunRequest.parse({
-      type: 'run.request', runId, adapter: 'command', cwd: tmpDir(),
+      type: 'run.request', runId, adapter: 'command', cwd: MAKESPAN_SUITE,
       command: {
         discover: `printf '%s\\n' ${ids.split('\n').join(' ')}`,
         run: batched ? 'for x in {ids}; do sleep ${x#*-}; done' : 'x={id}; sleep ${x#*-}',
@@ -264,39 +268,46 @@ async function main() {
   try {
     const N = Number(process.env.BENCH_SPECS ?? 5000);
     console.log(`machine: ${os.cpus().length} cores, node ${process.version}; RabbitMQ at localhost, vhost ${vhost.name}\n`);
-    const rawAck = await raw(vhost.url, N, 8, false);
-    const rawResult = await raw(vhost.url, N, 8, true);
-    const p = await pipeline(vhost.url, N);
-    console.log(`(a) throughput, ${N} specs, 8 consumers/slots, quorum queue, persistent, prefetch 1`);
-    console.log(`    raw amqplib consume+ack                         ${rawAck.toFixed(0).padStart(6)} msgs/s`);
-    console.log(`    raw amqplib consume+publish result(confirm)+ack ${rawResult.toFixed(0).padStart(6)} msgs/s`);
-    console.log(`    Warren pipeline (no-op executor), to report     ${p.specsPerSec.toFixed(0).padStart(6)} specs/s  (${(p.ms / 1000).toFixed(1)} s)`);
-    console.log(`    Warren / raw-with-result                        ${(p.specsPerSec / rawResult).toFixed(2)}`);
-    if (process.env.BENCH_PART === 'a') return;
-    const F = Number(process.env.BENCH_FLEET_SPECS ?? 3000);
-    const rawFleet = await raw(vhost.url, F, 80, true);
-    const f = await fleet(vhost.url, 10, 8, F);
-    console.log(`\n(c) fleet: 10 supervisors x 8 no-op slots (real processes) on this machine, ${F} specs`);
-    console.log(`    raw amqplib, 80 consumers, publish result(confirm)+ack ${rawFleet.toFixed(0).padStart(6)} msgs/s`);
-    console.log(`    Warren pipeline through the fleet                      ${f.specsPerSec.toFixed(0).padStart(6)} specs/s   ratio ${(f.specsPerSec / rawFleet).toFixed(2)}`);
-    console.log(`    resident memory: supervisor ${f.supervisorMiB.toFixed(0)} MiB (largest of 10), slot ${f.slotMiB.toFixed(0)} MiB (mean of ${f.slots})`);
-    if (process.env.BENCH_PART === 'c') return;
-    const only = process.env.BENCH_FRAMEWORKS?.split(',') as Framework[] | undefined;
-    console.log('\n(d) generated suites (400 tests, 40 files, skewed, a ~300 ms helper), 2 workers: the framework\'s own mode vs `warren run --local --workers 2`');
-    console.log(`    ${'framework'.padEnd(9)} ${'ideal'.padStart(6)} ${'native'.padStart(7)} ${'Warren 1st'.padStart(10)} ${'ratio'.padStart(5)} ${'history'.padStart(8)} ${'ratio'.padStart(5)}   tests passed (native / 1st / history)`);
-    for (const fw of only ?? FRAMEWORKS) {
-      const r = await versusNative(vhost.url, fw);
-      console.log(`    ${fw.padEnd(9)} ${r.ideal.toFixed(1).padStart(5)}s ${r.native.toFixed(1).padStart(6)}s ${r.first.toFixed(1).padStart(9)}s ${(r.first / r.native).toFixed(2).padStart(5)} ${r.second.toFixed(1).padStart(7)}s ${(r.second / r.native).toFixed(2).padStart(5)}   ${r.nativeCount} / ${r.firstCount} / ${r.secondCount} of ${r.tests}`);
+    // BENCH_PARTS=a,b,c,d (default all): which parts to run
+    const parts = (process.env.BENCH_PARTS ?? 'a,b,c,d').split(',');
+    if (parts.includes('a')) {
+      const rawAck = await raw(vhost.url, N, 8, false);
+      const rawResult = await raw(vhost.url, N, 8, true);
+      const p = await pipeline(vhost.url, N);
+      console.log(`(a) throughput, ${N} specs, 8 consumers/slots, quorum queue, persistent, prefetch 1`);
+      console.log(`    raw amqplib consume+ack                         ${rawAck.toFixed(0).padStart(6)} msgs/s`);
+      console.log(`    raw amqplib consume+publish result(confirm)+ack ${rawResult.toFixed(0).padStart(6)} msgs/s`);
+      console.log(`    Warren pipeline (no-op executor), to report     ${p.specsPerSec.toFixed(0).padStart(6)} specs/s  (${(p.ms / 1000).toFixed(1)} s)`);
+      console.log(`    Warren / raw-with-result                        ${(p.specsPerSec / rawResult).toFixed(2)}`);
     }
-    if (process.env.BENCH_PART === 'd') return;
-    const first = await makespan(vhost.url, false, false);
-    console.log(`\n(b) makespan, 300 sleeping tests (skewed: ${first.total.toFixed(1)} s in all, longest ${first.bound.toFixed(2)} s or total/16), 16 slots, real processes`);
-    console.log(`    lower bound max(total/slots, longest) = ${first.bound.toFixed(2)} s`);
-    const line = (what: string, m: typeof first) => console.log(`    ${what.padEnd(44)} makespan ${m.makespan.toFixed(2).padStart(6)} s   ratio ${m.ratio.toFixed(2)}`);
-    line('one test per spec, no history', first);
-    line('one test per spec, durations known', await makespan(vhost.url, false, true));
-    line('batched, no history', await makespan(vhost.url, true, false));
-    line('batched, durations known (2nd run)', await makespan(vhost.url, true, true));
+    if (parts.includes('b')) {
+      const first = await makespan(vhost.url, false, false);
+      console.log(`\n(b) makespan, 300 sleeping tests (skewed: ${first.total.toFixed(1)} s in all, longest ${first.bound.toFixed(2)} s or total/16), 16 slots, real processes`);
+      console.log(`    lower bound max(total/slots, longest) = ${first.bound.toFixed(2)} s`);
+      const line = (what: string, m: typeof first) => console.log(`    ${what.padEnd(44)} makespan ${m.makespan.toFixed(2).padStart(6)} s   ratio ${m.ratio.toFixed(2)}`);
+      line('one test per spec, no history', first);
+      line('one test per spec, durations known', await makespan(vhost.url, false, true));
+      line('batched, no history', await makespan(vhost.url, true, false));
+      line('batched, durations known (2nd run)', await makespan(vhost.url, true, true));
+    }
+    if (parts.includes('c')) {
+      const F = Number(process.env.BENCH_FLEET_SPECS ?? 3000);
+      const rawFleet = await raw(vhost.url, F, 80, true);
+      const f = await fleet(vhost.url, 10, 8, F);
+      console.log(`\n(c) fleet: 10 supervisors x 8 no-op slots (real processes) on this machine, ${F} specs`);
+      console.log(`    raw amqplib, 80 consumers, publish result(confirm)+ack ${rawFleet.toFixed(0).padStart(6)} msgs/s`);
+      console.log(`    Warren pipeline through the fleet                      ${f.specsPerSec.toFixed(0).padStart(6)} specs/s   ratio ${(f.specsPerSec / rawFleet).toFixed(2)}`);
+      console.log(`    resident memory: supervisor ${f.supervisorMiB.toFixed(0)} MiB (largest of 10), slot ${f.slotMiB.toFixed(0)} MiB (mean of ${f.slots})`);
+    }
+    if (parts.includes('d')) {
+      const only = process.env.BENCH_FRAMEWORKS?.split(',') as Framework[] | undefined;
+      console.log('\n(d) generated suites (400 tests, 40 files, skewed, a ~300 ms helper), 2 workers: the framework\'s own mode vs `warren run --local --workers 2`');
+      console.log(`    ${'framework'.padEnd(9)} ${'ideal'.padStart(6)} ${'native'.padStart(7)} ${'Warren 1st'.padStart(10)} ${'ratio'.padStart(5)} ${'history'.padStart(8)} ${'ratio'.padStart(5)}   tests passed (native / 1st / history)`);
+      for (const fw of only ?? FRAMEWORKS) {
+        const r = await versusNative(vhost.url, fw);
+        console.log(`    ${fw.padEnd(9)} ${r.ideal.toFixed(1).padStart(5)}s ${r.native.toFixed(1).padStart(6)}s ${r.first.toFixed(1).padStart(9)}s ${(r.first / r.native).toFixed(2).padStart(5)} ${r.second.toFixed(1).padStart(7)}s ${(r.second / r.native).toFixed(2).padStart(5)}   ${r.nativeCount} / ${r.firstCount} / ${r.secondCount} of ${r.tests}`);
+      }
+    }
   } finally {
     await vhost.delete();
   }
