@@ -5,9 +5,9 @@
  * its tests at once; any change to a file re-discovers.
  *
  * The fingerprint is the image's id when the code is baked into a docker image (images are
- * immutable), else a walk of the suite directory: every file's path, size and mtime (a
- * checkout of the same content gives new mtimes, so a false miss at worst, never a stale
- * hit). An env value under the temporary directory counts by its name only. Dependency and cache directories are left out of the walk (node_modules, .git,
+ * immutable), else a walk of the suite directory: every file's path and content (read only
+ * when its size or mtime changed since the last walk). An env value under the temporary
+ * directory counts by its name only. Dependency and cache directories are left out of the walk (node_modules, .git,
  * __pycache__, ...): the frameworks' own caches change on every run.
  */
 import crypto from 'node:crypto';
@@ -37,7 +37,7 @@ export class DiscoveryCache {
   /** The key of a suite's current state, or undefined when it cannot be had. */
   key(suite: SuiteConfig, fingerprint: string | null | undefined): string | undefined {
     if (fingerprint === null) return undefined;
-    const content = fingerprint ?? walkFingerprint(suite.cwd);
+    const content = fingerprint ?? walkFingerprint(suite.cwd, path.join(this.dir, `stat-${crypto.createHash('sha256').update(suite.cwd).digest('hex').slice(0, 16)}.json`));
     if (content === undefined) return undefined;
     const config = JSON.stringify([suite.adapter, suite.cwd, suite.command ?? null, sorted(suite.env), suite.image ?? null]);
     return crypto.createHash('sha256').update(config).update('\0').update(content).digest('hex').slice(0, 32);
@@ -81,8 +81,26 @@ function sorted(env: Record<string, string>): Array<[string, string]> {
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
 }
 
-/** Path, size and mtime of every file under `root`, hashed; undefined if unreadable or too big. */
-export function walkFingerprint(root: string): string | undefined {
+/** What a walk remembers of a file: its size and mtime, and the hash of its content then. */
+type StatCache = Record<string, [size: number, mtimeMs: number, sha: string]>;
+
+/**
+ * The content of every file under `root` (path and content hash), hashed; undefined if the
+ * root is unreadable or too big. Content, not mtimes: frameworks rewrite files unchanged
+ * (jest saves every snapshot file a run touched), which must not cost a discovery. A file
+ * whose size and mtime are those of the last walk keeps its remembered hash (`statFile`,
+ * as git's index does), so only changed files are read.
+ */
+export function walkFingerprint(root: string, statFile?: string): string | undefined {
+  let previous: StatCache = {};
+  if (statFile) {
+    try {
+      previous = JSON.parse(fs.readFileSync(statFile, 'utf8')) as StatCache;
+    } catch {
+      // first walk of this suite
+    }
+  }
+  const next: StatCache = {};
   const hash = crypto.createHash('sha256');
   let files = 0;
   const walk = (dir: string, rel: string): boolean => {
@@ -101,15 +119,31 @@ export function walkFingerprint(root: string): string | undefined {
         if (!walk(abs, r)) return false;
       } else if (e.isFile() || e.isSymbolicLink()) {
         if (++files > MAX_FILES) return false;
+        let sha = '?'; // a dangling link, an unreadable file
         try {
           const st = fs.statSync(abs);
-          hash.update(`${r}\0${st.size}\0${st.mtimeMs}\n`);
+          const known = previous[r];
+          sha = known && known[0] === st.size && known[1] === st.mtimeMs
+            ? known[2]
+            : crypto.createHash('sha1').update(fs.readFileSync(abs)).digest('hex');
+          next[r] = [st.size, st.mtimeMs, sha];
         } catch {
-          hash.update(`${r}\0?\n`); // a dangling link
+          // counted as '?'
         }
+        hash.update(`${r}\0${sha}\n`);
       }
     }
     return true;
   };
-  return walk(root, '') ? hash.digest('hex') : undefined;
+  if (!walk(root, '')) return undefined;
+  if (statFile) {
+    try {
+      fs.mkdirSync(path.dirname(statFile), { recursive: true });
+      fs.writeFileSync(`${statFile}.${process.pid}.tmp`, JSON.stringify(next));
+      fs.renameSync(`${statFile}.${process.pid}.tmp`, statFile);
+    } catch {
+      // the next walk reads every file again
+    }
+  }
+  return hash.digest('hex');
 }

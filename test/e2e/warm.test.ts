@@ -74,7 +74,7 @@ test('one warm process runs every batch of a worker, each batch with fresh modul
   assert.match(fresh.res.stderr, /a fresh process per batch/);
 });
 
-test('discovery is paid once per version of a suite: an unchanged suite comes from the cache, a changed one is discovered again', async () => {
+test('discovery is paid once per version of a suite: an unchanged suite (or one rewritten unchanged) comes from the cache, a changed one is discovered again', async () => {
   const s = suite(2);
   const cache = tmpDir('warren-warm-cache-');
   cleanup.push(cache);
@@ -89,6 +89,12 @@ test('discovery is paid once per version of a suite: an unchanged suite comes fr
   // another report directory: the durations come from the dispatcher's history
   assert.match(second.res.stderr, /2 to run, 2 with known durations/);
   assert.equal(second.report!.totals.total, 2);
+
+  // a file rewritten with the same content (jest saves its snapshot files so): still cached
+  const later = new Date(Date.now() + 60_000);
+  fs.utimesSync(path.join(s.dir, 'test/f1.test.js'), later, later);
+  const touched = await run(s.dir, s.pids, [], env);
+  assert.match(touched.res.stderr, /2 tests found \(from the worker's discovery cache/);
 
   // a new test in a file: the cached list would miss it
   fs.appendFileSync(path.join(s.dir, 'test/f2.test.js'), "describe('file 2, later', () => { it('is new', () => {}); });\n");
