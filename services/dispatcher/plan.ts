@@ -71,9 +71,26 @@ export function batchSize(total: number, opts: BatchOptions): number {
 }
 
 /**
- * Cuts tests into specs. A file's tests stay together (hooks like before(:all) run once per
- * file) unless the file alone is larger than a batch; small files share a batch; order is
- * kept. Batch sizes shrink as the plan goes on (guided), never above `maxBatch`.
+ * A suite's tests by file, in order. A file's tests always travel together (up to
+ * `maxBatch`): suites depend on it, as they do under the frameworks' own parallel modes
+ * (a test that reads what an earlier test of its file did, hooks like before(:all) run once
+ * per file). Tests without a file (`command`, `junit`) are groups of one.
+ */
+function fileGroups(tests: TestRef[]): TestRef[][] {
+  const byFile = new Map<string, TestRef[]>();
+  for (const t of tests) {
+    const key = t.file === '' ? `\0${t.id}` : t.file;
+    const group = byFile.get(key) ?? [];
+    group.push(t);
+    byFile.set(key, group);
+  }
+  return [...byFile.values()];
+}
+
+/**
+ * Cuts tests into specs. A file's tests stay together unless the file alone has more than
+ * `maxBatch` tests; small files share a batch; order is kept. Batch sizes shrink as the
+ * plan goes on (guided), never above `maxBatch`.
  */
 export function planBatches(tests: TestRef[], opts: BatchOptions): TestRef[][] {
   if (opts.durations && tests.some((t) => opts.durations![t.id] !== undefined)) return planByDuration(tests, opts, opts.durations);
@@ -81,12 +98,6 @@ export function planBatches(tests: TestRef[], opts: BatchOptions): TestRef[][] {
   // of the queue and the last ones to start are short (the tail that idles other slots).
   let remaining = tests.length;
   const size = () => batchSize(remaining, { ...opts, specsPerSlot: opts.specsPerSlot ?? (opts.warm ? GUIDED_SPECS_PER_SLOT_WARM : GUIDED_SPECS_PER_SLOT) });
-  const byFile = new Map<string, TestRef[]>();
-  for (const t of tests) {
-    const group = byFile.get(t.file) ?? [];
-    group.push(t);
-    byFile.set(t.file, group);
-  }
   const batches: TestRef[][] = [];
   let current: TestRef[] = [];
   let limit = size();
@@ -98,17 +109,18 @@ export function planBatches(tests: TestRef[], opts: BatchOptions): TestRef[][] {
     current = [];
     limit = size();
   };
-  for (const group of byFile.values()) {
+  for (const group of fileGroups(tests)) {
     let rest = group;
     if (current.length && current.length + rest.length > limit) flush();
-    // a file larger than a batch is cut; the cut pieces follow the shrinking size
-    while (rest.length > limit) {
+    // only a file above the hard cap is cut; a file larger than the guided size is a batch
+    while (rest.length > opts.maxBatch) {
       if (current.length) flush();
-      current = rest.slice(0, limit);
-      rest = rest.slice(limit);
+      current = rest.slice(0, opts.maxBatch);
+      rest = rest.slice(opts.maxBatch);
       flush();
     }
     current.push(...rest);
+    if (current.length >= limit) flush();
   }
   flush();
   return batches;
@@ -117,7 +129,7 @@ export function planBatches(tests: TestRef[], opts: BatchOptions): TestRef[][] {
 /**
  * With durations known: batches hold about the same amount of *time* (a share of the total
  * per slot, never less than minBatchMs of work unless a file is shorter), a file's tests
- * together unless the file alone is longer than a batch, and the longest batches are
+ * together (a long file is a batch of its own), and the longest batches are
  * queued first, so the long tail starts early (longest-processing-time-first on a FIFO
  * queue). Tests with no known duration count as the median.
  */
@@ -128,25 +140,20 @@ export function planByDuration(tests: TestRef[], opts: BatchOptions, durations: 
   const total = tests.reduce((s, t) => s + cost(t), 0);
   const perSlot = opts.specsPerSlot ?? (opts.warm ? SPECS_PER_SLOT_WARM : SPECS_PER_SLOT);
   const target = Math.max(opts.minBatchMs ?? MIN_BATCH_MS, total / (Math.max(1, opts.slots) * perSlot));
-  const byFile = new Map<string, TestRef[]>();
-  for (const t of tests) {
-    const group = byFile.get(t.file) ?? [];
-    group.push(t);
-    byFile.set(t.file, group);
-  }
   const batches: Array<{ tests: TestRef[]; ms: number }> = [];
   let current = { tests: [] as TestRef[], ms: 0 };
   const flush = () => {
     if (current.tests.length) batches.push(current);
     current = { tests: [], ms: 0 };
   };
-  for (const group of byFile.values()) {
+  for (const group of fileGroups(tests)) {
     const groupMs = group.reduce((s, t) => s + cost(t), 0);
     if (groupMs > target || group.length > opts.maxBatch) {
-      // a long file is cut by time; each piece is a batch of its own
+      // a long file is a batch of its own (queued early, longest first); only a file above
+      // the hard cap is cut, in file order
       let piece = { tests: [] as TestRef[], ms: 0 };
-      for (const t of [...group].sort((a, b) => cost(b) - cost(a))) {
-        if (piece.tests.length && (piece.ms + cost(t) > target || piece.tests.length >= opts.maxBatch)) {
+      for (const t of group) {
+        if (piece.tests.length && piece.tests.length >= opts.maxBatch) {
           batches.push(piece);
           piece = { tests: [], ms: 0 };
         }

@@ -62,8 +62,20 @@ test('only: exact ids first, then pattern and exclude', () => {
   assert.deepEqual(filterTests(tests, undefined, 'example 3', ['./a[1:1]', './a[1:3]']).map((x) => x.id), ['./a[1:1]']);
 });
 
+test('a file is never cut below the hard cap (its tests may depend on each other); above it, in order', () => {
+  const tests = suite({ a: 3, big: 120, c: 2 });
+  const batches = planBatches(tests, { maxBatch: 50, slots: 16, warm: true });
+  const pieces = batches.filter((b) => b.some((x) => x.file === 'big'));
+  assert.deepEqual(pieces.map((b) => b.length), [50, 50, 20]);
+  assert.deepEqual(pieces.flat().map((x) => x.id), tests.filter((x) => x.file === 'big').map((x) => x.id), 'in file order');
+  assert.ok(batches.every((b) => new Set(b.map((x) => x.file)).size === 1 || !b.some((x) => x.file === 'big')));
+  const durations = Object.fromEntries(tests.map((x) => [x.id, x.file === 'a' ? 5000 : 10]));
+  const timed = planBatches(tests, { maxBatch: 50, slots: 16, durations, warm: true });
+  assert.ok(timed.some((b) => b.length === 3 && b.every((x) => x.file === 'a')), 'a 15 s file stays one batch');
+});
+
 test('without durations, batches shrink towards the end of the queue (guided)', () => {
-  const tests = suite({ a: 300 });
+  const tests = suite(Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`f${i}`, 1])));
   const sizes = planBatches(tests, { maxBatch: 50, slots: 16 }).map((b) => b.length);
   assert.equal(sizes.reduce((x, y) => x + y, 0), 300);
   for (let i = 1; i < sizes.length; i++) assert.ok(sizes[i]! <= sizes[i - 1]!, `non-increasing: ${sizes.join(',')}`);
