@@ -127,14 +127,16 @@ export class Slot {
       // nothing running
     }
     try {
-      await this.runner?.retire();
-    } catch {
-      // gone already
-    }
-    try {
       await this.broker.close();
     } catch {
       // connection already gone
+    }
+    try {
+      // after the connection: an unacked job goes back to the queue at once, while the
+      // runner finishes its framework's teardown (vitest's globalSetup teardown, say)
+      await this.runner?.retire();
+    } catch {
+      // gone already
     }
     try {
       await this.opts.driver.dispose();
