@@ -8,7 +8,6 @@
  * aggregator that restarts replays its journals and carries out what was decided but not
  * confirmed, so a crash loses no result and sends no round twice in the normal case.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { Broker, type Delivery } from '../../shared/broker.js';
@@ -21,6 +20,7 @@ import {
 import { EXCHANGES, QUEUES, ROUTING, SPEC_DELIVERY_LIMIT, reportKey } from '../../shared/topology.js';
 import { writeReportFiles } from '../../shared/report.js';
 import { CRASHED, RunLedger, type Effect } from './ledger.js';
+import { Journal } from './journal.js';
 
 export interface AggregatorOptions {
   brokerUrl: string;
@@ -76,14 +76,15 @@ export class Aggregator {
   private readonly runs = new Map<string, LiveRun>();
   private readonly activity = new WorkerActivity();
   private readonly log: Logger;
+  private readonly journal: Journal<JournalEntry>;
 
   constructor(private readonly opts: AggregatorOptions) {
     this.log = opts.log;
     this.broker = new Broker({ url: opts.brokerUrl, name: 'warren aggregator', log: opts.log });
+    this.journal = new Journal(opts.stateDir);
   }
 
   async start(): Promise<void> {
-    fs.mkdirSync(this.opts.stateDir, { recursive: true });
     await this.broker.start();
     await this.recover();
     await this.broker.consume(QUEUES.aggregator, (d) => this.onMessage(d), { prefetch: 50 });
@@ -106,6 +107,7 @@ export class Aggregator {
       clearTimeout(live.progressTimer);
     }
     await this.broker.close().catch(() => undefined);
+    await this.journal.close();
     this.state = 'stopped';
   }
 
@@ -118,8 +120,8 @@ export class Aggregator {
     const now = Date.now();
     if (msg.type === 'run.accepted') {
       if (!this.runs.has(msg.runId)) {
-        this.journal(msg.runId, { k: 'accepted', run: msg.run });
         this.open(msg.run);
+        await this.journal.append(msg.runId, { k: 'accepted', run: msg.run });
       }
       return d.ack();
     }
@@ -143,7 +145,7 @@ export class Aggregator {
       }
       effects = live.ledger.onResults(msg.round, msg.worker, msg.results, now);
     }
-    this.journal(msg.runId, entry);
+    await this.journal.append(msg.runId, entry);
     await this.carryOut(live, effects);
     this.scheduleProgress(live);
     d.ack();
@@ -164,7 +166,7 @@ export class Aggregator {
     }));
     this.log.warn({ runId: job.runId, specId: job.id, tests: job.tests.map((t) => t.id) }, 'spec crashed its workers, failing it');
     const effects = live.ledger.onResults(job.round, CRASHED, results, Date.now());
-    this.journal(job.runId, { k: 'results', round: job.round, worker: CRASHED, results });
+    await this.journal.append(job.runId, { k: 'results', round: job.round, worker: CRASHED, results });
     await this.carryOut(live, effects);
     this.scheduleProgress(live);
     d.ack();
@@ -197,7 +199,7 @@ export class Aggregator {
       if (effect.kind === 'round') {
         await this.broker.publish(EXCHANGES.runs, ROUTING.roundRequest, effect.request);
         live.ledger.roundSent(effect.request.round);
-        this.journal(runId, { k: 'round-sent', round: effect.request.round });
+        await this.journal.append(runId, { k: 'round-sent', round: effect.request.round });
         this.log.info({ runId, round: effect.request.round, tests: effect.request.tests.length }, 're-running failures in a new round');
       } else {
         await this.finish(live, effect.report);
@@ -220,10 +222,10 @@ export class Aggregator {
     await this.publishProgress(live);
     await this.broker.publish(EXCHANGES.reports, reportKey(runId, 'report'), report, { mandatory: false });
     live.reportSent = true;
-    this.journal(runId, { k: 'report-sent' });
+    await this.journal.append(runId, { k: 'report-sent' });
     this.log.info({ runId, status: report.status, ...report.totals, dir }, 'run finished');
     // The journal has done its job; the report files are the record now.
-    fs.rmSync(this.journalPath(runId), { force: true });
+    await this.journal.remove(runId);
   }
 
   private scheduleProgress(live: LiveRun): void {
@@ -242,30 +244,11 @@ export class Aggregator {
     await this.broker.publish(EXCHANGES.reports, reportKey(runId, 'progress'), msg, { mandatory: false, persistent: false });
   }
 
-  // ---- journal -------------------------------------------------------------------------
-
-  private journalPath(runId: string) {
-    return path.join(this.opts.stateDir, `${runId}.jsonl`);
-  }
-
-  private journal(runId: string, entry: JournalEntry): void {
-    fs.appendFileSync(this.journalPath(runId), JSON.stringify(entry) + '\n');
-  }
+  // ---- recovery ----------------------------------------------------------------------
 
   /** Rebuilds the runs in progress from their journals and finishes what was decided. */
   private async recover(): Promise<void> {
-    for (const file of fs.readdirSync(this.opts.stateDir).filter((f) => f.endsWith('.jsonl'))) {
-      const entries = fs
-        .readFileSync(path.join(this.opts.stateDir, file), 'utf8')
-        .split('\n')
-        .filter(Boolean)
-        .flatMap((l) => {
-          try {
-            return [JSON.parse(l) as JournalEntry];
-          } catch {
-            return []; // torn last line
-          }
-        });
+    for (const { entries } of this.journal.readAll()) {
       const first = entries[0];
       if (!first || first.k !== 'accepted') continue;
       const live = this.open(first.run);
@@ -282,7 +265,7 @@ export class Aggregator {
       else if (live.ledger.report && !reportSent) await this.finish(live, live.ledger.report);
       else if (reportSent) {
         clearTimeout(live.deadline);
-        fs.rmSync(this.journalPath(first.run.runId), { force: true });
+        await this.journal.remove(first.run.runId);
       }
     }
   }

@@ -36,6 +36,10 @@ export class RunLedger {
   /** A next round decided but not yet confirmed as sent. */
   pendingRound?: RoundRequest;
   private error?: string;
+  /** Each test's final status so far (kept as results come, so progress is O(1)). */
+  private readonly standing = new Map<string, FinalStatus>();
+  private readonly everFailed = new Set<string>();
+  private readonly counts: Record<FinalStatus, number> = { passed: 0, failed: 0, flaky: 0, pending: 0 };
 
   constructor(readonly run: AcceptedRun) {}
 
@@ -75,6 +79,7 @@ export class RunLedger {
       if (!r.results.has(res.testId)) {
         r.results.set(res.testId, { ...res, worker });
         r.waiting.delete(res.testId);
+        this.stand(res.testId, res.status);
       }
     }
     return this.maybeComplete(now);
@@ -92,6 +97,7 @@ export class RunLedger {
       if (!round.results.has(t.id)) {
         round.results.set(t.id, { testId: t.id, file: t.file, name: t.name, status: 'failed', durationMs: 0, message: DROPPED_MESSAGE, worker: '' });
         round.waiting.delete(t.id);
+        this.stand(t.id, 'failed');
       }
     }
     this.pendingRound = undefined;
@@ -129,20 +135,21 @@ export class RunLedger {
     return [{ kind: 'report', report: this.report }];
   }
 
-  /** Each test's attempts, in round order. */
-  private attempts(id: string): Array<TestResult & { worker: string }> {
-    const out: Array<TestResult & { worker: string }> = [];
-    for (const n of [...this.rounds.keys()].sort((a, b) => a - b)) {
-      const res = this.rounds.get(n)!.results.get(id);
-      if (res) out.push(res);
-    }
-    return out;
+  /** A test's latest attempt came in (results arrive in round order): its standing now. */
+  private stand(id: string, status: TestStatus): void {
+    if (status === 'failed') this.everFailed.add(id);
+    const now: FinalStatus = status === 'passed' && this.everFailed.has(id) ? 'flaky' : status;
+    const before = this.standing.get(id);
+    if (before) this.counts[before]--;
+    this.standing.set(id, now);
+    this.counts[now]++;
   }
 
   finalTests(): ReportTest[] {
     const tests = this.rounds.get(1)?.tests ?? [];
+    const rounds = [...this.rounds.keys()].sort((a, b) => a - b).map((n) => this.rounds.get(n)!.results);
     return tests.map((t) => {
-      const attempts = this.attempts(t.id);
+      const attempts = rounds.flatMap((results) => results.get(t.id) ?? []);
       const last = attempts[attempts.length - 1];
       const statuses = attempts.map((a) => a.status as TestStatus);
       let status: FinalStatus = last ? last.status : 'failed';
@@ -181,8 +188,7 @@ export class RunLedger {
     const r = this.rounds.get(this.current);
     const tests = r?.tests ?? [];
     const done = tests.length - (r?.waiting.size ?? 0);
-    const finals = this.finalTests();
-    const count = (s: FinalStatus) => finals.filter((t) => t.attempts.length > 0 && t.status === s).length;
+    const count = (s: FinalStatus) => this.counts[s];
     const elapsed = (now - (r?.startedAt ?? now)) / 1000;
     const etaSec = done > 0 && done < tests.length ? Math.round(((tests.length - done) * elapsed) / done) : done === tests.length && tests.length > 0 ? 0 : null;
     return {

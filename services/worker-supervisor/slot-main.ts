@@ -17,7 +17,18 @@ if (!config) {
   process.exit(2);
 }
 const log = createLogger('worker-slot').child({ worker: config.workerId });
-const send = (activity: SlotActivity) => process.send?.(activity);
+/**
+ * State to the supervisor. 'idle' waits a moment: a slot that takes its next job at once
+ * (a queue full of specs) tells only 'busy', one IPC message per spec instead of two. The
+ * supervisor's view stays safe meanwhile: a 'busy' names the same warm runner to reap.
+ */
+let idleTimer: NodeJS.Timeout | undefined;
+const IDLE_REPORT_DELAY_MS = 50;
+const send = (activity: SlotActivity) => {
+  clearTimeout(idleTimer);
+  if (activity.state !== 'idle') return process.send?.(activity);
+  idleTimer = setTimeout(() => process.send?.(activity), IDLE_REPORT_DELAY_MS);
+};
 /** Asks the supervisor to make an image present (one pull per image on the host). */
 let requests = 0;
 const waiting = new Map<number, (reply: SupervisorReply) => void>();

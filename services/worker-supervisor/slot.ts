@@ -81,8 +81,8 @@ export class Slot {
   private runner?: WarmRunner;
   private idleTimer?: NodeJS.Timeout;
   private seq = 0;
-  /** Cache directories made already (one mkdir per suite, not per spec). */
-  private readonly caches = new Set<string>();
+  /** Cache directories made already, by suite (one mkdir per suite, not per spec). */
+  private readonly caches = new Map<string, string>();
 
   constructor(private readonly opts: SlotOptions) {
     this.broker = new Broker({ url: opts.brokerUrl, name: `warren worker ${opts.workerId}`, log: opts.log });
@@ -350,10 +350,12 @@ export class Slot {
   private invocation(suite: SuiteConfig, argv: string[], files?: RunFiles): Invocation {
     // per suite (adapter, directory, image), not per env: a run's env often names a
     // temporary directory, and the caches must outlive it
-    const cache = path.join(this.opts.cacheDir, hash([suite.adapter, suite.cwd, suite.image ?? null]).slice(0, 16));
-    if (!this.caches.has(cache)) {
+    const name = `${suite.adapter}\0${suite.cwd}\0${suite.image ?? ''}`;
+    let cache = this.caches.get(name);
+    if (!cache) {
+      cache = path.join(this.opts.cacheDir, hash([suite.adapter, suite.cwd, suite.image ?? null]).slice(0, 16));
       fs.mkdirSync(cache, { recursive: true });
-      this.caches.add(cache);
+      this.caches.set(name, cache);
     }
     return {
       argv,

@@ -68,24 +68,63 @@ async function cluster(url: string, workers: number, driver: 'local' | 'noop', h
 
 /** (a) the whole pipeline, from a discovered suite to the final report. */
 async function pipeline(url: string, specs: number) {
-  const c = await cluster(url, 8, 'noop');
+  const c = await cluster(url, Number(process.env.BENCH_SLOTS ?? 8), 'noop');
   try {
     const run = AcceptedRun.parse({
       type: 'run.request', runId: 'bench-pipeline', id: 'bench-pipeline', adapter: 'command', cwd: '/tmp',
       command: { discover: 'true', run: 'true' }, acceptedAt: Date.now(), deadline: Date.now() + 3_600_000,
     });
     const tests: TestRef[] = Array.from({ length: specs }, (_, i) => ({ id: `t${i}`, file: '', name: `t${i}` }));
-    const { report, ms } = await c.report(run.runId, async () => {
+    const { value: { report, ms }, ...cpu } = await cpuOf(() => c.report(run.runId, async () => {
       const accepted: RunAccepted = { type: 'run.accepted', v: SCHEMA_VERSION, id: 'a', runId: run.runId, run };
       await c.broker.publish(EXCHANGES.events, ROUTING.runAccepted, accepted);
       const discovered: Discovered = { type: 'run.discovered', v: SCHEMA_VERSION, id: 'd', runId: run.runId, run, tests, worker: 'bench' };
       await c.broker.publish(EXCHANGES.runs, ROUTING.discovered, discovered);
-    });
+    }));
     if (report.totals.passed !== specs) throw new Error(`pipeline lost tests: ${JSON.stringify(report.totals)}`);
-    return { specsPerSec: specs / (ms / 1000), ms };
+    return { specsPerSec: specs / (ms / 1000), ms, cpu: perSpec(cpu, specs) };
   } finally {
     await c.stop();
   }
+}
+
+/** CPU seconds (user + system) a process has used, from /proc; 0 once it is gone. */
+function cpuSec(pid: number): number {
+  try {
+    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS;
+  } catch {
+    return 0;
+  }
+}
+const CLOCK_TICKS = 100;
+/** The broker's Erlang VM on this machine (the bench's RabbitMQ is local), if visible. */
+function beamPid(): number | undefined {
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (fs.readFileSync(`/proc/${d}/comm`, 'utf8').trim() === 'beam.smp') return Number(d);
+    } catch {
+      // gone
+    }
+  }
+  return undefined;
+}
+/** CPU used while `fn` runs: this process, its children (slots), the broker. */
+async function cpuOf<T>(fn: () => Promise<T>, children: () => number[] = () => childPids(process.pid)): Promise<{ value: T; self: number; kids: number; broker: number }> {
+  const beam = beamPid();
+  const s0 = cpuSec(process.pid);
+  const b0 = beam ? cpuSec(beam) : 0;
+  const k0 = new Map(children().map((p) => [p, cpuSec(p)]));
+  const value = await fn();
+  const kids = children().reduce((sum, p) => sum + cpuSec(p) - (k0.get(p) ?? 0), 0);
+  return { value, self: cpuSec(process.pid) - s0, kids, broker: beam ? cpuSec(beam) - b0 : 0 };
+}
+
+/** CPU milliseconds per message, by process. */
+function perSpec(cpu: { self: number; kids: number; broker: number }, n: number) {
+  const ms = (s: number) => ((s * 1000) / n).toFixed(2);
+  return `CPU per message: ${ms(cpu.self)} ms here, ${ms(cpu.kids)} ms in slot processes, ${ms(cpu.broker)} ms in the broker`;
 }
 
 /** The resident set of a process (and of its children, for a supervisor's slots), in MiB. */
@@ -193,6 +232,9 @@ async function raw(url: string, messages: number, consumers: number, withResult:
   const pub = await conn.createConfirmChannel();
   for (let i = 0; i < messages; i++) pub.sendToQueue(q, body, { persistent: true });
   await pub.waitForConfirms();
+  const beam = beamPid();
+  const s0 = cpuSec(process.pid);
+  const b0 = beam ? cpuSec(beam) : 0;
   let received = 0;
   let finish!: () => void;
   const all = new Promise<void>((r) => (finish = r));
@@ -216,12 +258,67 @@ async function raw(url: string, messages: number, consumers: number, withResult:
   }
   await all;
   const ms = performance.now() - t0;
+  raw.cpu = perSpec({ self: cpuSec(process.pid) - s0, kids: 0, broker: beam ? cpuSec(beam) - b0 : 0 }, messages);
   for (const cc of conns) await cc.close();
   await setup.deleteQueue(q);
   await setup.deleteQueue(`${q}.results`);
   await conn.close();
   return messages / (ms / 1000);
 }
+raw.cpu = '';
+
+/**
+ * (a'') raw amqplib over the same hops as Warren's pipeline: N jobs published with confirms
+ * (the dispatcher), consumed by `consumers` (prefetch 1), each answered by a result published
+ * with a confirm before the ack (the slots), the results consumed and acked by one consumer
+ * (the aggregator, prefetch 50), timed from the first job published to the last result.
+ */
+async function rawHops(url: string, messages: number, consumers: number) {
+  const conn = await amqp.connect(url);
+  const q = 'bench.hops.jobs';
+  const r = 'bench.hops.results';
+  const setup = await conn.createChannel();
+  const specsArgs = TOPOLOGY.queues.find((x) => x.name === 'warren.specs')!.arguments;
+  await setup.assertQueue(q, { durable: true, arguments: { 'x-queue-type': 'quorum', 'x-delivery-limit': specsArgs['x-delivery-limit'] } });
+  await setup.assertQueue(r, { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+  const body = Buffer.from(JSON.stringify({ type: 'spec', tests: [{ id: 'x', file: '', name: 'x' }] }));
+  const conns: amqp.ChannelModel[] = [conn];
+  for (let c = 0; c < consumers; c++) {
+    const cc = await amqp.connect(url);
+    conns.push(cc);
+    const ch = await cc.createChannel();
+    const out = await cc.createConfirmChannel();
+    await ch.prefetch(1);
+    await ch.consume(q, (m) => {
+      if (m) out.sendToQueue(r, body, { persistent: true }, (err) => (err ? undefined : ch.ack(m)));
+    });
+  }
+  const agg = await conn.createChannel();
+  await agg.prefetch(50);
+  let received = 0;
+  let finish!: () => void;
+  const all = new Promise<void>((res) => (finish = res));
+  await agg.consume(r, (m) => {
+    if (!m) return;
+    agg.ack(m);
+    if (++received === messages) finish();
+  });
+  const beam = beamPid();
+  const s0 = cpuSec(process.pid);
+  const b0 = beam ? cpuSec(beam) : 0;
+  const t0 = performance.now();
+  const pub = await conn.createConfirmChannel();
+  for (let i = 0; i < messages; i++) pub.sendToQueue(q, body, { persistent: true });
+  await pub.waitForConfirms();
+  await all;
+  const ms = performance.now() - t0;
+  rawHops.cpu = perSpec({ self: cpuSec(process.pid) - s0, kids: 0, broker: beam ? cpuSec(beam) - b0 : 0 }, messages);
+  await setup.deleteQueue(q);
+  await setup.deleteQueue(r);
+  for (const cc of conns) await cc.close();
+  return messages / (ms / 1000);
+}
+rawHops.cpu = '';
 
 /** Deterministic skewed durations: mostly short tests, a long tail. */
 function durations(n: number): number[] {
@@ -273,12 +370,19 @@ async function main() {
     if (parts.includes('a')) {
       const rawAck = await raw(vhost.url, N, 8, false);
       const rawResult = await raw(vhost.url, N, 8, true);
+      const rawCpu = raw.cpu;
+      const hops = await rawHops(vhost.url, N, 8);
       const p = await pipeline(vhost.url, N);
       console.log(`(a) throughput, ${N} specs, 8 consumers/slots, quorum queue, persistent, prefetch 1`);
       console.log(`    raw amqplib consume+ack                         ${rawAck.toFixed(0).padStart(6)} msgs/s`);
       console.log(`    raw amqplib consume+publish result(confirm)+ack ${rawResult.toFixed(0).padStart(6)} msgs/s`);
+      console.log(`    raw amqplib, Warren's three hops (job, result, aggregation), confirms, from the first publish ${hops.toFixed(0).padStart(6)} msgs/s`);
       console.log(`    Warren pipeline (no-op executor), to report     ${p.specsPerSec.toFixed(0).padStart(6)} specs/s  (${(p.ms / 1000).toFixed(1)} s)`);
       console.log(`    Warren / raw-with-result                        ${(p.specsPerSec / rawResult).toFixed(2)}`);
+      console.log(`    Warren / raw over the same three hops           ${(p.specsPerSec / hops).toFixed(2)}`);
+      console.log(`    raw with result: ${rawCpu}`);
+      console.log(`    raw, three hops: ${rawHops.cpu}`);
+      console.log(`    Warren:          ${p.cpu}`);
     }
     if (parts.includes('b')) {
       const first = await makespan(vhost.url, false, false);
