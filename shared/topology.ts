@@ -65,6 +65,13 @@ export const reportKey = (runId: string, kind: 'progress' | 'report') => `run.${
  */
 export const SPEC_DELIVERY_LIMIT = 3;
 
+/**
+ * The services' own queues (dispatcher, aggregator, history, crashed): a message whose
+ * handler threw this many times is dead-lettered with the last error instead of coming back
+ * forever (each delivery counted by the quorum queue's x-delivery-count).
+ */
+export const SERVICE_DELIVERY_LIMIT = 5;
+
 export type ExchangeType = 'direct' | 'topic' | 'fanout';
 
 export interface ExchangeDef {

@@ -17,7 +17,7 @@ import {
   AggregatorMessage, Heartbeat, SpecJob, parseMessage,
   type AcceptedRun, type RoundPlanned, type RunReport, type TestRef, type TestResult,
 } from '../../shared/messages.js';
-import { EXCHANGES, QUEUES, ROUTING, SPEC_DELIVERY_LIMIT, reportKey } from '../../shared/topology.js';
+import { EXCHANGES, QUEUES, ROUTING, SPEC_DELIVERY_LIMIT, reportKey, SERVICE_DELIVERY_LIMIT } from '../../shared/topology.js';
 import { writeReportFiles } from '../../shared/report.js';
 import { CRASHED, RunLedger, type Effect } from './ledger.js';
 import { Journal } from './journal.js';
@@ -87,8 +87,8 @@ export class Aggregator {
   async start(): Promise<void> {
     await this.broker.start();
     await this.recover();
-    await this.broker.consume(QUEUES.aggregator, (d) => this.onMessage(d), { prefetch: 50 });
-    await this.broker.consume(QUEUES.crashed, (d) => this.onCrashed(d), { prefetch: 10 });
+    await this.broker.consume(QUEUES.aggregator, (d) => this.onMessage(d), { prefetch: 50, maxDeliveries: SERVICE_DELIVERY_LIMIT });
+    await this.broker.consume(QUEUES.crashed, (d) => this.onCrashed(d), { prefetch: 10, maxDeliveries: SERVICE_DELIVERY_LIMIT });
     await this.broker.watch(EXCHANGES.status, '', `warren.status.aggregator.${randomUUID().slice(0, 8)}`, async (d) => {
       const hb = parseMessage(Heartbeat, d.body);
       if (hb.ok) this.activity.record(hb.value);

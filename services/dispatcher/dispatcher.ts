@@ -19,7 +19,7 @@ import {
   type AcceptedRun, type DiscoverJob, type Discovered, type RoundPlanned, type RunAccepted,
   type RunRequest, type SpecJob, type TestRef,
 } from '../../shared/messages.js';
-import { EXCHANGES, QUEUES, ROUTING } from '../../shared/topology.js';
+import { EXCHANGES, QUEUES, ROUTING, SERVICE_DELIVERY_LIMIT } from '../../shared/topology.js';
 import { History } from './history.js';
 import { CHEAP_BATCH_MS, filterTests, minBatchMsFor, planBatches } from './plan.js';
 
@@ -52,8 +52,8 @@ export class Dispatcher {
   async start(): Promise<void> {
     if (this.opts.historyFile) this.history = new History(this.opts.historyFile);
     await this.broker.start();
-    await this.broker.consume(QUEUES.dispatcher, (d) => this.track(() => this.onMessage(d)), { prefetch: 4 });
-    if (this.history) await this.broker.consume(QUEUES.history, (d) => this.track(() => this.onReport(d)), { prefetch: 1 });
+    await this.broker.consume(QUEUES.dispatcher, (d) => this.track(() => this.onMessage(d)), { prefetch: 4, maxDeliveries: SERVICE_DELIVERY_LIMIT });
+    if (this.history) await this.broker.consume(QUEUES.history, (d) => this.track(() => this.onReport(d)), { prefetch: 1, maxDeliveries: SERVICE_DELIVERY_LIMIT });
     this.state = 'running';
     this.log.info('dispatcher running');
   }

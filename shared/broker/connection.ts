@@ -1,0 +1,216 @@
+/**
+ * A connection to RabbitMQ that comes back: connects with backoff (forever, for services; a
+ * bounded number of attempts for the CLI), and on every new connection runs its setups in
+ * order (topology, the publish channel, the consumers). Anything that closes under us, the
+ * connection or any channel, is handled the same way: drop it all and connect again, so no
+ * half-working state survives.
+ *
+ * Several broker URLs (a cluster's nodes) may be given, comma-separated: each attempt takes
+ * the next one.
+ */
+import { EventEmitter } from 'node:events';
+import amqp, { type Channel, type ChannelModel } from 'amqplib';
+import pRetry from 'p-retry';
+import type { Logger } from '../log.js';
+import { InfrastructureError, errorMessage } from '../errors.js';
+
+export type ConnectionState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed';
+
+export interface ConnectionOptions {
+  /** One URL, or several comma-separated (the nodes of a cluster). */
+  url: string;
+  /** Shown as the connection name in the management UI. */
+  name: string;
+  log: Logger;
+  /** Attempts for the first connection before start() fails (default: never give up). */
+  connectAttempts?: number;
+}
+
+/** Runs on each new connection, in the order added; a throw drops the connection. */
+export type Setup = (conn: ChannelModel, generation: number) => Promise<void>;
+
+export class Connection extends EventEmitter {
+  state: ConnectionState = 'idle';
+  /** Increases with each connection: what belongs to an older one is stale. */
+  generation = 0;
+  private conn?: ChannelModel;
+  private readonly setups: Setup[] = [];
+  private readonly urls: string[];
+  private next = 0;
+  /** A channel of the connection being set up closed: that attempt must fail. */
+  private brokenSetup?: { generation: number; why: string };
+  private connected!: { promise: Promise<void>; resolve: () => void; reject: (e: Error) => void };
+
+  constructor(private readonly opts: ConnectionOptions) {
+    super();
+    this.urls = splitUrls(opts.url);
+    this.resetConnected();
+  }
+
+  get log(): Logger {
+    return this.opts.log;
+  }
+
+  /** Connects, retrying with backoff; rejects (one line) only when the attempts run out. */
+  async start(): Promise<void> {
+    this.state = 'connecting';
+    const attempts = this.opts.connectAttempts ?? Number.POSITIVE_INFINITY;
+    try {
+      await pRetry(() => this.connectOnce(), {
+        retries: Math.max(0, attempts - 1),
+        minTimeout: 250,
+        maxTimeout: 5000,
+        onFailedAttempt: ({ error, attemptNumber }) => {
+          if (attemptNumber < attempts) this.log.warn({ err: error, attempt: attemptNumber }, 'cannot reach the broker yet, retrying');
+        },
+      });
+    } catch (err) {
+      this.state = 'closed';
+      throw new InfrastructureError(`cannot reach RabbitMQ at ${this.urls.map(redact).join(', ')}: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+
+  /** Adds a setup; on a live connection it runs at once (a failure there reconnects). */
+  async addSetup(setup: Setup): Promise<void> {
+    this.setups.push(setup);
+    if (this.state === 'connected' && this.conn) {
+      const conn = this.conn;
+      const generation = this.generation;
+      try {
+        await setup(conn, generation);
+      } catch (err) {
+        this.lost(conn, generation, `setup failed: ${errorMessage(err)}`);
+      }
+    }
+  }
+
+  /** Resolves once a connection is up (immediately if it is). */
+  whenConnected(): Promise<void> {
+    return this.connected.promise;
+  }
+
+  /** The live connection, once up. */
+  async current(): Promise<{ conn: ChannelModel; generation: number }> {
+    await this.whenConnected();
+    return { conn: this.conn!, generation: this.generation };
+  }
+
+  /** A channel of `generation`'s connection whose closing drops and reconnects everything. */
+  async channel(conn: ChannelModel, generation: number, what: string, confirm = false): Promise<Channel> {
+    const ch = confirm ? await conn.createConfirmChannel() : await conn.createChannel();
+    ch.on('error', (err) => this.log.warn({ err, channel: what }, 'channel error'));
+    ch.on('close', () => this.lost(conn, generation, `${what} channel closed`));
+    return ch;
+  }
+
+  /** A short-lived channel for one operation (its closing reconnects nothing). */
+  async oneOff<T>(fn: (ch: Channel) => Promise<T>): Promise<T> {
+    const { conn } = await this.current();
+    const ch = await conn.createChannel();
+    ch.on('error', () => undefined);
+    try {
+      return await fn(ch);
+    } finally {
+      await ch.close().catch(() => undefined);
+    }
+  }
+
+  /** Closes the connection (channels first: see close() in broker.ts). */
+  async close(channels: Array<Channel | undefined>): Promise<void> {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    this.connected.reject(new InfrastructureError('broker connection is closed'));
+    for (const ch of channels) {
+      try {
+        await ch?.close();
+      } catch {
+        // already closed
+      }
+    }
+    try {
+      await this.conn?.close();
+    } catch {
+      // already gone: nothing to release
+    }
+  }
+
+  /** Something of `generation`'s connection closed: drop it and connect again. */
+  lost(conn: ChannelModel, generation: number, why: string): void {
+    if (generation !== this.generation) return;
+    if (this.state !== 'connected') {
+      // still setting this connection up: that attempt fails and the next one starts over
+      this.brokenSetup = { generation, why };
+      return;
+    }
+    this.state = 'reconnecting';
+    this.resetConnected();
+    this.emit('disconnected');
+    this.log.warn({ why }, 'lost the broker, reconnecting');
+    conn.close().catch(() => undefined);
+    void pRetry(
+      async () => {
+        if (this.state === 'closed') return;
+        await this.connectOnce();
+      },
+      {
+        retries: Number.POSITIVE_INFINITY,
+        minTimeout: 500,
+        maxTimeout: 5000,
+        onFailedAttempt: ({ error, attemptNumber }) => {
+          this.log.warn({ err: error, attempt: attemptNumber }, 'reconnect failed');
+        },
+      },
+    ).then(() => {
+      if (this.state === 'connected') this.log.info('reconnected to the broker');
+    });
+  }
+
+  private resetConnected() {
+    let resolve!: () => void;
+    let reject!: (e: Error) => void;
+    const promise = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    promise.catch(() => undefined);
+    this.connected = { promise, resolve, reject };
+  }
+
+  private async connectOnce(): Promise<void> {
+    const url = this.urls[this.next++ % this.urls.length]!;
+    const conn = await amqp.connect(url, { clientProperties: { connection_name: this.opts.name } });
+    const generation = ++this.generation;
+    conn.on('error', (err) => this.log.warn({ err }, 'broker connection error'));
+    conn.on('blocked', (reason) => this.log.warn({ reason }, 'broker blocked publishing (resource alarm)'));
+    conn.on('unblocked', () => this.log.info('broker unblocked publishing'));
+    this.conn = conn;
+    try {
+      for (const setup of this.setups) await setup(conn, generation);
+      if (this.brokenSetup?.generation === generation) throw new InfrastructureError(this.brokenSetup.why);
+    } catch (err) {
+      // a channel that closed while we set up (the node is stopping, say): this attempt
+      // failed, the next one starts from scratch
+      this.generation++;
+      await conn.close().catch(() => undefined);
+      throw err;
+    }
+    conn.on('close', () => this.lost(conn, generation, 'connection closed'));
+    if (this.state === 'closed') {
+      await conn.close().catch(() => undefined);
+      return;
+    }
+    this.state = 'connected';
+    this.connected.resolve();
+    this.emit('connected', generation);
+  }
+}
+
+export function splitUrls(url: string): string[] {
+  const urls = url.split(',').map((u) => u.trim()).filter(Boolean);
+  if (urls.length === 0) throw new InfrastructureError('no broker URL given');
+  return urls;
+}
+
+export function redact(url: string): string {
+  return url.replace(/\/\/([^:/@]+):([^@]+)@/, '//$1:***@');
+}

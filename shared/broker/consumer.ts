@@ -1,0 +1,188 @@
+/**
+ * Consumers with manual acknowledgements, one channel each, subscribed again on every new
+ * connection.
+ *
+ * - A consumer never holds more deliveries than its prefetch, across reconnects too: after
+ *   a reconnect it subscribes again only once the handlers still running on deliveries of
+ *   the old channel have returned (a slot, prefetch 1, never runs two specs at once).
+ * - A delivery tag belongs to one channel: `ack()` on a channel that has closed is a no-op
+ *   (the broker requeued the message; acking on another channel would kill it), and an ack
+ *   on an open channel is always sent, whatever the connection is doing meanwhile.
+ * - A consumer cancelled by the server (its queue deleted) reconnects everything.
+ */
+import { createHash } from 'node:crypto';
+import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
+import { EXCHANGES, ROUTING } from '../topology.js';
+import type { Connection } from './connection.js';
+import type { Publisher } from './publisher.js';
+
+export interface Delivery {
+  readonly body: Buffer;
+  readonly routingKey: string;
+  readonly redelivered: boolean;
+  /** Deliveries before this one that were not acked (quorum `x-delivery-count`, else 0). */
+  readonly deliveryCount: number;
+  readonly headers: Record<string, unknown>;
+  /** Acks, unless the channel this came on is gone (then the broker redelivers it). */
+  ack(): void;
+  /** Gives it back to the queue (counted as a delivery by a quorum queue). */
+  requeue(): void;
+  /** Publishes the body to the dead-letter exchange with the reason, then acks. */
+  deadLetter(reason: string): Promise<void>;
+}
+
+export type DeliveryHandler = (delivery: Delivery) => Promise<void>;
+
+export interface ConsumeOptions {
+  prefetch: number;
+  /**
+   * A message whose handler threw this many times is dead-lettered with the last error,
+   * instead of being handed to the handler again (default: no bound, for a queue whose
+   * broker-side delivery limit counts, as warren.specs does).
+   */
+  maxDeliveries?: number;
+}
+
+interface ConsumerSpec extends ConsumeOptions {
+  queue: string;
+  handler: DeliveryHandler;
+  channel?: Channel;
+  tag?: string;
+  /** Handlers running now (on this channel or an older one). */
+  inFlight: number;
+  /** A subscription waiting for those handlers to return. */
+  deferred?: { conn: ChannelModel; generation: number };
+  cancelled: boolean;
+}
+
+export class Consumers {
+  private readonly specs: ConsumerSpec[] = [];
+  /** Consumer channels still open. */
+  private readonly open = new Set<Channel>();
+  /** The last error of a message's handler, by message id (bounded: a hint for the reason). */
+  private readonly failures = new Map<string, string>();
+
+  constructor(private readonly connection: Connection, private readonly publisher: Publisher) {}
+
+  /** The connection setup that subscribes every consumer on a new connection. */
+  readonly setup = async (conn: ChannelModel, generation: number): Promise<void> => {
+    for (const spec of this.specs) await this.subscribe(conn, spec, generation);
+  };
+
+  async consume(queue: string, handler: DeliveryHandler, opts: ConsumeOptions): Promise<void> {
+    const spec: ConsumerSpec = { ...opts, queue, handler, inFlight: 0, cancelled: false };
+    this.specs.push(spec);
+    if (this.connection.state === 'connected') {
+      const { conn, generation } = await this.connection.current();
+      await this.subscribe(conn, spec, generation);
+    }
+  }
+
+  /** Stops delivering new messages to every consumer; in-flight deliveries can still be acked. */
+  async cancelAll(): Promise<void> {
+    for (const spec of this.specs) {
+      spec.cancelled = true;
+      spec.deferred = undefined;
+      const { channel, tag } = spec;
+      spec.tag = undefined;
+      if (channel && tag) await channel.cancel(tag).catch(() => undefined);
+    }
+    this.specs.length = 0;
+  }
+
+  channels(): Channel[] {
+    return [...this.open];
+  }
+
+  private async subscribe(conn: ChannelModel, spec: ConsumerSpec, generation: number): Promise<void> {
+    if (spec.cancelled) return;
+    if (spec.inFlight > 0) {
+      // handlers of the old channel still hold deliveries: subscribing now would hand this
+      // consumer more than its prefetch; it subscribes when they return
+      spec.deferred = { conn, generation };
+      return;
+    }
+    const ch = await this.connection.channel(conn, generation, `consumer of ${spec.queue}`);
+    this.open.add(ch);
+    ch.on('close', () => this.open.delete(ch));
+    await ch.prefetch(spec.prefetch);
+    spec.channel = ch;
+    const { consumerTag } = await ch.consume(
+      spec.queue,
+      (msg) => {
+        if (msg === null) {
+          this.connection.log.warn({ queue: spec.queue }, 'consumer cancelled by the broker, re-subscribing');
+          this.connection.lost(conn, generation, 'consumer cancelled');
+          return;
+        }
+        spec.inFlight++;
+        const delivery = this.delivery(ch, msg, spec.queue);
+        // the message's id, or its content (a hand-published message has no id)
+        const id = msg.properties.messageId ? String(msg.properties.messageId) : createHash('sha1').update(msg.content).digest('hex');
+        const bounded = spec.maxDeliveries !== undefined && delivery.deliveryCount >= spec.maxDeliveries;
+        (bounded
+          ? delivery.deadLetter(`its handler failed ${delivery.deliveryCount} times; last: ${this.failures.get(id) ?? 'unknown (another process)'}`)
+          : spec.handler(delivery))
+          .then(() => this.failures.delete(id))
+          .catch((err: Error) => {
+            // A handler must turn failures into data; reaching here is a bug or a broken
+            // environment. The message goes back to the queue (which counts the delivery) on
+            // this same channel: the service does not reconnect for it.
+            this.connection.log.error({ err, queue: spec.queue, deliveryCount: delivery.deliveryCount }, 'delivery handler threw; the message goes back to the queue');
+            this.failures.set(id, err.message.split('\n')[0]!);
+            if (this.failures.size > 1000) this.failures.delete(this.failures.keys().next().value!);
+            delivery.requeue();
+          })
+          .finally(() => {
+            if (--spec.inFlight === 0 && spec.deferred) {
+              const { conn: c, generation: g } = spec.deferred;
+              spec.deferred = undefined;
+              if (g === this.connection.generation && this.connection.state === 'connected') {
+                this.subscribe(c, spec, g).catch((err) => this.connection.lost(c, g, `re-subscribing ${spec.queue}: ${err.message}`));
+              }
+            }
+          });
+      },
+      { noAck: false },
+    );
+    spec.tag = consumerTag;
+  }
+
+  private delivery(ch: Channel, msg: ConsumeMessage, queue: string): Delivery {
+    const headers = (msg.properties.headers ?? {}) as Record<string, unknown>;
+    let settled = false;
+    const settle = (how: 'ack' | 'requeue') => {
+      if (settled) return;
+      settled = true;
+      // Only on the channel it came on, while it is open: else the broker requeued it.
+      if (!this.open.has(ch)) return;
+      try {
+        if (how === 'ack') ch.ack(msg);
+        else ch.nack(msg, false, true);
+      } catch (err) {
+        this.connection.log.warn({ err, queue }, `${how} failed; the broker will redeliver`);
+      }
+    };
+    const ack = () => settle('ack');
+    return {
+      body: msg.content,
+      routingKey: msg.fields.routingKey,
+      redelivered: msg.fields.redelivered,
+      deliveryCount: Number(headers['x-delivery-count'] ?? 0),
+      headers,
+      ack,
+      requeue: () => settle('requeue'),
+      deadLetter: async (reason: string) => {
+        this.connection.log.warn({ queue, reason, routingKey: msg.fields.routingKey }, 'dead-lettering a message');
+        await this.publisher.publishRaw(EXCHANGES.dlx, `${ROUTING.malformed}.${queue}`, msg.content, {
+          headers: {
+            'x-warren-reason': reason,
+            'x-warren-queue': queue,
+            'x-warren-routing-key': msg.fields.routingKey,
+          },
+        });
+        ack();
+      },
+    };
+  }
+}
