@@ -36,10 +36,10 @@ export function runCli(args: string[], opts: { env?: Record<string, string>; tim
 }
 
 /** Starts a long-running `warren <service>`; kill it with .kill(). */
-export function startService(args: string[], env: Record<string, string> = {}): ChildProcess {
+export function startService(args: string[], env: Record<string, string> = {}, opts: { capture?: boolean } = {}): ChildProcess {
   const child = spawn(process.execPath, [BIN, ...args], {
     env: { ...process.env, WARREN_LOG_LEVEL: process.env.WARREN_TEST_LOG_LEVEL ?? 'warn', ...env },
-    stdio: ['ignore', 'inherit', 'inherit'],
+    stdio: ['ignore', opts.capture ? 'pipe' : 'inherit', opts.capture ? 'pipe' : 'inherit'],
   });
   return child;
 }
