@@ -52,6 +52,11 @@ export const SuiteConfig = z.object({
 });
 export type SuiteConfig = z.infer<typeof SuiteConfig>;
 
+/** The part of a run that travels with its specs (and keys a slot's warm runner). */
+export function suiteOf(run: SuiteConfig): SuiteConfig {
+  return { adapter: run.adapter, cwd: run.cwd, command: run.command, env: run.env, testTimeoutSec: run.testTimeoutSec, image: run.image, freshProcess: run.freshProcess };
+}
+
 /**
  * A run request, as published to exchange `warren.runs` with routing key `run.request`.
  * Everything but `adapter` and `cwd` is optional, so a hand-written message from the

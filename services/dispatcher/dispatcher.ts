@@ -17,8 +17,7 @@ import type { Lifecycle } from '../../shared/lifecycle.js';
 import {
   DispatcherMessage, RunReport, SCHEMA_VERSION, WARM_ADAPTERS, parseMessage, runRequestProblem,
   type AcceptedRun, type DiscoverJob, type Discovered, type RoundPlanned, type RunAccepted,
-  type RunRequest, type SpecJob, type TestRef,
-} from '../../shared/messages.js';
+  type RunRequest, type SpecJob, type TestRef, suiteOf } from '../../shared/messages.js';
 import { EXCHANGES, QUEUES, ROUTING, SERVICE_DELIVERY_LIMIT } from '../../shared/topology.js';
 import { History } from './history.js';
 import { CHEAP_BATCH_MS, filterTests, minBatchMsFor, planBatches } from './plan.js';
@@ -179,7 +178,7 @@ export class Dispatcher {
     // The plan goes first: the aggregator must know the whole round before any result, and
     // if we die halfway through the specs, the redelivered message publishes them again.
     await this.publishPlan(run, round, tests, batches.length, undefined, discovery);
-    const suite = { adapter: run.adapter, cwd: run.cwd, command: run.command, env: run.env, testTimeoutSec: run.testTimeoutSec, image: run.image, freshProcess: run.freshProcess };
+    const suite = suiteOf(run);
     await Promise.all(
       batches.map((batch, i) => {
         const job: SpecJob = {

@@ -31,8 +31,13 @@ const send = (activity: SlotActivity) => {
 };
 /** Asks the supervisor to make an image present (one pull per image on the host). */
 let requests = 0;
-const waiting = new Map<number, (reply: SupervisorReply) => void>();
-process.on('message', (m: SupervisorReply) => waiting.get(m.id)?.(m));
+const waiting = new Map<number, (reply: Extract<SupervisorReply, { type: 'image-ready' }>) => void>();
+/** Set once the slot exists (a message may come while the driver loads). */
+let slotRef: Slot | undefined;
+process.on('message', (m: SupervisorReply) => {
+  if (m.type === 'prewarm') slotRef?.prewarm(m.runId, m.suite);
+  else waiting.get(m.id)?.(m);
+});
 function ensureImage(image: string): Promise<void> {
   const id = ++requests;
   return new Promise((resolve, reject) => {
@@ -76,6 +81,7 @@ const slot = new Slot({
   driver: await makeDriver(config),
   log,
   onState: send,
+  onDiscovering: (runId, suite) => process.send?.({ type: 'discovering', runId, suite } satisfies SlotRequest),
   onEventsRead: (offset) => process.send?.({ type: 'events-read', offset } satisfies SlotRequest),
   onBroken: () => {
     // Leave without acking: the broker redelivers the job, the supervisor restarts us
@@ -83,6 +89,8 @@ const slot = new Slot({
     process.exit(3);
   },
 });
+slotRef = slot;
+
 
 process.on('disconnect', () => {
   // Our supervisor is gone: nobody would restart or reap us. Leave now; the broker requeues.

@@ -16,7 +16,7 @@ import { Broker, type Delivery } from '../../shared/broker.js';
 import type { Logger } from '../../shared/log.js';
 import type { Lifecycle } from '../../shared/lifecycle.js';
 import {
-  Job, SCHEMA_VERSION, parseMessage,
+  Job, SCHEMA_VERSION, parseMessage, suiteOf,
   type Discovered, type DiscoverJob, type SpecJob, type SpecResult, type SuiteConfig, type TestRef,
 } from '../../shared/messages.js';
 import { EXCHANGES, QUEUES, ROUTING } from '../../shared/topology.js';
@@ -52,6 +52,9 @@ export interface SlotOptions {
   /** How far into the running process's events file this slot has read: events before it
    * were written while the slot was alive (the supervisor salvages only those). */
   onEventsRead?: (offset: number) => void;
+  /** A run's tests are being discovered here: the host's idle slots may start its warm
+   * runners meanwhile (the supervisor forwards it to them, this slot included). */
+  onDiscovering?: (runId: string, suite: SuiteConfig) => void;
   /** The worker's environment broke under a job (its container died): the slot must go,
    * so that the broker redelivers the job and the supervisor starts a fresh slot. */
   onBroken?: (reason: string) => void;
@@ -81,6 +84,8 @@ export class Slot {
   private runner?: WarmRunner;
   private idleTimer?: NodeJS.Timeout;
   private seq = 0;
+  /** A prewarm that came while this slot was connecting. */
+  private pendingPrewarm?: { runId: string; suite: SuiteConfig };
   /** Cache directories made already, by suite (one mkdir per suite, not per spec). */
   private readonly caches = new Map<string, string>();
 
@@ -98,6 +103,8 @@ export class Slot {
     await this.broker.consume(QUEUES.specs, (d) => this.onDelivery(d), { prefetch: 1 });
     this.state = 'running';
     this.opts.onState?.({ state: 'idle' });
+    if (this.pendingPrewarm) this.prewarm(this.pendingPrewarm.runId, this.pendingPrewarm.suite);
+    this.pendingPrewarm = undefined;
   }
 
   /** Stops taking jobs; the job in hand finishes (or is killed after `graceMs` and redelivered). */
@@ -203,6 +210,7 @@ export class Slot {
     let tests: TestRef[] = [];
     let error: string | undefined;
     let cached = false;
+    if (this.warmArgv(suiteOf(suite))) this.opts.onDiscovering?.(job.runId, suiteOf(suite));
     // (with docker, the directory is inside the image: the exec's failure tells)
     if (this.opts.driver.name === 'local' && !fs.existsSync(suite.cwd)) {
       error = `suite directory ${suite.cwd} does not exist on worker ${this.opts.workerId}`;
@@ -310,7 +318,7 @@ export class Slot {
       return runCold(this.opts.driver, inv, { ...batch, onProcess: (kill) => (this.current!.kill = kill) });
     }
     for (let attempt = 1; ; attempt++) {
-      const runner = this.warmRunner(job, warm);
+      const runner = this.warmRunner(job.runId, job.suite, warm);
       this.current!.kill = () => runner.kill();
       try {
         return await runner.run(batch);
@@ -325,8 +333,34 @@ export class Slot {
 
   /** The serve invocation for this job, when it runs warm: adapter, driver and run allow it. */
   private warmFor(job: SpecJob, adapter: Adapter): string[] | undefined {
-    if (!adapter.serve || job.suite.freshProcess || this.opts.driver.isolatesSpecs || this.opts.driver.name === 'noop') return undefined;
-    return adapter.serve(job.suite, this.opts.driver.context);
+    return this.warmArgv(job.suite, adapter);
+  }
+
+  private warmArgv(suite: SuiteConfig, adapter: Adapter = adapterFor(suite.adapter)): string[] | undefined {
+    if (!adapter.serve || suite.freshProcess || this.opts.driver.isolatesSpecs || this.opts.driver.name === 'noop') return undefined;
+    return adapter.serve(suite, this.opts.driver.context);
+  }
+
+  /**
+   * Starts this run's warm runner ahead of its first spec, while its tests are discovered
+   * (here or on another slot of the host): the framework and the suite's helpers load during
+   * discovery instead of after it. Only an idle slot does; an unused runner retires as any
+   * idle one does.
+   */
+  prewarm(runId: string, suite: SuiteConfig): void {
+    if (this.state === 'starting') {
+      this.pendingPrewarm = { runId, suite };
+      return;
+    }
+    if (this.state !== 'running') return;
+    const argv = this.warmArgv(suite);
+    if (!argv) return;
+    const key = `${runId}\0${suiteKey(suite)}`;
+    if (this.runner?.usable && this.runner.key === key) return;
+    if (this.current && this.runner?.usable) return; // busy with another run's batch
+    const runner = this.warmRunner(runId, suite, argv);
+    runner.start().catch((err) => this.opts.log.warn({ err, runId }, 'prewarming a runner failed; the first batch starts one'));
+    if (!this.current) this.idle();
   }
 
   /**
@@ -334,14 +368,15 @@ export class Slot {
    * serves one run only (a later run may bring changed files, another env): the old one
    * is retired when another run's spec comes.
    */
-  private warmRunner(job: SpecJob, argv: string[]): WarmRunner {
+  private warmRunner(runId: string, suite: SuiteConfig, argv: string[]): WarmRunner {
     clearTimeout(this.idleTimer);
-    const key = `${job.runId}\0${suiteKey(job.suite)}`;
+    const key = `${runId}\0${suiteKey(suite)}`;
     if (this.runner?.usable && this.runner.key === key) return this.runner;
     if (this.runner) void this.runner.retire();
     this.runner = new WarmRunner({
-      driver: this.opts.driver, key, maxRssBytes: this.opts.runnerMaxRssBytes, log: this.log(job),
-      inv: this.invocation(job.suite, argv),
+      driver: this.opts.driver, key, maxRssBytes: this.opts.runnerMaxRssBytes,
+      log: this.opts.log.child({ runId, worker: this.opts.workerId }),
+      inv: this.invocation(suite, argv),
     });
     return this.runner;
   }

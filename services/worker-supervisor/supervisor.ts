@@ -14,7 +14,7 @@ import { Broker } from '../../shared/broker.js';
 import { InfrastructureError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
 import type { Lifecycle } from '../../shared/lifecycle.js';
-import { SCHEMA_VERSION, type Heartbeat, type SpecResult, type TestRef } from '../../shared/messages.js';
+import { SCHEMA_VERSION, type Heartbeat, type SpecResult, type SuiteConfig, type TestRef } from '../../shared/messages.js';
 import { EXCHANGES, ROUTING } from '../../shared/topology.js';
 import { finishedResults, parseEvents } from './resolve.js';
 import type { SlotActivity } from './slot.js';
@@ -49,8 +49,12 @@ export interface SlotConfig {
 export type SlotRequest =
   | { type: 'ensure-image'; id: number; image: string }
   /** The slot has read its running process's events up to here (while alive). */
-  | { type: 'events-read'; offset: number };
-export type SupervisorReply = { type: 'image-ready'; id: number; error?: string };
+  | { type: 'events-read'; offset: number }
+  /** The slot discovers a run's tests: idle slots may start its warm runners meanwhile. */
+  | { type: 'discovering'; runId: string; suite: SuiteConfig };
+export type SupervisorReply =
+  | { type: 'image-ready'; id: number; error?: string }
+  | { type: 'prewarm'; runId: string; suite: SuiteConfig };
 
 export interface SupervisorOptions {
   brokerUrl: string;
@@ -253,9 +257,16 @@ export class Supervisor {
         handle.activity = m;
         handle.eventsRead = 0;
       } else if (m.type === 'events-read') handle.eventsRead = m.offset;
+      else if (m.type === 'discovering') this.prewarm(m.runId, m.suite);
       else void this.onRequest(child, m);
     });
     child.on('exit', (code, signal) => this.onSlotExit(handle, child, code, signal));
+  }
+
+  /** Every slot of this host is told; the idle ones start the run's warm runner (the
+   * discovering one too, a slot still connecting once it is up). */
+  private prewarm(runId: string, suite: SuiteConfig): void {
+    for (const h of this.slots) if (h.child?.connected) h.child.send({ type: 'prewarm', runId, suite } satisfies SupervisorReply);
   }
 
   private async onRequest(child: ChildProcess, req: Extract<SlotRequest, { type: 'ensure-image' }>): Promise<void> {

@@ -103,3 +103,35 @@ test('discovery is paid once per version of a suite: an unchanged suite (or one 
   assert.match(third.res.stderr, /3 tests found \(discovered in/);
   assert.equal(third.report!.totals.total, 3);
 });
+
+test('the workers start their warm runners while the run is discovered, not after it', async () => {
+  const { dir, pids } = suite(4);
+  const marks = tmpDir('warren-warm-marks-');
+  cleanup.push(marks);
+  // a helper every mocha process loads: a warm runner marks that it loaded it; discovery
+  // waits (bounded) for both workers' runners to have loaded it, and says how many it saw
+  fs.writeFileSync(path.join(dir, 'helper.js'), `
+const fs = require('node:fs');
+const path = require('node:path');
+const marks = process.env.MARKS_DIR;
+if (process.argv[2] === 'serve') fs.writeFileSync(path.join(marks, 'serve-' + process.pid), '');
+if (process.argv[2] === 'discover') {
+  const seen = () => fs.readdirSync(marks).filter((f) => f.startsWith('serve-')).length;
+  const until = Date.now() + 20000;
+  while (seen() < 2 && Date.now() < until) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+  fs.writeFileSync(path.join(marks, 'discovery-saw-' + seen()), '');
+}
+`);
+  fs.writeFileSync(path.join(dir, '.mocharc.json'), JSON.stringify({ require: ['./helper.js'] }));
+  const reportDir = tmpDir();
+  cleanup.push(reportDir);
+  const res = await runCli([
+    'run', '--local', '--workers', '2', '--adapter', 'mocha', '--cwd', dir, '--no-timings',
+    '--env', `PIDS_DIR=${pids}`, '--env', `MARKS_DIR=${marks}`, '--report-dir', reportDir, '--broker', vhost.url,
+  ], { env: { XDG_CACHE_HOME: tmpDir() } });
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(readReport(reportDir).totals.passed, 4);
+  assert.deepEqual(fs.readdirSync(marks).filter((f) => f.startsWith('discovery-')), ['discovery-saw-2'], 'both runners loaded the helper during discovery');
+  // and the batches ran on those runners: no third mocha process
+  assert.equal(fs.readdirSync(marks).filter((f) => f.startsWith('serve-')).length, 2);
+});

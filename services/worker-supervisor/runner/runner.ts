@@ -91,6 +91,7 @@ export interface WarmRunnerOptions {
 export class WarmRunner {
   readonly key: string;
   private proc?: RunningProcess;
+  private starting?: Promise<RunningProcess>;
   private exit?: Promise<ProcessExit>;
   private batches = 0;
   private dead = false;
@@ -112,12 +113,7 @@ export class WarmRunner {
     if (this.dead) throw new Error('[runner] run() on a runner that is gone');
     const started = Date.now();
     fs.writeFileSync(batch.events, '');
-    if (!this.proc) {
-      this.proc = await this.opts.driver.start({ ...this.opts.inv, stdin: true });
-      this.exit = this.proc.exited;
-      void this.exit.then(() => (this.dead = true));
-    }
-    const proc = this.proc;
+    const proc = await this.start();
     proc.resetTails();
     const n = ++this.batches;
     batch.onStarted?.(proc.pgid);
@@ -153,6 +149,21 @@ export class WarmRunner {
       void this.retire();
     }
     return outcome(batch, exit, watched, started, proc);
+  }
+
+  /**
+   * Starts the process (once): at its first batch, or ahead of it (a slot prewarming while
+   * the run's tests are discovered: the framework loads meanwhile).
+   */
+  start(): Promise<RunningProcess> {
+    this.starting ??= this.opts.driver.start({ ...this.opts.inv, stdin: true }).then((proc) => {
+      this.proc = proc;
+      this.exit = proc.exited;
+      void this.exit.then(() => (this.dead = true));
+      if (this.dead) proc.kill('SIGKILL'); // retired or killed while it started
+      return proc;
+    });
+    return this.starting;
   }
 
   /** Closes its stdin (it finishes and exits); kills it if it does not within a grace. */

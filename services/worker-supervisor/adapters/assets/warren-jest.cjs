@@ -730,15 +730,20 @@ async function run(J, cwd) {
 
 /**
  * The warm runner (PROTOCOL.md, serve): jest, its configuration and the projects' contexts
- * (haste maps, resolvers) are loaded at the first batch (its failures are that batch's
- * `error` event, then exit 2, as in run mode), then every batch is one runJest on them:
+ * (haste maps, resolvers) are loaded as the process starts (a runner started ahead of its
+ * first batch, while the run's tests are discovered, is ready when the batch comes); a
+ * failure there is the first batch's `error` event, then exit 2, as in run mode. Then
+ * every batch is one runJest on them:
  * a fresh scheduler, reporter and test runner per batch, each test file in its own vm
  * context with a fresh module registry (jest's isolation), the transform cache warm.
  */
 function serve(cwd) {
+  const J = loadJest(cwd, common.resolveFramework(require, 'jest', cwd, __filename, fatal));
+  const ready = prepare(J, cwd);
+  ready.catch(() => undefined); // awaited (and reported) by the first batch
   let S = null;
   common.serve(events, async (ids) => {
-    if (!S) S = await prepare(loadJest(cwd, common.resolveFramework(require, 'jest', cwd, __filename, fatal)), cwd);
+    if (!S) S = await ready;
     try {
       return (await runBatch(S, ids)).code;
     } catch (err) {

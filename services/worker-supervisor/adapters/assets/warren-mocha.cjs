@@ -132,12 +132,16 @@ function isTruthy(v) {
 }
 
 /** The config, the `require` modules and the ui: loaded once per process (serve: once per
- * runner, as mocha's own watch mode does). */
+ * runner, as mocha's own watch mode does, and as soon as it starts: a runner started ahead
+ * of its first batch loads them while the run's tests are discovered). */
 let loadedOnce = null;
+/** What loadedOnce resolved to. */
+let loaded = null;
 
 async function setup(M) {
-  if (!loadedOnce) loadedOnce = await loadConfig(M);
-  return { opts: loadedOnce.opts, mocha: newMocha(M, loadedOnce), ui: loadedOnce.ui };
+  loadedOnce ??= loadConfig(M);
+  loaded = await loadedOnce;
+  return { opts: loaded.opts, mocha: newMocha(M, loaded), ui: loaded.ui };
 }
 
 async function loadConfig(M) {
@@ -237,7 +241,7 @@ function unloadSuite() {
   const prefix = cwd + path.sep;
   const nm = path.sep + 'node_modules' + path.sep;
   for (const key of Object.keys(require.cache)) {
-    if (key.startsWith(prefix) && !key.includes(nm) && !(loadedOnce && loadedOnce.keep.has(key))) delete require.cache[key];
+    if (key.startsWith(prefix) && !key.includes(nm) && !(loaded && loaded.keep.has(key))) delete require.cache[key];
   }
 }
 
@@ -435,7 +439,7 @@ function isAncestorOrSelf(suite, of) {
 async function run(M) {
   const ids = common.splitIds(events.idsFileText());
   const code = await runIds(M, ids);
-  if (isTruthy(loadedOnce.opts.exit)) process.exit(code);
+  if (isTruthy(loaded.opts.exit)) process.exit(code);
   process.exitCode = code; // like mocha without --exit: wait for the event loop to drain
 }
 
@@ -678,6 +682,8 @@ async function main() {
   const M = loadMocha(common.resolveFramework(require, 'mocha', cwd, __filename, fatal));
   if (mode === 'discover') await discover(M);
   else if (mode === 'serve') {
+    loadedOnce = loadConfig(M);
+    loadedOnce.catch(() => undefined); // awaited (and reported) by the first batch
     common.serve(events, async (ids) => {
       batchNo++;
       if (batchNo > 1) unloadSuite();
