@@ -8,6 +8,11 @@ import { z } from 'zod';
 
 export const SCHEMA_VERSION = 1;
 
+/** The longest duration any timeout may have: a week (Node's timers overflow past 24.8 days
+ * and would fire at once). */
+export const MAX_DURATION_SEC = 7 * 24 * 3600;
+const seconds = () => z.number().positive().max(MAX_DURATION_SEC, `at most ${MAX_DURATION_SEC} s (a week)`);
+
 export const ADAPTERS = ['rspec', 'mocha', 'jest', 'vitest', 'node-test', 'pytest', 'go', 'junit', 'command'] as const;
 export type AdapterName = (typeof ADAPTERS)[number];
 
@@ -43,7 +48,7 @@ export const SuiteConfig = z.object({
   /** Extra environment for the test processes. */
   env: z.record(z.string(), z.string()).default({}),
   /** A single test running longer than this is killed and reported "timed out after N s". */
-  testTimeoutSec: z.number().positive().default(300),
+  testTimeoutSec: seconds().default(300),
   /** The suite's image, for supervisors on the docker driver (pulled when missing). */
   image: z.string().min(1).optional(),
   /** Every batch in a cold framework process of its own, instead of a slot's warm runner
@@ -77,7 +82,7 @@ export const RunRequest = SuiteConfig.extend({
   /** Rounds in all, the first included. */
   maxRounds: z.number().int().min(1).max(20).default(3),
   /** Tests with no result this long after the run started are failed as dropped. */
-  runTimeoutSec: z.number().positive().default(3600),
+  runTimeoutSec: seconds().default(3600),
   /** At most this many tests in one spec (one framework process). */
   maxBatch: z.number().int().min(1).max(1000).default(50),
   /** Where the aggregator writes report.json, junit.xml, summary.md (a path on its host). */

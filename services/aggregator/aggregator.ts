@@ -52,6 +52,9 @@ interface LiveRun {
   overheads: number[];
 }
 
+/** The longest delay a Node timer takes (2^31 - 1 ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Busy slots per run, from supervisor heartbeats (transient). */
 class WorkerActivity {
   private readonly bySupervisor = new Map<string, { at: number; busy: Map<string, number> }>();
@@ -177,9 +180,18 @@ export class Aggregator {
   private open(run: AcceptedRun): LiveRun {
     const live: LiveRun = { ledger: new RunLedger(run), lastProgress: 0, reportSent: false, overheads: [] };
     this.runs.set(run.runId, live);
-    live.deadline = setTimeout(() => void this.onDeadline(live), Math.max(0, run.deadline - Date.now()));
+    this.armDeadline(live);
     this.log.info({ runId: run.runId, deadline: new Date(run.deadline).toISOString() }, 'run opened');
     return live;
+  }
+
+  /** The run's deadline timer (re-armed in steps: a timer past 24.8 days would fire at once). */
+  private armDeadline(live: LiveRun): void {
+    const wait = Math.max(0, live.ledger.run.deadline - Date.now());
+    live.deadline = setTimeout(() => {
+      if (Date.now() < live.ledger.run.deadline) this.armDeadline(live);
+      else void this.onDeadline(live);
+    }, Math.min(wait, MAX_TIMER_MS));
   }
 
   private async onDeadline(live: LiveRun): Promise<void> {

@@ -23,6 +23,8 @@ interface Round {
   number: number;
   /** Undefined until the dispatcher's plan arrives (results may be buffered before). */
   tests?: TestRef[];
+  /** A re-run round: the tests it was decided for (known before its plan arrives). */
+  expected?: TestRef[];
   results: Map<string, TestResult & { worker: string }>;
   /** Planned tests still without a result (kept so completion is O(1) per result). */
   waiting: Set<string>;
@@ -89,7 +91,8 @@ export class RunLedger {
   onDeadline(now: number): Effect[] {
     if (this.finished) return [];
     const r = this.rounds.get(this.current);
-    const tests = r?.tests ?? (this.current === 1 ? [] : this.rounds.get(this.current - 1)?.tests ?? []);
+    // a re-run round not planned yet holds what it was decided for, not the round before
+    const tests = r?.tests ?? r?.expected ?? [];
     if (!r?.tests && this.current === 1) this.error = `no tests were discovered before the run's deadline (${this.run.runTimeoutSec} s)`;
     const round = this.round(this.current, now);
     round.tests ??= tests;
@@ -119,7 +122,7 @@ export class RunLedger {
     const total = this.rounds.get(1)!.tests!.length;
     if (retryable.length > 0 && failed.length / total <= this.run.rerunThreshold && this.current < this.run.maxRounds) {
       this.current += 1;
-      this.round(this.current, now);
+      this.round(this.current, now).expected = retryable;
       const request: RoundRequest = {
         type: 'round.request', v: SCHEMA_VERSION, id: `${this.run.runId}/r${this.current}/request`,
         runId: this.run.runId, round: this.current, tests: retryable, run: this.run,

@@ -21,7 +21,7 @@ export const SupervisorConfig = z.object({
   id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'letters, digits, "_", "." or "-"').optional(),
   /** Parent of the slots' directories; with docker, a host path the engine can mount. */
   dir: z.string().optional(),
-  graceSec: z.coerce.number().positive().default(30),
+  graceSec: z.coerce.number().positive().max(7 * 24 * 3600, 'at most a week').default(30),
   /** Caches that outlive runs (the frameworks' own, discovery); default ~/.cache/warren. */
   cacheDir: z.string().min(1).optional(),
   /** A warm runner whose resident memory is above this after a batch is retired. */

@@ -88,3 +88,18 @@ test('a discovery error ends the run with an error report', () => {
   assert.equal(report.status, 'error');
   assert.match(report.error!, /discovery failed/);
 });
+
+test('a deadline after a re-run was decided but before it was planned fails only the re-run tests', () => {
+  const l = new RunLedger(run({ rerunThreshold: 0.5 }));
+  const ts = tests(2);
+  l.onPlanned(1, ts, undefined, 0);
+  const e1 = l.onResults(1, 'w', [res(ts[0]!, 'passed'), res(ts[1]!, 'failed', 'flake?')], 1);
+  assert.equal(e1[0]!.kind, 'round');
+  l.roundSent(2);
+  // no round.planned for round 2 yet: the deadline
+  const e2 = l.onDeadline(2);
+  const report = e2[0]!.kind === 'report' ? e2[0]!.report : assert.fail('expected the report');
+  assert.deepEqual(report.tests.map((t) => [t.id, t.status]), [['t0', 'passed'], ['t1', 'failed']]);
+  assert.equal(report.tests[1]!.message, DROPPED_MESSAGE);
+  assert.deepEqual(report.totals, { total: 2, passed: 1, failed: 1, flaky: 0, pending: 0 });
+});

@@ -30,3 +30,13 @@ test('problems the schema cannot see are refused with the field named', () => {
   assert.match(runRequestProblem({ ...base, cwd: 'relative/dir' })!, /^cwd: must be an absolute path/);
   assert.equal(runRequestProblem(base), null);
 });
+
+test('durations are bounded: a timeout past a week is refused with the field named (timers overflow at 24.8 days)', () => {
+  const base = { type: 'run.request', adapter: 'rspec', cwd: '/s' };
+  const long = parseMessage(RunRequest, JSON.stringify({ ...base, runTimeoutSec: 30 * 24 * 3600 }));
+  assert.equal(long.ok, false);
+  assert.match(long.ok ? '' : long.reason, /runTimeoutSec: at most 604800 s \(a week\)/);
+  const test2 = parseMessage(RunRequest, JSON.stringify({ ...base, testTimeoutSec: 1e10 }));
+  assert.match(test2.ok ? '' : test2.reason, /testTimeoutSec: at most/);
+  assert.equal(parseMessage(RunRequest, JSON.stringify({ ...base, runTimeoutSec: 7 * 24 * 3600 })).ok, true);
+});
