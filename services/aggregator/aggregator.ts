@@ -14,7 +14,7 @@ import { Broker, type Delivery } from '../../shared/broker.js';
 import type { Logger } from '../../shared/log.js';
 import type { Lifecycle } from '../../shared/lifecycle.js';
 import {
-  AggregatorMessage, Heartbeat, SpecJob, parseMessage,
+  AggregatorMessage, Heartbeat, Job, parseMessage,
   type AcceptedRun, type RoundPlanned, type RunReport, type TestRef, type TestResult,
 } from '../../shared/messages.js';
 import { EXCHANGES, QUEUES, ROUTING, SPEC_DELIVERY_LIMIT, reportKey, SERVICE_DELIVERY_LIMIT } from '../../shared/topology.js';
@@ -156,12 +156,21 @@ export class Aggregator {
 
   /** A spec dead-lettered by the work queue's delivery limit: it killed its worker each time. */
   private async onCrashed(d: Delivery): Promise<void> {
-    const parsed = parseMessage(SpecJob, d.body);
+    const parsed = parseMessage(Job, d.body);
     if (!parsed.ok) return d.deadLetter(parsed.reason);
     const job = parsed.value;
     const live = this.runs.get(job.runId);
     if (!live || live.ledger.finished) return d.ack();
     const deaths = deathCount(d.headers) ?? SPEC_DELIVERY_LIMIT + 1;
+    if (job.type === 'discover') {
+      // the run has no tests to wait for: it fails now, with the reason
+      const error = `discovery crashed its worker ${deaths} times (every worker that ran it died while it ran)`;
+      this.log.warn({ runId: job.runId }, error);
+      const effects = live.ledger.onPlanned(1, [], error, Date.now());
+      await this.journal.append(job.runId, { k: 'planned', round: 1, tests: [], error });
+      await this.carryOut(live, effects);
+      return d.ack();
+    }
     const results: TestResult[] = job.tests.map((t) => ({
       testId: t.id, file: t.file, name: t.name, status: 'failed', durationMs: 0,
       message: `crashed its worker ${deaths} times`,

@@ -84,6 +84,8 @@ export class Slot {
   private runner?: WarmRunner;
   private idleTimer?: NodeJS.Timeout;
   private seq = 0;
+  /** The job in hand was killed by a drain's grace: not a result, it goes back to the queue. */
+  private abandoned = false;
   /** A prewarm that came while this slot was connecting. */
   private pendingPrewarm?: { runId: string; suite: SuiteConfig };
   /** Cache directories made already, by suite (one mkdir per suite, not per spec). */
@@ -115,6 +117,7 @@ export class Slot {
     if (this.current) {
       const timer = setTimeout(() => {
         this.opts.log.warn({ worker: this.opts.workerId }, 'drain grace expired, killing the running test; its spec goes back to the queue');
+        this.abandoned = true;
         this.current?.kill?.();
       }, graceMs);
       await this.current.done.catch(() => undefined);
@@ -212,8 +215,11 @@ export class Slot {
     let cached = false;
     if (this.warmArgv(suiteOf(suite))) this.opts.onDiscovering?.(job.runId, suiteOf(suite));
     // (with docker, the directory is inside the image: the exec's failure tells)
-    if (this.opts.driver.name === 'local' && !fs.existsSync(suite.cwd)) {
+    const where = this.opts.driver.name === 'local' ? fs.statSync(suite.cwd, { throwIfNoEntry: false }) : undefined;
+    if (this.opts.driver.name === 'local' && !where) {
       error = `suite directory ${suite.cwd} does not exist on worker ${this.opts.workerId}`;
+    } else if (where && !where.isDirectory()) {
+      error = `suite directory ${suite.cwd} is not a directory on worker ${this.opts.workerId}`;
     } else {
       const fingerprint = this.opts.driver.fingerprint ? await this.opts.driver.fingerprint(suite.image) : undefined;
       const key = this.discoveries.key(suite, fingerprint);
@@ -225,6 +231,7 @@ export class Slot {
       } else {
         log.info('discovering tests');
         ({ tests, error } = await this.discoverNow(suite));
+        if (this.abandoned) return; // killed by the end of a drain: back to the queue, not acked
         if (key && !error) this.discoveries.put(key, tests);
       }
     }
@@ -277,6 +284,12 @@ export class Slot {
     const adapter = adapterFor(job.suite.adapter);
     const files = this.files();
     const outcome = await this.runBatch(job, adapter, files);
+    if (this.abandoned) {
+      // not acked: the broker gives the spec to another worker when this slot's channel closes
+      log.info('killed by the end of a drain; the spec goes back to the queue');
+      this.forget(files, adapter);
+      return;
+    }
     const resolution: Resolution =
       adapter.results === 'events' ? resolveAttempt(job.tests, outcome)
         : adapter.results === 'junit' ? resolveAttempt(job.tests, { ...outcome, events: this.junitResults(files, job, outcome) })

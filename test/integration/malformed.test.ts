@@ -86,3 +86,41 @@ test('a publish nobody can receive is an error, not a silent confirm', async () 
     await broker.close();
   }
 });
+
+test('a test process that cannot start fails the run at once with the OS error (E2BIG, a cwd that is a file)', async () => {
+  const log = createLogger('test', 'silent');
+  const url = vhost.url;
+  const dispatcher = new Dispatcher({ brokerUrl: url, log });
+  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), stateDir: tmpDir(), log });
+  const supervisor = new Supervisor({ brokerUrl: url, workers: 1, log, graceMs: 1000 });
+  const broker = new Broker({ url, name: 'test', log });
+  await Promise.all([dispatcher.start(), aggregator.start(), supervisor.start(), broker.start()]);
+  try {
+    const reports = new Map<string, RunReport>();
+    await broker.watch(EXCHANGES.reports, 'run.#.report', 'test.start-failures', async (d) => {
+      const r = JSON.parse(d.body.toString()) as RunReport;
+      reports.set(r.runId, r);
+      d.ack();
+    });
+    const file = `${tmpDir()}/a-file`;
+    (await import('node:fs')).writeFileSync(file, '');
+    for (const [runId, over] of [
+      ['env-too-big', { cwd: tmpDir(), env: { BIG: 'x'.repeat(3_000_000) } }],
+      ['cwd-is-a-file', { cwd: file }],
+    ] as const) {
+      await broker.publish(EXCHANGES.runs, ROUTING.runRequest, RunRequest.parse({
+        type: 'run.request', runId, adapter: 'command', command: { discover: 'echo one', run: 'true' }, ...over,
+      }));
+    }
+    const big = await waitFor('the E2BIG report', () => reports.get('env-too-big'), 60_000);
+    assert.equal(big.status, 'error');
+    assert.match(big.error ?? '', /discovery failed: .*E2BIG/);
+    const notDir = await waitFor('the ENOTDIR report', () => reports.get('cwd-is-a-file'), 60_000);
+    assert.equal(notDir.status, 'error');
+    assert.match(notDir.error ?? '', /is not a directory/);
+    assert.equal(await queueDepth(url, QUEUES.specs), 0);
+  } finally {
+    await supervisor.stop();
+    await Promise.all([dispatcher.stop(), aggregator.stop(), broker.close()]);
+  }
+});

@@ -19,12 +19,19 @@ export class LocalDriver implements WorkerDriver {
     // Set when Warren itself runs under `node --test`: a suite's own `node --test` would take
     // itself for a child of that runner and report nothing.
     delete env.NODE_TEST_CONTEXT;
-    const child = spawn(cmd!, args, {
-      cwd: inv.cwd,
-      env,
-      stdio: [inv.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
-      detached: true,
-    });
+    let child: ReturnType<typeof spawn>;
+    try {
+      child = spawn(cmd!, args, {
+        cwd: inv.cwd,
+        env,
+        stdio: [inv.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+        detached: true,
+      });
+    } catch (e) {
+      // thrown at once (E2BIG: an environment too big; ENOTDIR: cwd is a file): a process
+      // that could not start, the same as one whose start failed later (ENOENT)
+      return notStarted(`cannot start ${cmd} in ${inv.cwd}: ${(e as Error).message}`);
+    }
     const out = new Tail();
     const err = new Tail();
     let stdinOpen = !!child.stdin;
@@ -70,4 +77,17 @@ export class LocalDriver implements WorkerDriver {
   }
 
   async dispose(): Promise<void> {}
+}
+
+/** A process that never started: exited 127, the reason on its stderr. */
+function notStarted(reason: string): RunningProcess {
+  return {
+    exited: Promise.resolve({ code: 127, signal: null }),
+    stdoutTail: () => '',
+    stderrTail: () => reason + '\n',
+    resetTails: () => undefined,
+    write: () => false,
+    closeStdin: () => undefined,
+    kill: () => undefined,
+  };
 }

@@ -119,7 +119,8 @@ export class WarmRunner {
     batch.onStarted?.(proc.pgid);
     if (!proc.write(encodeCommand({ cmd: 'run', batch: n, events: batch.events, ids: batch.tests.map((t) => t.id) }))) {
       this.dead = true;
-      throw new RunnerLostError('the warm runner had exited before its next batch');
+      // a runner that never began (it could not start: the batch is resolved by its exit)
+      if (n > 1) throw new RunnerLostError('the warm runner had exited before its next batch');
     }
     const watched = await watch(proc, batch, started, true);
     // The batch ends at its `end` event, or when the process ends (it crashed, or the clock
