@@ -285,6 +285,16 @@ export const RunProgress = z.object({
 export type RunProgress = z.infer<typeof RunProgress>;
 
 export const ReportMessage = z.discriminatedUnion('type', [RunProgress, RunReport]);
+
+/** After a run's report, on warren.reports (`run.<id>.finished`): workers drop its remaining
+ * specs (redelivered or duplicated ones) and stop any of its tests still running. Transient. */
+export const RunFinished = z.object({
+  type: z.literal('run.finished'),
+  v: z.literal(SCHEMA_VERSION),
+  runId: z.string().min(1),
+  status: z.string(),
+});
+export type RunFinished = z.infer<typeof RunFinished>;
 export type ReportMessage = z.infer<typeof ReportMessage>;
 
 /** Fanned out every few seconds by each supervisor; transient. */

@@ -55,7 +55,9 @@ export const REPORTS_BINDING = 'run.#.report';
 export const HISTORY_MAX_LENGTH = 1000;
 
 /** Routing key of a run's progress / final report on the reports exchange. */
-export const reportKey = (runId: string, kind: 'progress' | 'report') => `run.${runId}.${kind}`;
+export const reportKey = (runId: string, kind: 'progress' | 'report' | 'finished') => `run.${runId}.${kind}`;
+/** Binds every run's `finished` notice (supervisors). */
+export const FINISHED_BINDING = 'run.#.finished';
 
 /**
  * A spec that has been delivered this many times without an ack (each time its worker died)

@@ -14,7 +14,7 @@ import { Broker, type Delivery } from '../../shared/broker.js';
 import type { Logger } from '../../shared/log.js';
 import type { Lifecycle } from '../../shared/lifecycle.js';
 import {
-  AggregatorMessage, Heartbeat, Job, parseMessage,
+  AggregatorMessage, Heartbeat, Job, SCHEMA_VERSION, parseMessage, type RunFinished,
   type AcceptedRun, type RoundPlanned, type RunReport, type TestRef, type TestResult,
 } from '../../shared/messages.js';
 import { EXCHANGES, QUEUES, ROUTING, SPEC_DELIVERY_LIMIT, reportKey, SERVICE_DELIVERY_LIMIT } from '../../shared/topology.js';
@@ -243,6 +243,8 @@ export class Aggregator {
     await this.publishProgress(live);
     await this.broker.publish(EXCHANGES.reports, reportKey(runId, 'report'), report, { mandatory: false });
     live.reportSent = true;
+    const finished: RunFinished = { type: 'run.finished', v: SCHEMA_VERSION, runId, status: report.status };
+    await this.broker.publish(EXCHANGES.reports, reportKey(runId, 'finished'), finished, { mandatory: false, persistent: false });
     await this.journal.append(runId, { k: 'report-sent' });
     this.log.info({ runId, status: report.status, ...report.totals, dir }, 'run finished');
     // The journal has done its job; the report files are the record now.

@@ -86,6 +86,11 @@ export class Slot {
   private seq = 0;
   /** The job in hand was killed by a drain's grace: not a result, it goes back to the queue. */
   private abandoned = false;
+  /** Runs whose report is out (the latest ones): their specs are dropped, not run. */
+  private readonly finished = new Set<string>();
+  /** The job in hand belongs to a run that finished meanwhile: killed, no result. */
+  private moot = false;
+  private currentRun?: string;
   /** A prewarm that came while this slot was connecting. */
   private pendingPrewarm?: { runId: string; suite: SuiteConfig };
   /** Cache directories made already, by suite (one mkdir per suite, not per spec). */
@@ -161,8 +166,14 @@ export class Slot {
     const parsed = parseMessage(Job, d.body);
     if (!parsed.ok) return d.deadLetter(parsed.reason);
     const job = parsed.value;
+    if (this.finished.has(job.runId)) {
+      this.opts.log.info({ runId: job.runId, specId: job.id }, 'skipping a job of a finished run');
+      return d.ack();
+    }
     let resolveDone!: () => void;
     this.current = { done: new Promise<void>((r) => (resolveDone = r)) };
+    this.currentRun = job.runId;
+    this.moot = false;
     try {
       if (job.type === 'discover') await this.discover(job, d);
       else await this.spec(job, d);
@@ -179,6 +190,7 @@ export class Slot {
       this.opts.log.info({ runId: job.runId, specId: job.id }, 'stopped mid-job; the broker requeues it');
     } finally {
       this.current = undefined;
+      this.currentRun = undefined;
       resolveDone();
       if (this.state === 'running') this.idle();
     }
@@ -290,6 +302,11 @@ export class Slot {
       this.forget(files, adapter);
       return;
     }
+    if (this.moot) {
+      log.info('its run finished while it ran: no result');
+      this.forget(files, adapter);
+      return d.ack();
+    }
     const resolution: Resolution =
       adapter.results === 'events' ? resolveAttempt(job.tests, outcome)
         : adapter.results === 'junit' ? resolveAttempt(job.tests, { ...outcome, events: this.junitResults(files, job, outcome) })
@@ -352,6 +369,22 @@ export class Slot {
   private warmArgv(suite: SuiteConfig, adapter: Adapter = adapterFor(suite.adapter)): string[] | undefined {
     if (!adapter.serve || suite.freshProcess || this.opts.driver.isolatesSpecs || this.opts.driver.name === 'noop') return undefined;
     return adapter.serve(suite, this.opts.driver.context);
+  }
+
+  /** A run's report is out: its specs still coming are dropped, its test running now stopped. */
+  runFinished(runId: string): void {
+    this.finished.add(runId);
+    if (this.finished.size > 1000) this.finished.delete(this.finished.values().next().value!);
+    if (this.currentRun === runId && this.current) {
+      this.moot = true;
+      this.opts.log.info({ runId, worker: this.opts.workerId }, 'its run finished: stopping the test in hand');
+      this.current.kill?.();
+    }
+    if (this.runner?.usable && this.runner.key.startsWith(`${runId}\0`) && !this.current) {
+      const runner = this.runner;
+      this.runner = undefined;
+      void runner.retire();
+    }
   }
 
   /**

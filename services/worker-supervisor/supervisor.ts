@@ -14,8 +14,8 @@ import { Broker } from '../../shared/broker.js';
 import { InfrastructureError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
 import type { Lifecycle } from '../../shared/lifecycle.js';
-import { SCHEMA_VERSION, type Heartbeat, type SpecResult, type SuiteConfig, type TestRef } from '../../shared/messages.js';
-import { EXCHANGES, ROUTING } from '../../shared/topology.js';
+import { RunFinished, SCHEMA_VERSION, parseMessage, type Heartbeat, type SpecResult, type SuiteConfig, type TestRef } from '../../shared/messages.js';
+import { EXCHANGES, FINISHED_BINDING, ROUTING } from '../../shared/topology.js';
 import { finishedResults, parseEvents } from './resolve.js';
 import type { SlotActivity } from './slot.js';
 import type { SupervisorConfig } from './config.js';
@@ -54,7 +54,8 @@ export type SlotRequest =
   | { type: 'discovering'; runId: string; suite: SuiteConfig };
 export type SupervisorReply =
   | { type: 'image-ready'; id: number; error?: string }
-  | { type: 'prewarm'; runId: string; suite: SuiteConfig };
+  | { type: 'prewarm'; runId: string; suite: SuiteConfig }
+  | { type: 'run-finished'; runId: string };
 
 export interface SupervisorOptions {
   brokerUrl: string;
@@ -169,6 +170,13 @@ export class Supervisor {
     if (this.opts.driver === 'docker') await this.startDocker();
     this.cache = leaseCache(this.opts.cacheDir ?? defaultCacheRoot());
     await this.broker.start();
+    // finished runs: the slots drop their remaining specs and stop their running tests
+    await this.broker.watch(EXCHANGES.reports, FINISHED_BINDING, `warren.finished.${this.id}`, async (d) => {
+      d.ack();
+      const msg = parseMessage(RunFinished, d.body);
+      if (!msg.ok) return;
+      for (const h of this.slots) if (h.child?.connected) h.child.send({ type: 'run-finished', runId: msg.value.runId } satisfies SupervisorReply);
+    }, 60_000);
     for (let i = 0; i < this.opts.workers; i++) {
       const handle: SlotHandle = { index: i, activity: { state: 'starting' }, startedAt: 0, failures: 0, eventsRead: 0 };
       this.slots.push(handle);

@@ -59,3 +59,31 @@ test('a discovery that kills its worker every time fails the run at once with th
   assert.equal(report.status, 'error');
   assert.match(report.error ?? '', /^discovery crashed its worker 4 times/);
 });
+
+test('a spec of a run whose report is out is dropped by the workers, not run', async () => {
+  const url = vhost.url;
+  const marks = tmpDir();
+  services.push(startService(['dispatcher', '--broker', url, '--no-history']));
+  services.push(startService(['aggregator', '--broker', url, '--report-dir', tmpDir(), '--state-dir', tmpDir()]));
+  services.push(startService(['supervisor', '--broker', url, '--workers', '1', '--id', 'only']));
+  const cwd = tmpDir();
+  const common = ['--broker', url, '--adapter', 'command', '--cwd', cwd, '--discover-command', 'echo a', '--run-command', 'echo "$RUN" >> "$MARKS/ran"', '--env', `MARKS=${marks}`];
+  const first = await runCli(['run', ...common, '--run-id', 'finished-run', '--env', 'RUN=first', '--report-dir', tmpDir()]);
+  assert.equal(first.code, 0, first.stderr);
+  // its spec again, as a redelivery or a republishing dispatcher would bring it
+  const { Broker } = await import('../../shared/broker.js');
+  const { createLogger } = await import('../../shared/log.js');
+  const broker = new Broker({ url, name: 'test stale', log: createLogger('test', 'silent') });
+  await broker.start();
+  await broker.publish('warren.work', 'job', {
+    type: 'spec', v: 1, id: 'finished-run/r1/s1-again', runId: 'finished-run', round: 1, tests: [{ id: 'a', file: '', name: 'a' }],
+    suite: { adapter: 'command', cwd, command: { discover: 'echo a', run: 'echo stale >> "$MARKS/ran"' }, env: { MARKS: marks }, testTimeoutSec: 60 },
+    expiresAt: Date.now() + 3_600_000,
+  });
+  await broker.close();
+  // one worker, one queue: the next run's jobs come after the stale spec
+  const second = await runCli(['run', ...common, '--env', 'RUN=second', '--report-dir', tmpDir()]);
+  assert.equal(second.code, 0, second.stderr);
+  assert.deepEqual(fs.readFileSync(path.join(marks, 'ran'), 'utf8').trim().split('\n'), ['first', 'second'], 'the stale spec did not run');
+  for (const s of services.splice(0)) await stopService(s);
+});
