@@ -50,7 +50,17 @@ interface LiveRun {
   discovery?: RoundPlanned['discovery'];
   /** Per spec: its wall time minus its tests' durations (not journaled: a hint). */
   overheads: number[];
+  /** Decided effects (a round to request, the report) not yet confirmed by the broker, in
+   * order: retried on their own until they are (the message that decided them is acked). */
+  outbox: Effect[];
+  flushing?: Promise<void>;
+  retry?: NodeJS.Timeout;
+  retryMs: number;
 }
+
+/** Backoff of an outbox whose publish failed. */
+const OUTBOX_RETRY_MIN_MS = 500;
+const OUTBOX_RETRY_MAX_MS = 10_000;
 
 /** The longest delay a Node timer takes (2^31 - 1 ms). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -108,6 +118,7 @@ export class Aggregator {
     for (const live of this.runs.values()) {
       clearTimeout(live.deadline);
       clearTimeout(live.progressTimer);
+      clearTimeout(live.retry);
     }
     await this.broker.close().catch(() => undefined);
     await this.journal.close();
@@ -187,7 +198,7 @@ export class Aggregator {
   // ---- runs ----------------------------------------------------------------------------
 
   private open(run: AcceptedRun): LiveRun {
-    const live: LiveRun = { ledger: new RunLedger(run), lastProgress: 0, reportSent: false, overheads: [] };
+    const live: LiveRun = { ledger: new RunLedger(run), lastProgress: 0, reportSent: false, overheads: [], outbox: [], retryMs: OUTBOX_RETRY_MIN_MS };
     this.runs.set(run.runId, live);
     this.armDeadline(live);
     this.log.info({ runId: run.runId, deadline: new Date(run.deadline).toISOString() }, 'run opened');
@@ -214,17 +225,44 @@ export class Aggregator {
     }
   }
 
+  /** Carries out decided effects through the run's outbox (see LiveRun.outbox). */
   private async carryOut(live: LiveRun, effects: Effect[]): Promise<void> {
-    const runId = live.ledger.run.runId;
-    for (const effect of effects) {
-      if (effect.kind === 'round') {
-        await this.broker.publish(EXCHANGES.runs, ROUTING.roundRequest, effect.request);
-        live.ledger.roundSent(effect.request.round);
-        await this.journal.append(runId, { k: 'round-sent', round: effect.request.round });
-        this.log.info({ runId, round: effect.request.round, tests: effect.request.tests.length }, 're-running failures in a new round');
-      } else {
-        await this.finish(live, effect.report);
+    // the report ends the run: a round still waiting to be requested is moot
+    if (effects.some((e) => e.kind === 'report')) live.outbox = live.outbox.filter((e) => e.kind === 'report');
+    live.outbox.push(...effects);
+    await this.flushOutbox(live);
+  }
+
+  private flushOutbox(live: LiveRun): Promise<void> {
+    if (live.flushing) return live.flushing;
+    clearTimeout(live.retry);
+    live.flushing = (async () => {
+      while (live.outbox.length > 0 && this.state !== 'stopped') {
+        const effect = live.outbox[0]!;
+        try {
+          await this.apply(live, effect);
+          live.outbox = live.outbox.filter((e) => e !== effect);
+          live.retryMs = OUTBOX_RETRY_MIN_MS;
+        } catch (err) {
+          this.log.warn({ err, runId: live.ledger.run.runId, effect: effect.kind, retryInMs: live.retryMs }, 'a decided effect was not confirmed; retrying it');
+          live.retry = setTimeout(() => void this.flushOutbox(live), live.retryMs);
+          live.retryMs = Math.min(OUTBOX_RETRY_MAX_MS, live.retryMs * 2);
+          return;
+        }
       }
+    })().finally(() => (live.flushing = undefined));
+    return live.flushing;
+  }
+
+  private async apply(live: LiveRun, effect: Effect): Promise<void> {
+    const runId = live.ledger.run.runId;
+    if (effect.kind === 'round') {
+      await this.broker.publish(EXCHANGES.runs, ROUTING.roundRequest, effect.request);
+      live.ledger.roundSent(effect.request.round);
+      await this.journal.append(runId, { k: 'round-sent', round: effect.request.round });
+      this.log.info({ runId, round: effect.request.round, tests: effect.request.tests.length }, 're-running failures in a new round');
+    } else if (!live.reportSent) {
+      await this.finish(live, effect.report);
     }
   }
 

@@ -175,7 +175,7 @@ export class Supervisor {
       d.ack();
       const msg = parseMessage(RunFinished, d.body);
       if (!msg.ok) return;
-      for (const h of this.slots) if (h.child?.connected) h.child.send({ type: 'run-finished', runId: msg.value.runId } satisfies SupervisorReply);
+      for (const h of this.slots) tell(h.child, { type: 'run-finished', runId: msg.value.runId });
     }, 60_000);
     for (let i = 0; i < this.opts.workers; i++) {
       const handle: SlotHandle = { index: i, activity: { state: 'starting' }, startedAt: 0, failures: 0, eventsRead: 0 };
@@ -274,7 +274,7 @@ export class Supervisor {
   /** Every slot of this host is told; the idle ones start the run's warm runner (the
    * discovering one too, a slot still connecting once it is up). */
   private prewarm(runId: string, suite: SuiteConfig): void {
-    for (const h of this.slots) if (h.child?.connected) h.child.send({ type: 'prewarm', runId, suite } satisfies SupervisorReply);
+    for (const h of this.slots) tell(h.child, { type: 'prewarm', runId, suite });
   }
 
   private async onRequest(child: ChildProcess, req: Extract<SlotRequest, { type: 'ensure-image' }>): Promise<void> {
@@ -286,7 +286,7 @@ export class Supervisor {
     } catch (err) {
       reply = { type: 'image-ready', id: req.id, error: (err as Error).message };
     }
-    if (child.connected) child.send(reply);
+    tell(child, reply);
   }
 
   private onSlotExit(handle: SlotHandle, child: ChildProcess, code: number | null, signal: string | null): void {
@@ -369,4 +369,9 @@ export class Supervisor {
       this.opts.log.debug({ err }, 'heartbeat not sent');
     }
   }
+}
+
+/** A message to a slot process; one exiting meanwhile (EPIPE) just misses it. */
+function tell(child: ChildProcess | undefined, msg: SupervisorReply): void {
+  if (child?.connected) child.send(msg, () => undefined);
 }

@@ -61,7 +61,8 @@ export class Connection extends EventEmitter {
         minTimeout: 250,
         maxTimeout: 5000,
         onFailedAttempt: ({ error, attemptNumber }) => {
-          if (attemptNumber < attempts) this.log.warn({ err: error, attempt: attemptNumber }, 'cannot reach the broker yet, retrying');
+          // a service says so at each attempt; the CLI (bounded attempts) only at its end
+          if (attemptNumber < attempts) this.log[Number.isFinite(attempts) ? 'debug' : 'warn']({ err: error, attempt: attemptNumber }, 'cannot reach the broker yet, retrying');
         },
       });
     } catch (err) {
