@@ -293,6 +293,9 @@ export const RunFinished = z.object({
   v: z.literal(SCHEMA_VERSION),
   runId: z.string().min(1),
   status: z.string(),
+  /** The run's deadline: with the id, it names this run (a later run may reuse the id once
+   * an aggregator forgot it; its specs carry another deadline). */
+  deadline: z.number(),
 });
 export type RunFinished = z.infer<typeof RunFinished>;
 export type ReportMessage = z.infer<typeof ReportMessage>;

@@ -58,6 +58,9 @@ interface LiveRun {
   retryMs: number;
 }
 
+/** Finished runs remembered (their ids refused if used again). */
+const FINISHED_RUNS_KEPT = 10_000;
+
 /** Backoff of an outbox whose publish failed. */
 const OUTBOX_RETRY_MIN_MS = 500;
 const OUTBOX_RETRY_MAX_MS = 10_000;
@@ -87,6 +90,8 @@ export class Aggregator {
   state: Lifecycle = 'starting';
   private readonly broker: Broker;
   private readonly runs = new Map<string, LiveRun>();
+  /** Runs whose report is out, by id (bounded, oldest first): a run id names one run. */
+  private readonly finished = new Map<string, { acceptedAt: number; finishedAt: number; status: string }>();
   private readonly activity = new WorkerActivity();
   private readonly log: Logger;
   private readonly journal: Journal<JournalEntry>;
@@ -133,13 +138,17 @@ export class Aggregator {
     const msg = parsed.value;
     const now = Date.now();
     if (msg.type === 'run.accepted') {
-      if (!this.runs.has(msg.runId)) {
+      const done = this.finished.get(msg.runId);
+      if (done && done.acceptedAt !== msg.run.acceptedAt) await this.refuseReused(msg.run, done);
+      else if (!done && !this.runs.has(msg.runId)) {
         this.open(msg.run);
         await this.journal.append(msg.runId, { k: 'accepted', run: msg.run });
       }
+      // (the same acceptance again: a redelivery, nothing to do)
       return d.ack();
     }
     const live = this.runs.get(msg.runId);
+    if (!live && this.finished.has(msg.runId)) return d.ack(); // late duplicate of a finished run
     if (!live) {
       // A run this aggregator never accepted (another aggregator's, or from before its
       // journals were lost): keep it for an operator rather than drop it.
@@ -281,12 +290,37 @@ export class Aggregator {
     await this.publishProgress(live);
     await this.broker.publish(EXCHANGES.reports, reportKey(runId, 'report'), report, { mandatory: false });
     live.reportSent = true;
-    const finished: RunFinished = { type: 'run.finished', v: SCHEMA_VERSION, runId, status: report.status };
+    const finished: RunFinished = { type: 'run.finished', v: SCHEMA_VERSION, runId, status: report.status, deadline: live.ledger.run.deadline };
     await this.broker.publish(EXCHANGES.reports, reportKey(runId, 'finished'), finished, { mandatory: false, persistent: false });
     await this.journal.append(runId, { k: 'report-sent' });
+    this.retire(live, report.status);
     this.log.info({ runId, status: report.status, ...report.totals, dir }, 'run finished');
     // The journal has done its job; the report files are the record now.
     await this.journal.remove(runId);
+  }
+
+  /** A finished run keeps only its tombstone (a late message is acked, a reused id refused). */
+  private retire(live: LiveRun, status: string): void {
+    const run = live.ledger.run;
+    this.runs.delete(run.runId);
+    this.finished.set(run.runId, { acceptedAt: run.acceptedAt, finishedAt: Date.now(), status });
+    if (this.finished.size > FINISHED_RUNS_KEPT) this.finished.delete(this.finished.keys().next().value!);
+  }
+
+  /**
+   * A run request with the id of a run that finished: a run id names one run, so this one
+   * is refused with a report that says why (its follower, `warren run --run-id`, exits 2 with
+   * it) and the workers are told again that the id is finished (they drop its discovery).
+   */
+  private async refuseReused(run: AcceptedRun, done: { finishedAt: number; status: string }): Promise<void> {
+    const error = `run id ${run.runId} was used by a run that finished at ${new Date(done.finishedAt).toISOString()} (${done.status}); a run id names one run: give this one another --run-id`;
+    this.log.warn({ runId: run.runId }, 'a finished run id used again; refused');
+    const refusal = new RunLedger(run);
+    const [effect] = refusal.onPlanned(1, [], error, Date.now());
+    const report = effect?.kind === 'report' ? effect.report : undefined;
+    if (report) await this.broker.publish(EXCHANGES.reports, reportKey(run.runId, 'report'), report, { mandatory: false });
+    const finished: RunFinished = { type: 'run.finished', v: SCHEMA_VERSION, runId: run.runId, status: 'error', deadline: run.deadline };
+    await this.broker.publish(EXCHANGES.reports, reportKey(run.runId, 'finished'), finished, { mandatory: false, persistent: false });
   }
 
   private scheduleProgress(live: LiveRun): void {
@@ -326,6 +360,7 @@ export class Aggregator {
       else if (live.ledger.report && !reportSent) await this.finish(live, live.ledger.report);
       else if (reportSent) {
         clearTimeout(live.deadline);
+        this.retire(live, live.ledger.report?.status ?? 'error');
         await this.journal.remove(first.run.runId);
       }
     }

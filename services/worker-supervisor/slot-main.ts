@@ -36,7 +36,7 @@ const waiting = new Map<number, (reply: Extract<SupervisorReply, { type: 'image-
 let slotRef: Slot | undefined;
 process.on('message', (m: SupervisorReply) => {
   if (m.type === 'prewarm') slotRef?.prewarm(m.runId, m.suite);
-  else if (m.type === 'run-finished') slotRef?.runFinished(m.runId);
+  else if (m.type === 'run-finished') slotRef?.runFinished(m.runId, m.deadline);
   else waiting.get(m.id)?.(m);
 });
 function ensureImage(image: string): Promise<void> {

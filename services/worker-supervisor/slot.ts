@@ -166,13 +166,13 @@ export class Slot {
     const parsed = parseMessage(Job, d.body);
     if (!parsed.ok) return d.deadLetter(parsed.reason);
     const job = parsed.value;
-    if (this.finished.has(job.runId)) {
+    if (this.finished.has(`${job.runId}\0${job.type === 'spec' ? job.expiresAt : job.run.deadline}`)) {
       this.opts.log.info({ runId: job.runId, specId: job.id }, 'skipping a job of a finished run');
       return d.ack();
     }
     let resolveDone!: () => void;
     this.current = { done: new Promise<void>((r) => (resolveDone = r)) };
-    this.currentRun = job.runId;
+    this.currentRun = `${job.runId}\0${job.type === 'spec' ? job.expiresAt : job.run.deadline}`;
     this.moot = false;
     try {
       if (job.type === 'discover') await this.discover(job, d);
@@ -372,10 +372,10 @@ export class Slot {
   }
 
   /** A run's report is out: its specs still coming are dropped, its test running now stopped. */
-  runFinished(runId: string): void {
-    this.finished.add(runId);
+  runFinished(runId: string, deadline: number): void {
+    this.finished.add(`${runId}\0${deadline}`);
     if (this.finished.size > 1000) this.finished.delete(this.finished.values().next().value!);
-    if (this.currentRun === runId && this.current) {
+    if (this.currentRun === `${runId}\0${deadline}` && this.current) {
       this.moot = true;
       this.opts.log.info({ runId, worker: this.opts.workerId }, 'its run finished: stopping the test in hand');
       this.current.kill?.();

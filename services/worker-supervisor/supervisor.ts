@@ -55,7 +55,7 @@ export type SlotRequest =
 export type SupervisorReply =
   | { type: 'image-ready'; id: number; error?: string }
   | { type: 'prewarm'; runId: string; suite: SuiteConfig }
-  | { type: 'run-finished'; runId: string };
+  | { type: 'run-finished'; runId: string; deadline: number };
 
 export interface SupervisorOptions {
   brokerUrl: string;
@@ -175,7 +175,7 @@ export class Supervisor {
       d.ack();
       const msg = parseMessage(RunFinished, d.body);
       if (!msg.ok) return;
-      for (const h of this.slots) tell(h.child, { type: 'run-finished', runId: msg.value.runId });
+      for (const h of this.slots) tell(h.child, { type: 'run-finished', runId: msg.value.runId, deadline: msg.value.deadline });
     }, 60_000);
     for (let i = 0; i < this.opts.workers; i++) {
       const handle: SlotHandle = { index: i, activity: { state: 'starting' }, startedAt: 0, failures: 0, eventsRead: 0 };

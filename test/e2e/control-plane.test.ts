@@ -68,8 +68,10 @@ test('a spec of a run whose report is out is dropped by the workers, not run', a
   services.push(startService(['supervisor', '--broker', url, '--workers', '1', '--id', 'only']));
   const cwd = tmpDir();
   const common = ['--broker', url, '--adapter', 'command', '--cwd', cwd, '--discover-command', 'echo a', '--run-command', 'echo "$RUN" >> "$MARKS/ran"', '--env', `MARKS=${marks}`];
-  const first = await runCli(['run', ...common, '--run-id', 'finished-run', '--env', 'RUN=first', '--report-dir', tmpDir()]);
+  const firstDir = tmpDir();
+  const first = await runCli(['run', ...common, '--run-id', 'finished-run', '--env', 'RUN=first', '--report-dir', firstDir]);
   assert.equal(first.code, 0, first.stderr);
+  const deadline = readReport(firstDir).startedAt + 3600 * 1000; // accepted + the default --run-timeout
   // its spec again, as a redelivery or a republishing dispatcher would bring it
   const { Broker } = await import('../../shared/broker.js');
   const { createLogger } = await import('../../shared/log.js');
@@ -78,12 +80,30 @@ test('a spec of a run whose report is out is dropped by the workers, not run', a
   await broker.publish('warren.work', 'job', {
     type: 'spec', v: 1, id: 'finished-run/r1/s1-again', runId: 'finished-run', round: 1, tests: [{ id: 'a', file: '', name: 'a' }],
     suite: { adapter: 'command', cwd, command: { discover: 'echo a', run: 'echo stale >> "$MARKS/ran"' }, env: { MARKS: marks }, testTimeoutSec: 60 },
-    expiresAt: Date.now() + 3_600_000,
+    expiresAt: deadline,
   });
   await broker.close();
   // one worker, one queue: the next run's jobs come after the stale spec
   const second = await runCli(['run', ...common, '--env', 'RUN=second', '--report-dir', tmpDir()]);
   assert.equal(second.code, 0, second.stderr);
   assert.deepEqual(fs.readFileSync(path.join(marks, 'ran'), 'utf8').trim().split('\n'), ['first', 'second'], 'the stale spec did not run');
+  for (const s of services.splice(0)) await stopService(s);
+});
+
+test('a run id that names a finished run is refused with a report that says so', async () => {
+  const url = vhost.url;
+  services.push(startService(['dispatcher', '--broker', url, '--no-history']));
+  services.push(startService(['aggregator', '--broker', url, '--report-dir', tmpDir(), '--state-dir', tmpDir()]));
+  services.push(startService(['supervisor', '--broker', url, '--workers', '1', '--id', 'ids']));
+  const args = ['run', '--broker', url, '--adapter', 'command', '--cwd', tmpDir(), '--discover-command', 'echo a', '--run-command', 'true', '--run-id', 'once-only'];
+  const first = await runCli([...args, '--report-dir', tmpDir()]);
+  assert.equal(first.code, 0, first.stderr);
+  const againDir = tmpDir();
+  const again = await runCli([...args, '--report-dir', againDir]);
+  assert.equal(again.code, 2, again.stderr);
+  const report = readReport(againDir);
+  assert.equal(report.status, 'error');
+  assert.match(report.error ?? '', /^run id once-only was used by a run that finished at .* \(passed\); a run id names one run/);
+  assert.equal(report.totals.total, 0);
   for (const s of services.splice(0)) await stopService(s);
 });
