@@ -225,6 +225,10 @@ async function startLocal(url: string, workers: number, flags: RunFlags): Promis
   const aggregator = new Aggregator({
     brokerUrl: url, reportDir: path.join(stateDir, 'reports'), stateDir: path.join(stateDir, 'journal'),
     log: createLogger('aggregator', level),
+    onFatal: (err) => {
+      process.stderr.write(`warren: the local aggregator stopped: its journal cannot be written: ${err.message}\n`);
+      process.exit(2);
+    },
   });
   // --local --driver docker: the suite directory from --cwd is mounted into the containers
   const config = loadSupervisorConfig({

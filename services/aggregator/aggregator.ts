@@ -31,6 +31,12 @@ export interface AggregatorOptions {
   log: Logger;
   /** Minimum time between two progress messages of one run. */
   progressIntervalMs?: number;
+  /**
+   * An invariant broke (a journal entry could not be made durable: disk full, directory
+   * gone): the aggregator has stopped taking messages and closed its connection, so what it
+   * held goes back to the queue for a healthy one. The process should exit.
+   */
+  onFatal?: (err: Error) => void;
 }
 
 type JournalEntry =
@@ -142,7 +148,7 @@ export class Aggregator {
       if (done && done.acceptedAt !== msg.run.acceptedAt) await this.refuseReused(msg.run, done);
       else if (!done && !this.runs.has(msg.runId)) {
         this.open(msg.run);
-        await this.journal.append(msg.runId, { k: 'accepted', run: msg.run });
+        await this.record(msg.runId, { k: 'accepted', run: msg.run });
       }
       // (the same acceptance again: a redelivery, nothing to do)
       return d.ack();
@@ -168,7 +174,7 @@ export class Aggregator {
       }
       effects = live.ledger.onResults(msg.round, msg.worker, msg.results, now);
     }
-    await this.journal.append(msg.runId, entry);
+    await this.record(msg.runId, entry);
     await this.carryOut(live, effects);
     this.scheduleProgress(live);
     d.ack();
@@ -187,7 +193,7 @@ export class Aggregator {
       const error = `discovery crashed its worker ${deaths} times (every worker that ran it died while it ran)`;
       this.log.warn({ runId: job.runId }, error);
       const effects = live.ledger.onPlanned(1, [], error, Date.now());
-      await this.journal.append(job.runId, { k: 'planned', round: 1, tests: [], error });
+      await this.record(job.runId, { k: 'planned', round: 1, tests: [], error });
       await this.carryOut(live, effects);
       return d.ack();
     }
@@ -198,7 +204,7 @@ export class Aggregator {
     }));
     this.log.warn({ runId: job.runId, specId: job.id, tests: job.tests.map((t) => t.id) }, 'spec crashed its workers, failing it');
     const effects = live.ledger.onResults(job.round, CRASHED, results, Date.now());
-    await this.journal.append(job.runId, { k: 'results', round: job.round, worker: CRASHED, results });
+    await this.record(job.runId, { k: 'results', round: job.round, worker: CRASHED, results });
     await this.carryOut(live, effects);
     this.scheduleProgress(live);
     d.ack();
@@ -243,10 +249,12 @@ export class Aggregator {
   }
 
   private flushOutbox(live: LiveRun): Promise<void> {
-    if (live.flushing) return live.flushing;
+    // a flush under way may have looked at the outbox before these effects came: after it
+    if (live.flushing) return live.flushing.then(() => this.flushOutbox(live));
+    if (live.outbox.length === 0) return Promise.resolve();
     clearTimeout(live.retry);
     live.flushing = (async () => {
-      while (live.outbox.length > 0 && this.state !== 'stopped') {
+      while (live.outbox.length > 0 && this.state !== 'stopped' && this.state !== 'failed') {
         const effect = live.outbox[0]!;
         try {
           await this.apply(live, effect);
@@ -268,7 +276,7 @@ export class Aggregator {
     if (effect.kind === 'round') {
       await this.broker.publish(EXCHANGES.runs, ROUTING.roundRequest, effect.request);
       live.ledger.roundSent(effect.request.round);
-      await this.journal.append(runId, { k: 'round-sent', round: effect.request.round });
+      await this.record(runId, { k: 'round-sent', round: effect.request.round });
       this.log.info({ runId, round: effect.request.round, tests: effect.request.tests.length }, 're-running failures in a new round');
     } else if (!live.reportSent) {
       await this.finish(live, effect.report);
@@ -292,7 +300,7 @@ export class Aggregator {
     live.reportSent = true;
     const finished: RunFinished = { type: 'run.finished', v: SCHEMA_VERSION, runId, status: report.status, deadline: live.ledger.run.deadline };
     await this.broker.publish(EXCHANGES.reports, reportKey(runId, 'finished'), finished, { mandatory: false, persistent: false });
-    await this.journal.append(runId, { k: 'report-sent' });
+    await this.record(runId, { k: 'report-sent' });
     this.retire(live, report.status);
     this.log.info({ runId, status: report.status, ...report.totals, dir }, 'run finished');
     // The journal has done its job; the report files are the record now.
@@ -337,6 +345,25 @@ export class Aggregator {
     const runId = live.ledger.run.runId;
     const msg = { ...live.ledger.progress(Date.now(), this.activity.active(runId, Date.now())), discovery: live.discovery };
     await this.broker.publish(EXCHANGES.reports, reportKey(runId, 'progress'), msg, { mandatory: false, persistent: false });
+  }
+
+  /** Appends to a run's journal; failing that, the aggregator cannot keep its promise. */
+  private async record(runId: string, entry: JournalEntry): Promise<void> {
+    try {
+      await this.journal.append(runId, entry);
+    } catch (err) {
+      this.fail(err as Error);
+      throw err;
+    }
+  }
+
+  /** Stops loudly: no more messages, the connection closed (unacked ones go back). */
+  private fail(err: Error): void {
+    if (this.state === 'failed' || this.state === 'stopped') return;
+    this.state = 'failed';
+    this.log.fatal({ err }, 'the journal cannot be written; stopping (what this aggregator held goes back to the queue)');
+    void this.broker.close().catch(() => undefined);
+    this.opts.onFatal?.(err);
   }
 
   // ---- recovery ----------------------------------------------------------------------

@@ -14,6 +14,10 @@ export function startAggregator(opts: { broker?: string; reportDir?: string; sta
       reportDir: path.resolve(opts.reportDir ?? process.env.WARREN_REPORT_DIR ?? 'warren-reports'),
       stateDir: path.resolve(opts.stateDir ?? process.env.WARREN_STATE_DIR ?? '.warren/aggregator'),
       log,
+      onFatal: (err) => {
+        process.stderr.write(`warren aggregator: stopping: the journal cannot be written: ${err.message}\n`);
+        process.exit(1);
+      },
     }),
   );
 }

@@ -68,3 +68,60 @@ test('a re-run round that could not be published is retried on its own; the run 
     await Promise.all([dispatcher.stop(), aggregator.stop(), broker.close()]);
   }
 });
+
+test('an aggregator whose journal cannot be written stops loudly and leaves the message in the queue', async () => {
+  const log = createLogger('test', 'silent');
+  const url = vhost.url;
+  const state = tmpDir();
+  let fatal: Error | undefined;
+  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), stateDir: state, log, onFatal: (err) => (fatal = err) });
+  const broker = new Broker({ url, name: 'test', log });
+  await Promise.all([aggregator.start(), broker.start()]);
+  try {
+    // the state directory is gone, a file in its place: no journal can be opened
+    fs.rmSync(state, { recursive: true, force: true });
+    fs.writeFileSync(state, '');
+    const run = RunRequest.parse({ type: 'run.request', runId: 'no-journal', adapter: 'command', cwd: '/tmp', command: { discover: 'true', run: 'true' } });
+    await broker.publish(EXCHANGES.events, ROUTING.runAccepted, {
+      type: 'run.accepted', v: 1, id: 'no-journal/accepted', runId: 'no-journal',
+      run: { ...run, runId: 'no-journal', id: 'no-journal', acceptedAt: Date.now(), deadline: Date.now() + 60_000 },
+    });
+    const err = await waitFor('the aggregator to stop', () => fatal, 30_000);
+    assert.match(err.message, /ENOTDIR/);
+    assert.equal(aggregator.state, 'failed');
+    await waitFor('the message back in its queue, unconsumed', async () => {
+      const q = await broker.checkQueue(QUEUES.aggregator);
+      return q.consumerCount === 0 && q.messageCount === 1;
+    }, 30_000);
+  } finally {
+    await Promise.all([aggregator.stop(), broker.close()]);
+  }
+});
+
+test('many results at once: the report still goes out (no effect left behind in the outbox)', async () => {
+  const log = createLogger('test', 'silent');
+  const url = vhost.url;
+  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), stateDir: tmpDir(), log });
+  const broker = new Broker({ url, name: 'test', log });
+  await Promise.all([aggregator.start(), broker.start()]);
+  try {
+    const reports: RunReport[] = [];
+    await broker.watch(EXCHANGES.reports, reportKey('burst', 'report'), 'test.burst', async (d) => {
+      reports.push(JSON.parse(d.body.toString()));
+      d.ack();
+    });
+    const req = RunRequest.parse({ type: 'run.request', runId: 'burst', adapter: 'command', cwd: '/tmp', command: { discover: 'true', run: 'true' } });
+    const run = { ...req, runId: 'burst', id: 'burst', acceptedAt: Date.now(), deadline: Date.now() + 600_000 };
+    const tests = Array.from({ length: 300 }, (_, i) => ({ id: `t${i}`, file: '', name: `t${i}` }));
+    await broker.publish(EXCHANGES.events, ROUTING.runAccepted, { type: 'run.accepted', v: 1, id: 'burst/a', runId: 'burst', run });
+    await broker.publish(EXCHANGES.events, ROUTING.roundPlanned, { type: 'round.planned', v: 1, id: 'burst/p', runId: 'burst', round: 1, tests, specs: 300 });
+    await Promise.all(tests.map((t, i) => broker.publish(EXCHANGES.events, ROUTING.specResult, {
+      type: 'spec.result', v: 1, id: `burst/s${i}/result`, runId: 'burst', specId: `burst/s${i}`, round: 1, worker: `w${i % 80}`,
+      results: [{ testId: t.id, file: '', name: t.name, status: 'passed', durationMs: 1 }],
+    })));
+    const report = await waitFor('the report', () => reports[0], 30_000);
+    assert.equal(report.totals.passed, 300);
+  } finally {
+    await Promise.all([aggregator.stop(), broker.close()]);
+  }
+});
