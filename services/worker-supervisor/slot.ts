@@ -394,6 +394,9 @@ export class Slot {
    * idle one does.
    */
   prewarm(runId: string, suite: SuiteConfig): void {
+    // (local workers only for now: a docker slot's container is made by its first process,
+    // and a prewarm racing the slot's discovery for it left containers behind)
+    if (this.opts.driver.name !== 'local') return;
     if (this.state === 'starting') {
       this.pendingPrewarm = { runId, suite };
       return;

@@ -191,6 +191,12 @@ export class DockerDriver implements WorkerDriver {
   }
 
   async dispose(): Promise<void> {
+    // a container being made now is removed too, once made
+    await this.making?.catch(() => undefined);
+    await this.removeLive();
+  }
+
+  private async removeLive(): Promise<void> {
     const live = this.live;
     this.live = undefined;
     if (!live) return;
@@ -208,13 +214,24 @@ export class DockerDriver implements WorkerDriver {
     return this.opts.memory ? `container memory limit ${Math.round(this.opts.memory / 1048576)} MiB` : 'no container memory limit';
   }
 
-  /** The slot's container for this image, made (and the image pulled) when needed. */
-  private async container(image: string, cwd: string): Promise<Live> {
+  /**
+   * The slot's container for this image, made (and the image pulled) when needed. One at a
+   * time: a warm runner prewarming while the slot's discovery starts asks at the same moment,
+   * and two containers made at once would leave one behind.
+   */
+  private container(image: string, cwd: string): Promise<Live> {
+    const next = (this.making ?? Promise.resolve()).catch(() => undefined).then(() => this.containerNow(image, cwd));
+    this.making = next;
+    return next;
+  }
+  private making?: Promise<Live>;
+
+  private async containerNow(image: string, cwd: string): Promise<Live> {
     if (this.live && this.live.image === image && (!this.opts.mountSuite || this.live.cwd === cwd)) {
       const state = await this.live.container.inspect().then((i) => i.State).catch(() => undefined);
       if (state?.Running) return this.live;
     }
-    await this.dispose();
+    await this.removeLive();
     await this.opts.ensureImage(image);
     const binds = [`${this.opts.slotDir}:${this.opts.slotDir}`, `${this.opts.assetsDir}:${this.opts.assetsDir}:ro`];
     // the slot's caches that outlive runs (WARREN_CACHE_DIR of its processes)

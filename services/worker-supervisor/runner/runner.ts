@@ -170,6 +170,8 @@ export class WarmRunner {
   /** Closes its stdin (it finishes and exits); kills it if it does not within a grace. */
   async retire(): Promise<void> {
     this.dead = true;
+    // one still starting is killed as its start completes (start()): wait for that
+    if (!this.proc && this.starting) await this.starting.catch(() => undefined);
     const proc = this.proc;
     if (!proc) return;
     proc.closeStdin();
