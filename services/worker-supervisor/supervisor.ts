@@ -302,7 +302,7 @@ export class Supervisor {
       }
     }
     handle.child = undefined;
-    if (last.state === 'busy' && last.running && handle.eventsRead > 0) {
+    if (last.state === 'busy' && last.running) {
       void this.salvage(`${this.id}/${handle.index}`, last.runId, last.specId, last.running, handle.eventsRead);
     }
     if (this.state !== 'running') {
@@ -332,15 +332,20 @@ export class Supervisor {
    * aggregator keeps the first result per test and round, so the re-run adds nothing twice.
    */
   private async salvage(workerId: string, runId: string, specId: string, running: { round: number; tests: TestRef[]; events: string }, upTo: number): Promise<void> {
-    // Only what the slot had read while alive: after its death an orphaned framework may go
-    // on writing (the test that killed the worker then "passes"), until we reap it.
-    let text = '';
+    // What the slot had read while alive; after its death an orphaned framework may go on
+    // writing (the test that killed the worker then "passes") until we reap it, so beyond
+    // that only failures are kept: a failure is a fact (a flaky test's first attempt, in
+    // the same batch as a test that killed the worker), a pass written then is not trusted.
+    let file: Buffer;
     try {
-      text = fs.readFileSync(running.events).subarray(0, upTo).toString('utf8');
+      file = fs.readFileSync(running.events);
     } catch {
       return; // nothing was written
     }
-    const results = finishedResults(running.tests, parseEvents(text));
+    const seen = finishedResults(running.tests, parseEvents(file.subarray(0, upTo).toString('utf8')));
+    const known = new Set(seen.map((r) => r.testId));
+    const later = finishedResults(running.tests, parseEvents(file.toString('utf8'))).filter((r) => r.status === 'failed' && !known.has(r.testId));
+    const results = [...seen, ...later];
     if (results.length === 0) return;
     const msg: SpecResult = {
       type: 'spec.result', v: SCHEMA_VERSION, id: `${specId}/salvaged`, runId, specId, round: running.round, worker: workerId, results,
