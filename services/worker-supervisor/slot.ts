@@ -166,13 +166,13 @@ export class Slot {
     const parsed = parseMessage(Job, d.body);
     if (!parsed.ok) return d.deadLetter(parsed.reason);
     const job = parsed.value;
-    if (this.finished.has(`${job.runId}\0${job.type === 'spec' ? job.expiresAt : job.run.deadline}`)) {
+    if (this.finished.has(attemptOf(job))) {
       this.opts.log.info({ runId: job.runId, specId: job.id }, 'skipping a job of a finished run');
       return d.ack();
     }
     let resolveDone!: () => void;
     this.current = { done: new Promise<void>((r) => (resolveDone = r)) };
-    this.currentRun = `${job.runId}\0${job.type === 'spec' ? job.expiresAt : job.run.deadline}`;
+    this.currentRun = attemptOf(job);
     this.moot = false;
     try {
       if (job.type === 'discover') await this.discover(job, d);
@@ -324,7 +324,7 @@ export class Slot {
       log.info({ rerun: resolution.rerun.length }, 'tests left unsettled by this process, queued again');
       await this.requeue(job, resolution.rerun.length === job.tests.length ? resolution.rerun.map((t) => [t]) : [resolution.rerun]);
     }
-    log.info({ results: resolution.results.length, exit: outcome.exit, warm: !!this.warmFor(job, adapter) }, 'spec done');
+    log.info({ results: resolution.results.length, exit: outcome.exit, warm: !!this.warmArgv(job.suite, adapter) }, 'spec done');
     // Ack last: the results (and any re-queued tests) are confirmed by the broker.
     d.ack();
   }
@@ -341,7 +341,7 @@ export class Slot {
       }),
       onEventsRead: (offset) => this.opts.onEventsRead?.(offset),
     };
-    const warm = this.warmFor(job, adapter);
+    const warm = this.warmArgv(job.suite, adapter);
     if (!warm) {
       if (adapter.readsIdsFile) fs.writeFileSync(files.ids, job.tests.map((t) => t.id).join('\n') + '\n');
       const inv = this.invocation(job.suite, adapter.run(job.suite, job.tests, this.opts.driver.context, files), files);
@@ -361,11 +361,7 @@ export class Slot {
     }
   }
 
-  /** The serve invocation for this job, when it runs warm: adapter, driver and run allow it. */
-  private warmFor(job: SpecJob, adapter: Adapter): string[] | undefined {
-    return this.warmArgv(job.suite, adapter);
-  }
-
+  /** The serve invocation for a suite, when it runs warm: adapter, driver and run allow it. */
   private warmArgv(suite: SuiteConfig, adapter: Adapter = adapterFor(suite.adapter)): string[] | undefined {
     if (!adapter.serve || suite.freshProcess || this.opts.driver.isolatesSpecs || this.opts.driver.name === 'noop') return undefined;
     return adapter.serve(suite, this.opts.driver.context);
@@ -373,9 +369,9 @@ export class Slot {
 
   /** A run's report is out: its specs still coming are dropped, its test running now stopped. */
   runFinished(runId: string, deadline: number): void {
-    this.finished.add(`${runId}\0${deadline}`);
+    this.finished.add(attempt(runId, deadline));
     if (this.finished.size > 1000) this.finished.delete(this.finished.values().next().value!);
-    if (this.currentRun === `${runId}\0${deadline}` && this.current) {
+    if (this.currentRun === attempt(runId, deadline) && this.current) {
       this.moot = true;
       this.opts.log.info({ runId, worker: this.opts.workerId }, 'its run finished: stopping the test in hand');
       this.current.kill?.();
@@ -497,6 +493,10 @@ export class Slot {
     for (const f of made) void fs.promises.rm(f, { force: true });
   }
 }
+
+/** A run and its deadline: what names one run, even if a later one reuses its id. */
+const attempt = (runId: string, deadline: number) => `${runId}\0${deadline}`;
+const attemptOf = (job: Job) => attempt(job.runId, job.type === 'spec' ? job.expiresAt : job.run.deadline);
 
 /** What makes two specs' suites the same for one warm runner. */
 function suiteKey(suite: SuiteConfig): string {
