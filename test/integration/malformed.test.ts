@@ -23,14 +23,19 @@ after(async () => {
   await vhost.delete();
 });
 
-test('malformed and unknown messages are dead-lettered with a reason; the services keep going', async () => {
-  const log = createLogger('test', 'error');
-  const url = vhost.url;
+/** The three services in this process, one worker, and a client of the test's own. */
+async function cluster(url: string, log: ReturnType<typeof createLogger>) {
   const dispatcher = new Dispatcher({ brokerUrl: url, log });
   const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), stateDir: tmpDir(), log });
   const supervisor = new Supervisor({ brokerUrl: url, workers: 1, log, graceMs: 1000 });
   const broker = new Broker({ url, name: 'test', log });
   await Promise.all([dispatcher.start(), aggregator.start(), supervisor.start(), broker.start()]);
+  return { dispatcher, aggregator, supervisor, broker };
+}
+
+test('malformed and unknown messages are dead-lettered with a reason; the services keep going', async () => {
+  const url = vhost.url;
+  const { dispatcher, aggregator, supervisor, broker } = await cluster(url, createLogger('test', 'error'));
   try {
     await publishRaw(url, EXCHANGES.runs, ROUTING.runRequest, 'this is not json');
     await publishRaw(url, EXCHANGES.runs, ROUTING.runRequest, JSON.stringify({ type: 'run.request', adapter: 'rspec' }));
@@ -88,13 +93,8 @@ test('a publish nobody can receive is an error, not a silent confirm', async () 
 });
 
 test('a test process that cannot start fails the run at once with the OS error (E2BIG, a cwd that is a file)', async () => {
-  const log = createLogger('test', 'silent');
   const url = vhost.url;
-  const dispatcher = new Dispatcher({ brokerUrl: url, log });
-  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), stateDir: tmpDir(), log });
-  const supervisor = new Supervisor({ brokerUrl: url, workers: 1, log, graceMs: 1000 });
-  const broker = new Broker({ url, name: 'test', log });
-  await Promise.all([dispatcher.start(), aggregator.start(), supervisor.start(), broker.start()]);
+  const { dispatcher, aggregator, supervisor, broker } = await cluster(url, createLogger('test', 'silent'));
   try {
     const reports = new Map<string, RunReport>();
     await broker.watch(EXCHANGES.reports, 'run.#.report', 'test.start-failures', async (d) => {
