@@ -121,8 +121,7 @@ export function program(): Command {
     .description('start an aggregator: collects results, re-runs failures, writes reports')
     .option('--broker <url>', 'RabbitMQ URL (default: $WARREN_BROKER_URL, then amqp://localhost)')
     .option('--report-dir <dir>', 'reports go to <dir>/<run id>/ (default: $WARREN_REPORT_DIR, then ./warren-reports)')
-    .option('--state-dir <dir>', 'journals of runs in progress (default: $WARREN_STATE_DIR, then ./.warren/aggregator)')
-    .action(async (o: { broker?: string; reportDir?: string; stateDir?: string }) => {
+    .action(async (o: { broker?: string; reportDir?: string }) => {
       await startAggregator(o);
     });
   cmd

@@ -223,10 +223,10 @@ async function startLocal(url: string, workers: number, flags: RunFlags): Promis
   // the history outlives the run's temporary directory: the next run is balanced by it
   const dispatcher = new Dispatcher({ brokerUrl: url, log: createLogger('dispatcher', level), historyFile: path.join(defaultCacheRoot(), 'history.sqlite') });
   const aggregator = new Aggregator({
-    brokerUrl: url, reportDir: path.join(stateDir, 'reports'), stateDir: path.join(stateDir, 'journal'),
+    brokerUrl: url, reportDir: path.join(stateDir, 'reports'),
     log: createLogger('aggregator', level),
     onFatal: (err) => {
-      process.stderr.write(`warren: the local aggregator stopped: its journal cannot be written: ${err.message}\n`);
+      process.stderr.write(`warren: the local aggregator stopped: ${err.message}\n`);
       process.exit(2);
     },
   });

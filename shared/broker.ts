@@ -3,7 +3,8 @@
  * - broker/connection.ts: a connection that comes back (backoff, several node URLs), with
  *   the setups run on each new connection;
  * - broker/publisher.ts: publishes that resolve on the broker's confirm;
- * - broker/consumer.ts: consumers with manual acks, re-subscribed safely after a reconnect.
+ * - broker/consumer.ts: consumers with manual acks, re-subscribed safely after a reconnect;
+ * - broker/lease.ts: a lease only one connection holds (an exclusive queue), for a leader.
  * This file puts them together with the topology declared on every connection.
  */
 import { EventEmitter } from 'node:events';
@@ -12,9 +13,12 @@ import type { Logger } from './log.js';
 import { TOPOLOGY } from './topology.js';
 import { Connection, type ConnectionState } from './broker/connection.js';
 import { Publisher, type PublishOptions } from './broker/publisher.js';
-import { Consumers, type ConsumeOptions, type DeliveryHandler } from './broker/consumer.js';
+import { Consumers, type ConsumeOptions, type DeliveryHandler, type Subscription } from './broker/consumer.js';
 
-export type { ConsumeOptions, Delivery, DeliveryHandler } from './broker/consumer.js';
+import { Lease } from './broker/lease.js';
+
+export type { ConsumeOptions, Delivery, DeliveryHandler, Subscription } from './broker/consumer.js';
+export type { Lease } from './broker/lease.js';
 export type { PublishOptions } from './broker/publisher.js';
 export { redact } from './broker/connection.js';
 export { sleep } from './broker/publisher.js';
@@ -77,8 +81,13 @@ export class Broker extends EventEmitter {
     return this.connection.whenConnected();
   }
 
-  consume(queue: string, handler: DeliveryHandler, opts: ConsumeOptions): Promise<void> {
+  consume(queue: string, handler: DeliveryHandler, opts: ConsumeOptions): Promise<Subscription> {
     return this.consumers.consume(queue, handler, opts);
+  }
+
+  /** A lease on `queue` (broker/lease.ts), asked for every `pollMs` until held; not started. */
+  lease(queue: string, pollMs: number): Lease {
+    return new Lease(this.connection, queue, pollMs);
   }
 
   /** Stops delivering new messages to every consumer; in-flight deliveries can still be acked. */

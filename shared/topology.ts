@@ -15,6 +15,7 @@
  *   warren.specs --(delivery limit)--> warren.dlx --spec.crashed--> warren.crashed (aggregator)
  *   any service --(malformed)--> warren.dlx --> warren.dead-letters (operators)
  *   supervisors --supervisor.heartbeat--> warren.status (fanout, transient)
+ *   aggregator (active) --entries--> warren.journal (stream) --> every aggregator (replicas)
  */
 
 export const EXCHANGES = {
@@ -33,7 +34,19 @@ export const QUEUES = {
   crashed: 'warren.crashed',
   deadLetters: 'warren.dead-letters',
   history: 'warren.history',
+  journal: 'warren.journal',
 } as const;
+
+/**
+ * Exclusive queues held as leases (shared/broker/lease.ts), not declared with the topology:
+ * the aggregator that holds `aggregator` is the active one.
+ */
+export const LEASES = {
+  aggregator: 'warren.aggregator.active',
+} as const;
+
+/** How long the journal stream keeps entries: longer than the longest run (MAX_DURATION_SEC). */
+export const JOURNAL_MAX_AGE = '8D';
 
 export const ROUTING = {
   runRequest: 'run.request',
@@ -131,6 +144,8 @@ export const TOPOLOGY: { exchanges: ExchangeDef[]; queues: QueueDef[]; bindings:
       durable: true,
       arguments: { 'x-queue-type': 'quorum', 'x-dead-letter-exchange': EXCHANGES.dlx, 'x-max-length': HISTORY_MAX_LENGTH },
     },
+    // the aggregators' shared state: replicated like the quorum queues, read by every replica
+    { name: QUEUES.journal, durable: true, arguments: { 'x-queue-type': 'stream', 'x-max-age': JOURNAL_MAX_AGE } },
   ],
   bindings: [
     { exchange: EXCHANGES.runs, queue: QUEUES.dispatcher, routingKey: ROUTING.runRequest },

@@ -3,58 +3,68 @@
  * rounds, fails what never came back by the deadline, and publishes progress and the final
  * report (also written to disk).
  *
- * Durability: every message is appended to the run's journal before it is acked, and the
- * decisions taken (round sent, report sent) are journaled after they are confirmed. An
- * aggregator that restarts replays its journals and carries out what was decided but not
- * confirmed, so a crash loses no result and sends no round twice in the normal case.
+ * No single coordinator: several aggregators may run, on different hosts. Each is a replica
+ * of every run's state, the fold of the journal stream (journal.ts) that the broker
+ * replicates; one of them, the holder of the lease `warren.aggregator.active`, is active: it
+ * alone consumes the aggregator's queues, journals what they bring, keeps the deadlines and
+ * carries out what the entries decide (a round to request, the report). When its
+ * connection goes (process killed, host gone), another replica takes the lease, catches up
+ * with the stream and carries on with every run where the journal left it: what was decided
+ * but not confirmed is done again (a round request is idempotent at the dispatcher, a
+ * report is one per run id at the follower), what was not journaled comes back from the
+ * queue, since a message is acked only once its entry is in the stream.
  */
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { Broker, type Delivery } from '../../shared/broker.js';
+import { Broker, type Delivery, type Lease, type Subscription } from '../../shared/broker.js';
 import type { Logger } from '../../shared/log.js';
 import type { Lifecycle } from '../../shared/lifecycle.js';
 import {
   AggregatorMessage, Heartbeat, Job, SCHEMA_VERSION, parseMessage, type RunFinished,
   type AcceptedRun, type RoundPlanned, type RunReport, type TestRef, type TestResult,
 } from '../../shared/messages.js';
-import { EXCHANGES, QUEUES, ROUTING, SPEC_DELIVERY_LIMIT, reportKey, SERVICE_DELIVERY_LIMIT } from '../../shared/topology.js';
+import { EXCHANGES, LEASES, QUEUES, SPEC_DELIVERY_LIMIT, ROUTING, reportKey, SERVICE_DELIVERY_LIMIT } from '../../shared/topology.js';
 import { writeReportFiles } from '../../shared/report.js';
 import { CRASHED, RunLedger, type Effect } from './ledger.js';
 import { Journal } from './journal.js';
 
 export interface AggregatorOptions {
+  /** One URL, or several comma-separated (the nodes of a cluster). */
   brokerUrl: string;
   /** Reports go to `<reportDir>/<runId>/` unless the run request names its own directory. */
   reportDir: string;
-  /** Journals of runs in progress. */
-  stateDir: string;
   log: Logger;
   /** Minimum time between two progress messages of one run. */
   progressIntervalMs?: number;
+  /** How often a standby asks for the lease (default 1 s: the time a takeover can take
+   * once the broker has seen the active one's connection go). */
+  leasePollMs?: number;
   /**
-   * An invariant broke (a journal entry could not be made durable: disk full, directory
-   * gone): the aggregator has stopped taking messages and closed its connection, so what it
-   * held goes back to the queue for a healthy one. The process should exit.
+   * An invariant broke (the journal stream was deleted: what every replica knew is gone):
+   * the aggregator has stopped taking messages and closed its connection, so what it held
+   * goes back to the queue. The process should exit.
    */
   onFatal?: (err: Error) => void;
 }
 
+/** What the journal holds; `at` is the time the active aggregator took it in (every replica
+ * folds the same entries with the same times into the same state). */
 type JournalEntry =
-  | { k: 'accepted'; run: AcceptedRun }
-  | { k: 'planned'; round: number; tests: TestRef[]; error?: string }
-  | { k: 'results'; round: number; worker: string; results: TestResult[] }
-  | { k: 'round-sent'; round: number }
-  | { k: 'report-sent' };
+  | { k: 'accepted'; runId: string; run: AcceptedRun }
+  | { k: 'planned'; runId: string; at: number; round: number; tests: TestRef[]; error?: string; discovery?: RoundPlanned['discovery'] }
+  | { k: 'results'; runId: string; at: number; round: number; worker: string; results: TestResult[]; overheadMs?: number }
+  | { k: 'deadline'; runId: string; at: number }
+  | { k: 'round-sent'; runId: string; round: number }
+  | { k: 'report-sent'; runId: string; status: string };
 
 interface LiveRun {
   ledger: RunLedger;
   deadline?: NodeJS.Timeout;
   progressTimer?: NodeJS.Timeout;
   lastProgress: number;
-  reportSent: boolean;
-  /** How round 1's tests were found (for the progress line; not journaled). */
+  /** How round 1's tests were found (for the progress line). */
   discovery?: RoundPlanned['discovery'];
-  /** Per spec: its wall time minus its tests' durations (not journaled: a hint). */
+  /** Per spec: its wall time minus its tests' durations. */
   overheads: number[];
   /** Decided effects (a round to request, the report) not yet confirmed by the broker, in
    * order: retried on their own until they are (the message that decided them is acked). */
@@ -94,6 +104,8 @@ class WorkerActivity {
 
 export class Aggregator {
   state: Lifecycle = 'starting';
+  /** Holds the lease: consumes the queues, keeps the deadlines, carries out effects. */
+  active = false;
   private readonly broker: Broker;
   private readonly runs = new Map<string, LiveRun>();
   /** Runs whose report is out, by id (bounded, oldest first): a run id names one run. */
@@ -101,42 +113,139 @@ export class Aggregator {
   private readonly activity = new WorkerActivity();
   private readonly log: Logger;
   private readonly journal: Journal<JournalEntry>;
+  private lease?: Lease;
+  /** Increases at each promotion and demotion: a promotion of an older term gives up. */
+  private term = 0;
+  private subscriptions: Subscription[] = [];
+  private activeWaiters: Array<() => void> = [];
 
   constructor(private readonly opts: AggregatorOptions) {
     this.log = opts.log;
     this.broker = new Broker({ url: opts.brokerUrl, name: 'warren aggregator', log: opts.log });
-    this.journal = new Journal(opts.stateDir);
+    this.journal = new Journal<JournalEntry>(this.broker, opts.log, (e) => this.fold(e), (err) => this.fail(err));
   }
 
   async start(): Promise<void> {
     await this.broker.start();
-    await this.recover();
-    await this.broker.consume(QUEUES.aggregator, (d) => this.onMessage(d), { prefetch: 50, maxDeliveries: SERVICE_DELIVERY_LIMIT });
-    await this.broker.consume(QUEUES.crashed, (d) => this.onCrashed(d), { prefetch: 10, maxDeliveries: SERVICE_DELIVERY_LIMIT });
+    await this.journal.open();
     await this.broker.watch(EXCHANGES.status, '', `warren.status.aggregator.${randomUUID().slice(0, 8)}`, async (d) => {
       const hb = parseMessage(Heartbeat, d.body);
       if (hb.ok) this.activity.record(hb.value);
       d.ack();
     }, 30_000);
+    this.lease = this.broker.lease(LEASES.aggregator, this.opts.leasePollMs ?? 1000);
+    this.lease.on('acquired', () => void this.promote());
+    this.lease.on('lost', () => this.demote('lost its broker connection'));
+    this.lease.start();
     this.state = 'running';
-    this.log.info('aggregator running');
+    this.log.info('aggregator running (a standby until it holds the lease)');
+  }
+
+  /** Resolves once this aggregator is the active one. */
+  whenActive(): Promise<void> {
+    if (this.active) return Promise.resolve();
+    return new Promise((resolve) => this.activeWaiters.push(resolve));
   }
 
   async stop(): Promise<void> {
     if (this.state === 'stopped') return;
     this.state = 'draining';
+    this.lease?.stop();
+    this.demote('stopping');
     await this.broker.cancelConsumers().catch(() => undefined);
-    for (const live of this.runs.values()) {
-      clearTimeout(live.deadline);
-      clearTimeout(live.progressTimer);
-      clearTimeout(live.retry);
-    }
-    await this.broker.close().catch(() => undefined);
     await this.journal.close();
+    await this.broker.close().catch(() => undefined);
     this.state = 'stopped';
   }
 
-  // ---- messages ------------------------------------------------------------------------
+  // ---- leadership ----------------------------------------------------------------------
+
+  /** Took the lease: catch up with the journal, then carry on with every run. */
+  private async promote(): Promise<void> {
+    const term = ++this.term;
+    for (;;) {
+      try {
+        await this.journal.barrier();
+        break;
+      } catch (err) {
+        if (term !== this.term || !this.lease?.held) return;
+        this.log.warn({ err }, 'could not catch up with the journal yet; retrying');
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+    if (term !== this.term || !this.lease?.held || this.state !== 'running') return;
+    this.active = true;
+    for (const live of this.runs.values()) {
+      this.armDeadline(live);
+      // what the journal decided and did not see confirmed is done again
+      if (live.ledger.pendingRound) void this.carryOut(live, [{ kind: 'round', request: live.ledger.pendingRound }]);
+      else if (live.ledger.report) void this.carryOut(live, [{ kind: 'report', report: live.ledger.report }]);
+      this.scheduleProgress(live);
+    }
+    const subscriptions = [
+      await this.broker.consume(QUEUES.aggregator, (d) => this.onMessage(d), { prefetch: 50, maxDeliveries: SERVICE_DELIVERY_LIMIT }),
+      await this.broker.consume(QUEUES.crashed, (d) => this.onCrashed(d), { prefetch: 10, maxDeliveries: SERVICE_DELIVERY_LIMIT }),
+    ];
+    if (term !== this.term) {
+      for (const s of subscriptions) await s.cancel();
+      return;
+    }
+    this.subscriptions = subscriptions;
+    this.log.info({ runs: this.runs.size, journalAt: this.journal.position }, 'aggregator active (holds the lease)');
+    for (const w of this.activeWaiters.splice(0)) w();
+  }
+
+  /** Lost the lease: stop acting; the replica goes on folding the journal. */
+  private demote(why: string): void {
+    this.term++;
+    if (!this.active) return;
+    this.active = false;
+    for (const s of this.subscriptions.splice(0)) void s.cancel();
+    this.journal.abort(`no longer the active aggregator: ${why}`);
+    for (const live of this.runs.values()) this.quiet(live);
+    this.log.warn({ why }, 'aggregator no longer active; standing by');
+  }
+
+  /** Timers and pending effects off (the active aggregator owns them). */
+  private quiet(live: LiveRun): void {
+    clearTimeout(live.deadline);
+    clearTimeout(live.progressTimer);
+    clearTimeout(live.retry);
+    live.progressTimer = undefined;
+    live.outbox = [];
+  }
+
+  // ---- the journal's fold ------------------------------------------------------------
+
+  /** Applies one journal entry to the runs (on every replica, in stream order). */
+  private fold(e: JournalEntry): void {
+    if (e.k === 'accepted') {
+      if (!this.finished.has(e.runId) && !this.runs.has(e.runId)) this.open(e.run);
+      return;
+    }
+    const live = this.runs.get(e.runId);
+    if (!live) return;
+    let effects: Effect[] = [];
+    if (e.k === 'planned') {
+      if (e.discovery) live.discovery = e.discovery;
+      effects = live.ledger.onPlanned(e.round, e.tests, e.error, e.at);
+    } else if (e.k === 'results') {
+      if (e.overheadMs !== undefined) live.overheads.push(e.overheadMs);
+      effects = live.ledger.onResults(e.round, e.worker, e.results, e.at);
+    } else if (e.k === 'deadline') {
+      effects = live.ledger.onDeadline(e.at);
+    } else if (e.k === 'round-sent') {
+      live.ledger.roundSent(e.round);
+    } else if (e.k === 'report-sent') {
+      this.retire(live, e.status);
+      return;
+    }
+    if (!this.active) return;
+    if (effects.length > 0) void this.carryOut(live, effects);
+    this.scheduleProgress(live);
+  }
+
+  // ---- messages (the active aggregator) ------------------------------------------------
 
   private async onMessage(d: Delivery): Promise<void> {
     const parsed = parseMessage(AggregatorMessage, d.body);
@@ -146,37 +255,25 @@ export class Aggregator {
     if (msg.type === 'run.accepted') {
       const done = this.finished.get(msg.runId);
       if (done && done.acceptedAt !== msg.run.acceptedAt) await this.refuseReused(msg.run, done);
-      else if (!done && !this.runs.has(msg.runId)) {
-        this.open(msg.run);
-        await this.record(msg.runId, { k: 'accepted', run: msg.run });
-      }
+      else if (!done && !this.runs.has(msg.runId)) await this.journal.append({ k: 'accepted', runId: msg.runId, run: msg.run });
       // (the same acceptance again: a redelivery, nothing to do)
       return d.ack();
     }
     const live = this.runs.get(msg.runId);
     if (!live && this.finished.has(msg.runId)) return d.ack(); // late duplicate of a finished run
     if (!live) {
-      // A run this aggregator never accepted (another aggregator's, or from before its
-      // journals were lost): keep it for an operator rather than drop it.
-      return d.deadLetter(`unknown run ${msg.runId}: no run.accepted seen by this aggregator`);
+      // A run no aggregator accepted (from before the journal was lost, or hand-made):
+      // keep it for an operator rather than drop it.
+      return d.deadLetter(`unknown run ${msg.runId}: no run.accepted in the journal`);
     }
     if (live.ledger.finished) return d.ack(); // late duplicate of a finished run
-    let entry: JournalEntry;
-    let effects: Effect[];
     if (msg.type === 'round.planned') {
-      entry = { k: 'planned', round: msg.round, tests: msg.tests, error: msg.error };
-      if (msg.discovery) live.discovery = msg.discovery;
-      effects = live.ledger.onPlanned(msg.round, msg.tests, msg.error, now);
+      await this.journal.append({ k: 'planned', runId: msg.runId, at: now, round: msg.round, tests: msg.tests, error: msg.error, discovery: msg.discovery });
     } else {
-      entry = { k: 'results', round: msg.round, worker: msg.worker, results: msg.results };
-      if (msg.elapsedMs !== undefined && msg.results.length > 0) {
-        live.overheads.push(Math.max(0, msg.elapsedMs - msg.results.reduce((s, r) => s + r.durationMs, 0)));
-      }
-      effects = live.ledger.onResults(msg.round, msg.worker, msg.results, now);
+      const overheadMs = msg.elapsedMs !== undefined && msg.results.length > 0
+        ? Math.max(0, msg.elapsedMs - msg.results.reduce((s, r) => s + r.durationMs, 0)) : undefined;
+      await this.journal.append({ k: 'results', runId: msg.runId, at: now, round: msg.round, worker: msg.worker, results: msg.results, overheadMs });
     }
-    await this.record(msg.runId, entry);
-    await this.carryOut(live, effects);
-    this.scheduleProgress(live);
     d.ack();
   }
 
@@ -192,9 +289,7 @@ export class Aggregator {
       // the run has no tests to wait for: it fails now, with the reason
       const error = `discovery crashed its worker ${deaths} times (every worker that ran it died while it ran)`;
       this.log.warn({ runId: job.runId }, error);
-      const effects = live.ledger.onPlanned(1, [], error, Date.now());
-      await this.record(job.runId, { k: 'planned', round: 1, tests: [], error });
-      await this.carryOut(live, effects);
+      await this.journal.append({ k: 'planned', runId: job.runId, at: Date.now(), round: 1, tests: [], error });
       return d.ack();
     }
     const results: TestResult[] = job.tests.map((t) => ({
@@ -203,25 +298,25 @@ export class Aggregator {
       details: `Every worker that ran this spec died while running it (delivery limit ${SPEC_DELIVERY_LIMIT}); it was taken out of circulation.`,
     }));
     this.log.warn({ runId: job.runId, specId: job.id, tests: job.tests.map((t) => t.id) }, 'spec crashed its workers, failing it');
-    const effects = live.ledger.onResults(job.round, CRASHED, results, Date.now());
-    await this.record(job.runId, { k: 'results', round: job.round, worker: CRASHED, results });
-    await this.carryOut(live, effects);
-    this.scheduleProgress(live);
+    await this.journal.append({ k: 'results', runId: job.runId, at: Date.now(), round: job.round, worker: CRASHED, results });
     d.ack();
   }
 
   // ---- runs ----------------------------------------------------------------------------
 
   private open(run: AcceptedRun): LiveRun {
-    const live: LiveRun = { ledger: new RunLedger(run), lastProgress: 0, reportSent: false, overheads: [], outbox: [], retryMs: OUTBOX_RETRY_MIN_MS };
+    const live: LiveRun = { ledger: new RunLedger(run), lastProgress: 0, overheads: [], outbox: [], retryMs: OUTBOX_RETRY_MIN_MS };
     this.runs.set(run.runId, live);
-    this.armDeadline(live);
-    this.log.info({ runId: run.runId, deadline: new Date(run.deadline).toISOString() }, 'run opened');
+    if (this.active) {
+      this.armDeadline(live);
+      this.log.info({ runId: run.runId, deadline: new Date(run.deadline).toISOString() }, 'run opened');
+    }
     return live;
   }
 
   /** The run's deadline timer (re-armed in steps: a timer past 24.8 days would fire at once). */
   private armDeadline(live: LiveRun): void {
+    clearTimeout(live.deadline);
     const wait = Math.max(0, live.ledger.run.deadline - Date.now());
     live.deadline = setTimeout(() => {
       if (Date.now() < live.ledger.run.deadline) this.armDeadline(live);
@@ -230,13 +325,15 @@ export class Aggregator {
   }
 
   private async onDeadline(live: LiveRun): Promise<void> {
-    if (live.ledger.finished) return;
-    this.log.warn({ runId: live.ledger.run.runId }, 'run deadline reached, failing the tests that did not come back');
-    const effects = live.ledger.onDeadline(Date.now());
+    if (live.ledger.finished || !this.active) return;
+    const runId = live.ledger.run.runId;
+    this.log.warn({ runId }, 'run deadline reached, failing the tests that did not come back');
     try {
-      await this.carryOut(live, effects);
+      await this.journal.append({ k: 'deadline', runId, at: Date.now() });
     } catch (err) {
-      this.log.error({ err, runId: live.ledger.run.runId }, 'could not publish the report at the deadline');
+      // not journaled: the next active aggregator's deadline timer fires at once
+      this.log.error({ err, runId }, 'could not journal the run deadline');
+      if (this.active) live.deadline = setTimeout(() => void this.onDeadline(live), OUTBOX_RETRY_MAX_MS);
     }
   }
 
@@ -251,16 +348,17 @@ export class Aggregator {
   private flushOutbox(live: LiveRun): Promise<void> {
     // a flush under way may have looked at the outbox before these effects came: after it
     if (live.flushing) return live.flushing.then(() => this.flushOutbox(live));
-    if (live.outbox.length === 0) return Promise.resolve();
+    if (live.outbox.length === 0 || !this.active) return Promise.resolve();
     clearTimeout(live.retry);
     live.flushing = (async () => {
-      while (live.outbox.length > 0 && this.state !== 'stopped' && this.state !== 'failed') {
+      while (live.outbox.length > 0 && this.active) {
         const effect = live.outbox[0]!;
         try {
           await this.apply(live, effect);
           live.outbox = live.outbox.filter((e) => e !== effect);
           live.retryMs = OUTBOX_RETRY_MIN_MS;
         } catch (err) {
+          if (!this.active) return;
           this.log.warn({ err, runId: live.ledger.run.runId, effect: effect.kind, retryInMs: live.retryMs }, 'a decided effect was not confirmed; retrying it');
           live.retry = setTimeout(() => void this.flushOutbox(live), live.retryMs);
           live.retryMs = Math.min(OUTBOX_RETRY_MAX_MS, live.retryMs * 2);
@@ -275,10 +373,9 @@ export class Aggregator {
     const runId = live.ledger.run.runId;
     if (effect.kind === 'round') {
       await this.broker.publish(EXCHANGES.runs, ROUTING.roundRequest, effect.request);
-      live.ledger.roundSent(effect.request.round);
-      await this.record(runId, { k: 'round-sent', round: effect.request.round });
+      await this.journal.append({ k: 'round-sent', runId, round: effect.request.round });
       this.log.info({ runId, round: effect.request.round, tests: effect.request.tests.length }, 're-running failures in a new round');
-    } else if (!live.reportSent) {
+    } else if (this.runs.get(runId) === live) {
       await this.finish(live, effect.report);
     }
   }
@@ -297,19 +394,16 @@ export class Aggregator {
     }
     await this.publishProgress(live);
     await this.broker.publish(EXCHANGES.reports, reportKey(runId, 'report'), report, { mandatory: false });
-    live.reportSent = true;
     const finished: RunFinished = { type: 'run.finished', v: SCHEMA_VERSION, runId, status: report.status, deadline: live.ledger.run.deadline };
     await this.broker.publish(EXCHANGES.reports, reportKey(runId, 'finished'), finished, { mandatory: false, persistent: false });
-    await this.record(runId, { k: 'report-sent' });
-    this.retire(live, report.status);
+    await this.journal.append({ k: 'report-sent', runId, status: report.status });
     this.log.info({ runId, status: report.status, ...report.totals, dir }, 'run finished');
-    // The journal has done its job; the report files are the record now.
-    await this.journal.remove(runId);
   }
 
   /** A finished run keeps only its tombstone (a late message is acked, a reused id refused). */
   private retire(live: LiveRun, status: string): void {
     const run = live.ledger.run;
+    this.quiet(live);
     this.runs.delete(run.runId);
     this.finished.set(run.runId, { acceptedAt: run.acceptedAt, finishedAt: Date.now(), status });
     if (this.finished.size > FINISHED_RUNS_KEPT) this.finished.delete(this.finished.keys().next().value!);
@@ -332,7 +426,7 @@ export class Aggregator {
   }
 
   private scheduleProgress(live: LiveRun): void {
-    if (live.ledger.finished || live.progressTimer) return;
+    if (live.ledger.finished || live.progressTimer || !this.active) return;
     const wait = Math.max(0, live.lastProgress + (this.opts.progressIntervalMs ?? 500) - Date.now());
     live.progressTimer = setTimeout(() => {
       live.progressTimer = undefined;
@@ -347,50 +441,15 @@ export class Aggregator {
     await this.broker.publish(EXCHANGES.reports, reportKey(runId, 'progress'), msg, { mandatory: false, persistent: false });
   }
 
-  /** Appends to a run's journal; failing that, the aggregator cannot keep its promise. */
-  private async record(runId: string, entry: JournalEntry): Promise<void> {
-    try {
-      await this.journal.append(runId, entry);
-    } catch (err) {
-      this.fail(err as Error);
-      throw err;
-    }
-  }
-
   /** Stops loudly: no more messages, the connection closed (unacked ones go back). */
   private fail(err: Error): void {
     if (this.state === 'failed' || this.state === 'stopped') return;
     this.state = 'failed';
-    this.log.fatal({ err }, 'the journal cannot be written; stopping (what this aggregator held goes back to the queue)');
+    this.log.fatal({ err }, 'the journal is gone; stopping (what this aggregator held goes back to the queue)');
+    this.lease?.stop();
+    this.demote('the journal is gone');
     void this.broker.close().catch(() => undefined);
     this.opts.onFatal?.(err);
-  }
-
-  // ---- recovery ----------------------------------------------------------------------
-
-  /** Rebuilds the runs in progress from their journals and finishes what was decided. */
-  private async recover(): Promise<void> {
-    for (const { entries } of this.journal.readAll()) {
-      const first = entries[0];
-      if (!first || first.k !== 'accepted') continue;
-      const live = this.open(first.run);
-      let reportSent = false;
-      const now = Date.now();
-      for (const e of entries.slice(1)) {
-        if (e.k === 'planned') live.ledger.onPlanned(e.round, e.tests, e.error, now);
-        else if (e.k === 'results') live.ledger.onResults(e.round, e.worker, e.results, now);
-        else if (e.k === 'round-sent') live.ledger.roundSent(e.round);
-        else if (e.k === 'report-sent') reportSent = true;
-      }
-      this.log.info({ runId: first.run.runId, entries: entries.length }, 'run recovered from its journal');
-      if (live.ledger.pendingRound) await this.carryOut(live, [{ kind: 'round', request: live.ledger.pendingRound }]);
-      else if (live.ledger.report && !reportSent) await this.finish(live, live.ledger.report);
-      else if (reportSent) {
-        clearTimeout(live.deadline);
-        this.retire(live, live.ledger.report?.status ?? 'error');
-        await this.journal.remove(first.run.runId);
-      }
-    }
   }
 }
 

@@ -1,115 +1,158 @@
 /**
- * The aggregator's journals: one append-only JSON-lines file per run in progress, so that an
- * aggregator that restarts rebuilds every run from what it had acked.
+ * The aggregators' journal: a RabbitMQ stream (`warren.journal`), replicated by the broker
+ * like the quorum queues, so an aggregator's state outlives its process, its disk and its
+ * host.
  *
- * An entry is durable (written and fdatasync'ed) before `append` resolves, and the caller
- * acks only then. Appends are group-committed: every entry that arrives while a write is
- * under way goes into the next write, one `fdatasync` for all of them, so durability costs
- * one disk flush per burst of results, not one per result.
+ * Every aggregator reads the stream from the start of what it keeps (a replica), and
+ * applies each entry in stream order; the state of every run is the fold of its entries.
+ * Only the active aggregator (the one holding the lease) writes. A write is one stream
+ * message holding every entry appended in one turn of the event loop (group commit), and
+ * `append` resolves once the writer's own replica has applied it: the caller acks the
+ * message it journaled only then, and whatever its entries decided is carried out by the
+ * replica, whoever holds the lease at the time.
  *
- * A run's journal is removed once its report is out; an append after that is dropped (a
- * late decision must not recreate a journal that recovery would then replay).
+ * An entry the stream does not confirm is not applied anywhere: it is the caller's to retry
+ * (its message goes back to the queue). A writer that loses the lease fails every append in
+ * flight (`abort`) and writes nothing more until it is active again.
  */
-import fs from 'node:fs';
-import path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import type { Broker, Delivery, Subscription } from '../../shared/broker.js';
+import type { Logger } from '../../shared/log.js';
+import { QUEUES } from '../../shared/topology.js';
 
-interface RunFile {
-  handle?: Promise<fs.promises.FileHandle>;
-  /** Lines waiting for the next write, with the appends to settle once it is durable. */
-  queued: string[];
-  waiters: Array<{ resolve: () => void; reject: (e: Error) => void }>;
-  /** The write under way, if any. */
-  writing?: Promise<void>;
+/** One stream message: the entries of one group commit by one writer. */
+interface Record<E> {
+  /** Writer (an aggregator process) and its write number. */
+  w: string;
+  s: number;
+  entries: E[];
 }
 
-export class Journal<Entry> {
-  private readonly files = new Map<string, RunFile>();
-  private readonly removed = new Set<string>();
+/** The append could not be made durable by this writer (it may have lost the lease). */
+export class NotJournaled extends Error {}
 
-  constructor(private readonly dir: string) {
-    fs.mkdirSync(dir, { recursive: true });
+export class Journal<E> {
+  readonly writer = randomUUID();
+  private seq = 0;
+  /** The next stream offset to apply (everything before it has been). */
+  private next = 0;
+  private queued: E[] = [];
+  private queuedWaiters: Waiter[] = [];
+  private flushScheduled = false;
+  /** Writes of ours confirmed or in flight, by write number, until our replica applies them. */
+  private readonly inFlight = new Map<number, Waiter[]>();
+  private tail?: Subscription;
+
+  constructor(
+    private readonly broker: Broker,
+    private readonly log: Logger,
+    /** Applies one entry (in stream order, every entry exactly once per process). */
+    private readonly apply: (entry: E, offset: number) => void,
+    /** The stream was deleted under us: what every aggregator knew is gone. */
+    private readonly onLost: (err: Error) => void,
+  ) {}
+
+  /** Starts reading the stream from `from` (an offset, or its first entry). */
+  async open(from = 0): Promise<void> {
+    this.next = from;
+    this.tail = await this.broker.consume(QUEUES.journal, (d) => this.onRecord(d), {
+      prefetch: 1000,
+      // after a reconnect, from where we were: the broker starts at the chunk that holds it
+      arguments: () => ({ 'x-stream-offset': this.next }),
+      onCancel: () => this.onLost(new Error(`the journal stream ${QUEUES.journal} was deleted`)),
+    });
   }
 
-  private path(runId: string): string {
-    return path.join(this.dir, `${runId}.jsonl`);
+  /** The offset of the next entry to apply. */
+  get position(): number {
+    return this.next;
   }
 
-  /** Resolves once the entry is on disk (written and flushed). */
-  append(runId: string, entry: Entry): Promise<void> {
-    if (this.removed.has(runId)) return Promise.resolve();
-    let file = this.files.get(runId);
-    if (!file) {
-      file = { queued: [], waiters: [] };
-      this.files.set(runId, file);
-    }
-    file.queued.push(JSON.stringify(entry) + '\n');
-    const done = new Promise<void>((resolve, reject) => file.waiters.push({ resolve, reject }));
-    if (!file.writing) file.writing = this.flush(runId, file);
-    return done;
-  }
-
-  private async flush(runId: string, file: RunFile): Promise<void> {
-    // let the appends of this turn of the event loop join the write
-    await new Promise((r) => setImmediate(r));
-    while (file.queued.length > 0) {
-      const lines = file.queued.join('');
-      const waiters = file.waiters;
-      file.queued = [];
-      file.waiters = [];
-      try {
-        file.handle ??= fs.promises.open(this.path(runId), 'a');
-        const handle = await file.handle;
-        await handle.write(lines);
-        await handle.datasync();
-        for (const w of waiters) w.resolve();
-      } catch (err) {
-        file.handle = undefined;
-        for (const w of waiters) w.reject(err as Error);
+  /** Resolves once `entry` is in the stream and applied by this replica. */
+  append(entry: E): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.queued.push(entry);
+      this.queuedWaiters.push({ resolve, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => void this.flush());
       }
-    }
-    file.writing = undefined;
+    });
   }
 
-  /** The run's journal is no longer needed: closes and deletes it. */
-  async remove(runId: string): Promise<void> {
-    this.removed.add(runId);
-    const file = this.files.get(runId);
-    this.files.delete(runId);
-    if (file) {
-      await file.writing;
-      await (await file.handle?.catch(() => undefined))?.close().catch(() => undefined);
-    }
-    await fs.promises.rm(this.path(runId), { force: true });
+  /** Resolves once this replica has applied everything written before the call. */
+  barrier(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const s = ++this.seq;
+      this.inFlight.set(s, [{ resolve, reject }]);
+      this.write({ w: this.writer, s, entries: [] }, s);
+    });
   }
 
-  /** Every journal left on disk, entries in order (a torn last line is skipped). */
-  readAll(): Array<{ runId: string; entries: Entry[] }> {
-    return fs
-      .readdirSync(this.dir)
-      .filter((f) => f.endsWith('.jsonl'))
-      .map((f) => ({
-        runId: f.slice(0, -'.jsonl'.length),
-        entries: fs
-          .readFileSync(path.join(this.dir, f), 'utf8')
-          .split('\n')
-          .filter(Boolean)
-          .flatMap((l) => {
-            try {
-              return [JSON.parse(l) as Entry];
-            } catch {
-              return []; // torn last line
-            }
-          }),
-      }));
+  /** Fails every append not applied yet (the writer lost the lease). */
+  abort(why: string): void {
+    const err = new NotJournaled(why);
+    for (const waiters of this.inFlight.values()) for (const w of waiters) w.reject(err);
+    this.inFlight.clear();
+    for (const w of this.queuedWaiters) w.reject(err);
+    this.queued = [];
+    this.queuedWaiters = [];
   }
 
   async close(): Promise<void> {
-    await Promise.all(
-      [...this.files.values()].map(async (f) => {
-        await f.writing;
-        await (await f.handle?.catch(() => undefined))?.close().catch(() => undefined);
-      }),
-    );
-    this.files.clear();
+    await this.tail?.cancel();
+    this.abort('the aggregator is stopping');
   }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.queued.length === 0) return;
+    const s = ++this.seq;
+    this.inFlight.set(s, this.queuedWaiters);
+    const record: Record<E> = { w: this.writer, s, entries: this.queued };
+    this.queued = [];
+    this.queuedWaiters = [];
+    this.write(record, s);
+  }
+
+  private write(record: Record<E>, s: number): void {
+    // one attempt: sent again after a reconnect, it could land after another writer's
+    this.broker.publish('', QUEUES.journal, record, { once: true }).catch((err: Error) => {
+      const waiters = this.inFlight.get(s);
+      this.inFlight.delete(s);
+      for (const w of waiters ?? []) w.reject(new NotJournaled(`not journaled: ${err.message}`));
+    });
+  }
+
+  private async onRecord(d: Delivery): Promise<void> {
+    const offset = Number(d.headers['x-stream-offset']);
+    d.ack();
+    if (!Number.isFinite(offset) || offset < this.next) return; // before where we started
+    this.next = offset + 1;
+    let record: Record<E>;
+    try {
+      record = JSON.parse(d.body.toString('utf8')) as Record<E>;
+      if (!Array.isArray(record.entries)) throw new Error('no entries');
+    } catch (err) {
+      this.log.error({ err, offset }, 'an unreadable journal record, skipped');
+      return;
+    }
+    for (const entry of record.entries) {
+      try {
+        this.apply(entry, offset);
+      } catch (err) {
+        this.log.error({ err, offset }, 'a journal entry could not be applied, skipped');
+      }
+    }
+    if (record.w === this.writer) {
+      const waiters = this.inFlight.get(record.s);
+      this.inFlight.delete(record.s);
+      for (const w of waiters ?? []) w.resolve();
+    }
+  }
+}
+
+interface Waiter {
+  resolve: () => void;
+  reject: (e: Error) => void;
 }

@@ -5,17 +5,16 @@ import { brokerUrl } from '../../shared/config.js';
 import { runService } from '../../shared/service.js';
 import { Aggregator } from './aggregator.js';
 
-export function startAggregator(opts: { broker?: string; reportDir?: string; stateDir?: string }) {
+export function startAggregator(opts: { broker?: string; reportDir?: string }) {
   const log = createLogger('aggregator');
   return runService(
     log,
     new Aggregator({
       brokerUrl: brokerUrl(opts.broker),
       reportDir: path.resolve(opts.reportDir ?? process.env.WARREN_REPORT_DIR ?? 'warren-reports'),
-      stateDir: path.resolve(opts.stateDir ?? process.env.WARREN_STATE_DIR ?? '.warren/aggregator'),
       log,
       onFatal: (err) => {
-        process.stderr.write(`warren aggregator: stopping: the journal cannot be written: ${err.message}\n`);
+        process.stderr.write(`warren aggregator: stopping: ${err.message}\n`);
         process.exit(1);
       },
     }),

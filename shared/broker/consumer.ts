@@ -41,6 +41,17 @@ export interface ConsumeOptions {
    * broker-side delivery limit counts, as warren.specs does).
    */
   maxDeliveries?: number;
+  /** Consumer arguments, asked again at each subscription (a stream's `x-stream-offset`). */
+  arguments?: () => Record<string, unknown>;
+  /** The broker cancelled this consumer (its queue was deleted). Default: reconnect and
+   * subscribe again (the queue is declared again on connect). */
+  onCancel?: () => void;
+}
+
+/** A consumer that can be stopped on its own. */
+export interface Subscription {
+  /** Stops its deliveries (for good: it is not subscribed again on a reconnect). */
+  cancel(): Promise<void>;
 }
 
 interface ConsumerSpec extends ConsumeOptions {
@@ -69,25 +80,31 @@ export class Consumers {
     for (const spec of this.specs) await this.subscribe(conn, spec, generation);
   };
 
-  async consume(queue: string, handler: DeliveryHandler, opts: ConsumeOptions): Promise<void> {
+  async consume(queue: string, handler: DeliveryHandler, opts: ConsumeOptions): Promise<Subscription> {
     const spec: ConsumerSpec = { ...opts, queue, handler, inFlight: 0, cancelled: false };
     this.specs.push(spec);
     if (this.connection.state === 'connected') {
       const { conn, generation } = await this.connection.current();
       await this.subscribe(conn, spec, generation);
     }
+    return { cancel: () => this.cancel(spec) };
   }
 
   /** Stops delivering new messages to every consumer; in-flight deliveries can still be acked. */
   async cancelAll(): Promise<void> {
-    for (const spec of this.specs) {
-      spec.cancelled = true;
-      spec.deferred = undefined;
-      const { channel, tag } = spec;
-      spec.tag = undefined;
-      if (channel && tag) await channel.cancel(tag).catch(() => undefined);
-    }
-    this.specs.length = 0;
+    for (const spec of [...this.specs]) await this.cancel(spec);
+  }
+
+  private async cancel(spec: ConsumerSpec): Promise<void> {
+    spec.cancelled = true;
+    spec.deferred = undefined;
+    const at = this.specs.indexOf(spec);
+    if (at >= 0) this.specs.splice(at, 1);
+    const { channel, tag } = spec;
+    spec.tag = undefined;
+    spec.channel = undefined;
+    // the channel stays open: deliveries in flight can still be acked on it
+    if (channel && tag) await channel.cancel(tag).catch(() => undefined);
   }
 
   channels(): Channel[] {
@@ -111,6 +128,10 @@ export class Consumers {
       spec.queue,
       (msg) => {
         if (msg === null) {
+          if (spec.onCancel) {
+            void this.cancel(spec);
+            return spec.onCancel();
+          }
           this.connection.log.warn({ queue: spec.queue }, 'consumer cancelled by the broker, re-subscribing');
           this.connection.lost(conn, generation, 'consumer cancelled');
           return;
@@ -143,9 +164,10 @@ export class Consumers {
             }
           });
       },
-      { noAck: false },
+      { noAck: false, arguments: spec.arguments?.() },
     );
     spec.tag = consumerTag;
+    if (spec.cancelled) await ch.cancel(consumerTag).catch(() => undefined); // cancelled meanwhile
   }
 
   private delivery(ch: Channel, msg: ConsumeMessage, queue: string): Delivery {

@@ -20,6 +20,10 @@ export interface PublishOptions {
   headers?: Record<string, unknown>;
   /** Give up after this long without a confirm, reconnects included (default 60 s). */
   timeoutMs?: number;
+  /** One attempt on the connection up now: fails if it is down or goes before the confirm,
+   * instead of being sent again on the next connection (for a writer that may have lost
+   * its right to write meanwhile: the aggregator's journal). */
+  once?: boolean;
 }
 
 export class Publisher {
@@ -60,13 +64,14 @@ export class Publisher {
     const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
     for (let attempt = 1; ; attempt++) {
       if (this.connection.state === 'closed') throw new InfrastructureError('broker connection is closed');
+      if (opts.once && this.connection.state !== 'connected') throw new InfrastructureError('broker connection is down');
       await withTimeout(this.connection.whenConnected(), deadline - Date.now(), 'broker unavailable while publishing');
       try {
         await this.once(exchange, routingKey, content, opts);
         return;
       } catch (err) {
         // Unroutable is a topology bug, not a transient: retrying would not help.
-        if (err instanceof UnroutableError || Date.now() >= deadline) throw err;
+        if (err instanceof UnroutableError || opts.once || Date.now() >= deadline) throw err;
         this.connection.log.warn({ err, exchange, routingKey, attempt }, 'publish not confirmed, retrying');
         await sleep(Math.min(100 * attempt, 1000));
       }

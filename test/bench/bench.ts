@@ -35,7 +35,7 @@ process.env.WARREN_LOG_LEVEL = 'error';
 
 async function cluster(url: string, workers: number, driver: 'local' | 'noop', historyFile?: string) {
   const dispatcher = new Dispatcher({ brokerUrl: url, log, historyFile });
-  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), stateDir: tmpDir(), log });
+  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), log });
   const supervisor = new Supervisor({ brokerUrl: url, workers, driver, log, graceMs: 1000 });
   const broker = new Broker({ url, name: 'bench', log });
   await Promise.all([dispatcher.start(), aggregator.start(), supervisor.start(), broker.start()]);
@@ -152,7 +152,7 @@ async function fleet(url: string, supervisors: number, slots: number, specs: num
     }));
   }
   const dispatcher = new Dispatcher({ brokerUrl: url, log });
-  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), stateDir: tmpDir(), log });
+  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), log });
   const broker = new Broker({ url, name: 'bench fleet', log });
   await Promise.all([dispatcher.start(), aggregator.start(), broker.start()]);
   try {

@@ -25,7 +25,7 @@ test('a drain whose grace runs out gives the running test back to the queue: it 
   const marks = tmpDir();
   const reportDir = tmpDir();
   services.push(startService(['dispatcher', '--broker', url, '--no-history']));
-  services.push(startService(['aggregator', '--broker', url, '--report-dir', tmpDir(), '--state-dir', tmpDir()]));
+  services.push(startService(['aggregator', '--broker', url, '--report-dir', tmpDir()]));
   const first = startService(['supervisor', '--broker', url, '--workers', '1', '--id', 'first', '--grace', '1']);
   services.push(first);
   // the first attempt marks itself and hangs; any later one passes
@@ -64,7 +64,7 @@ test('a spec of a run whose report is out is dropped by the workers, not run', a
   const url = vhost.url;
   const marks = tmpDir();
   services.push(startService(['dispatcher', '--broker', url, '--no-history']));
-  services.push(startService(['aggregator', '--broker', url, '--report-dir', tmpDir(), '--state-dir', tmpDir()]));
+  services.push(startService(['aggregator', '--broker', url, '--report-dir', tmpDir()]));
   services.push(startService(['supervisor', '--broker', url, '--workers', '1', '--id', 'only']));
   const cwd = tmpDir();
   const common = ['--broker', url, '--adapter', 'command', '--cwd', cwd, '--discover-command', 'echo a', '--run-command', 'echo "$RUN" >> "$MARKS/ran"', '--env', `MARKS=${marks}`];
@@ -93,7 +93,7 @@ test('a spec of a run whose report is out is dropped by the workers, not run', a
 test('a run id that names a finished run is refused with a report that says so', async () => {
   const url = vhost.url;
   services.push(startService(['dispatcher', '--broker', url, '--no-history']));
-  services.push(startService(['aggregator', '--broker', url, '--report-dir', tmpDir(), '--state-dir', tmpDir()]));
+  services.push(startService(['aggregator', '--broker', url, '--report-dir', tmpDir()]));
   services.push(startService(['supervisor', '--broker', url, '--workers', '1', '--id', 'ids']));
   const args = ['run', '--broker', url, '--adapter', 'command', '--cwd', tmpDir(), '--discover-command', 'echo a', '--run-command', 'true', '--run-id', 'once-only'];
   const first = await runCli([...args, '--report-dir', tmpDir()]);

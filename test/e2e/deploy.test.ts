@@ -31,7 +31,7 @@ before(async () => {
   sshd = await startSshd(2200 + Math.floor(Math.random() * 500));
   const log = createLogger('test', 'error');
   dispatcher = new Dispatcher({ brokerUrl: vhost.url, log });
-  aggregator = new Aggregator({ brokerUrl: vhost.url, reportDir: tmpDir(), stateDir: tmpDir(), log });
+  aggregator = new Aggregator({ brokerUrl: vhost.url, reportDir: tmpDir(), log });
   await Promise.all([dispatcher.start(), aggregator.start()]);
 });
 after(async () => {

@@ -141,7 +141,7 @@ test('the code baked into the image (the example suite image), on a supervisor o
   const log = createLogger('test', 'error');
   const url = vhost.url;
   const dispatcher = new Dispatcher({ brokerUrl: url, log });
-  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), stateDir: tmpDir(), log });
+  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), log });
   await Promise.all([dispatcher.start(), aggregator.start()]);
   const supervisor = startService(['supervisor', '--broker', url, '--workers', '2', '--driver', 'docker', '--id', 'baked', '--memory', '256m']);
   try {

@@ -1,6 +1,6 @@
 /**
  * Deliberate stops and restarts: a supervisor told to stop (SIGTERM) finishes and reports
- * what it holds; an aggregator killed mid-run comes back from its journal.
+ * what it holds; an aggregator killed mid-run comes back from the journal stream.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -25,8 +25,7 @@ test('SIGTERM drains a supervisor: its running tests finish and are reported onc
   const url = vhost.url;
   const marks = tmpDir();
   const reportDir = tmpDir();
-  const state = tmpDir();
-  const aggregatorArgs = ['aggregator', '--broker', url, '--report-dir', tmpDir(), '--state-dir', state];
+  const aggregatorArgs = ['aggregator', '--broker', url, '--report-dir', tmpDir()];
   services.push(startService(['dispatcher', '--broker', url]));
   let aggregator = startService(aggregatorArgs);
   services.push(aggregator);

@@ -25,7 +25,7 @@ test('a supervisor killed with SIGKILL mid-run: the run completes, every test re
   const reportDir = tmpDir();
   const url = vhost.url;
   services.push(startService(['dispatcher', '--broker', url]));
-  services.push(startService(['aggregator', '--broker', url, '--report-dir', tmpDir(), '--state-dir', tmpDir()]));
+  services.push(startService(['aggregator', '--broker', url, '--report-dir', tmpDir()]));
   const doomed = startService(['supervisor', '--broker', url, '--workers', '2', '--id', 'doomed']);
   services.push(doomed);
   services.push(startService(['supervisor', '--broker', url, '--workers', '2', '--id', 'survivor']));

@@ -28,7 +28,7 @@ test('a dispatcher SIGKILLed mid-publish loses no test and double-counts none on
   const url = vhost.url;
   const broker = new Broker({ url, name: 'test', log });
   await broker.start();
-  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), stateDir: tmpDir(), log });
+  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), log });
   await aggregator.start();
   try {
     const total = 5000;

@@ -26,7 +26,7 @@ after(async () => {
 /** The three services in this process, one worker, and a client of the test's own. */
 async function cluster(url: string, log: ReturnType<typeof createLogger>) {
   const dispatcher = new Dispatcher({ brokerUrl: url, log });
-  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), stateDir: tmpDir(), log });
+  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), log });
   const supervisor = new Supervisor({ brokerUrl: url, workers: 1, log, graceMs: 1000 });
   const broker = new Broker({ url, name: 'test', log });
   await Promise.all([dispatcher.start(), aggregator.start(), supervisor.start(), broker.start()]);

@@ -33,7 +33,7 @@ test('a re-run round that could not be published is retried on its own; the run 
   const warnings: string[] = [];
   const aggregatorLog = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(JSON.parse(line).msg) });
   const dispatcher = new Dispatcher({ brokerUrl: url, log });
-  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), stateDir: tmpDir(), log: aggregatorLog });
+  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), log: aggregatorLog });
   const supervisor = new Supervisor({ brokerUrl: url, workers: 1, log, graceMs: 1000 });
   const broker = new Broker({ url, name: 'test', log });
   await Promise.all([dispatcher.start(), aggregator.start(), supervisor.start(), broker.start()]);
@@ -69,27 +69,28 @@ test('a re-run round that could not be published is retried on its own; the run 
   }
 });
 
-test('an aggregator whose journal cannot be written stops loudly and leaves the message in the queue', async () => {
+test('an aggregator whose journal stream is deleted stops loudly and leaves the messages in the queue', async () => {
   const log = createLogger('test', 'silent');
   const url = vhost.url;
-  const state = tmpDir();
   let fatal: Error | undefined;
-  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), stateDir: state, log, onFatal: (err) => (fatal = err) });
-  const broker = new Broker({ url, name: 'test', log });
+  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), log, onFatal: (err) => (fatal = err) });
+  const broker = new Broker({ url, name: 'test', log, declareTopology: false });
   await Promise.all([aggregator.start(), broker.start()]);
   try {
-    // the state directory is gone, a file in its place: no journal can be opened
-    fs.rmSync(state, { recursive: true, force: true });
-    fs.writeFileSync(state, '');
+    await aggregator.whenActive();
+    // an operator deletes the stream: every replica's state is gone with it
+    const conn = await amqp.connect(url);
+    await (await conn.createChannel()).deleteQueue(QUEUES.journal);
+    await conn.close();
+    const err = await waitFor('the aggregator to stop', () => fatal, 30_000);
+    assert.match(err.message, /journal stream warren\.journal was deleted/);
+    assert.equal(aggregator.state, 'failed');
     const run = RunRequest.parse({ type: 'run.request', runId: 'no-journal', adapter: 'command', cwd: '/tmp', command: { discover: 'true', run: 'true' } });
     await broker.publish(EXCHANGES.events, ROUTING.runAccepted, {
       type: 'run.accepted', v: 1, id: 'no-journal/accepted', runId: 'no-journal',
       run: { ...run, runId: 'no-journal', id: 'no-journal', acceptedAt: Date.now(), deadline: Date.now() + 60_000 },
     });
-    const err = await waitFor('the aggregator to stop', () => fatal, 30_000);
-    assert.match(err.message, /ENOTDIR/);
-    assert.equal(aggregator.state, 'failed');
-    await waitFor('the message back in its queue, unconsumed', async () => {
+    await waitFor('the message in its queue, unconsumed', async () => {
       const q = await broker.checkQueue(QUEUES.aggregator);
       return q.consumerCount === 0 && q.messageCount === 1;
     }, 30_000);
@@ -101,7 +102,7 @@ test('an aggregator whose journal cannot be written stops loudly and leaves the 
 test('many results at once: the report still goes out (no effect left behind in the outbox)', async () => {
   const log = createLogger('test', 'silent');
   const url = vhost.url;
-  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), stateDir: tmpDir(), log });
+  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), log });
   const broker = new Broker({ url, name: 'test', log });
   await Promise.all([aggregator.start(), broker.start()]);
   try {
