@@ -59,3 +59,53 @@ export function tmpDir(prefix = 'warren-test-'): string {
 export function readReport(dir: string): RunReport {
   return JSON.parse(fs.readFileSync(path.join(dir, 'report.json'), 'utf8')) as RunReport;
 }
+
+/** A service started with `capture`, its log lines kept (stdout drained so it never blocks). */
+export interface Watched {
+  child: ChildProcess;
+  lines: string[];
+  /** Resolves at the first log line (JSON) whose `msg` is `msg`. */
+  logged(msg: string, timeoutMs?: number): Promise<Record<string, unknown>>;
+}
+
+export function watchService(args: string[], env: Record<string, string> = {}): Watched {
+  const child = startService(args, { WARREN_LOG_LEVEL: 'info', ...env }, { capture: true });
+  const lines: string[] = [];
+  const listeners = new Set<(line: string) => void>();
+  let rest = '';
+  child.stdout!.resume();
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+    const parts = (rest + chunk).split('\n');
+    rest = parts.pop()!;
+    for (const line of parts) {
+      lines.push(line);
+      for (const l of listeners) l(line);
+    }
+  });
+  const parse = (line: string): Record<string, unknown> | undefined => {
+    try {
+      return JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      return undefined;
+    }
+  };
+  return {
+    child,
+    lines,
+    logged(msg, timeoutMs = 60_000) {
+      const seen = lines.map(parse).find((l) => l?.msg === msg);
+      if (seen) return Promise.resolve(seen);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`timed out waiting for the log line "${msg}"`)), timeoutMs);
+        const l = (line: string) => {
+          const o = parse(line);
+          if (o?.msg !== msg) return;
+          listeners.delete(l);
+          clearTimeout(timer);
+          resolve(o);
+        };
+        listeners.add(l);
+      });
+    },
+  };
+}
