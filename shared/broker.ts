@@ -104,6 +104,16 @@ export class Broker extends EventEmitter {
     return this.publisher.publishRaw(exchange, routingKey, content, opts);
   }
 
+  /** The message at the head of `queue`, left there (undefined if it is empty). */
+  peek(queue: string): Promise<Buffer | undefined> {
+    return this.connection.oneOff(async (ch) => {
+      const msg = await ch.get(queue, { noAck: false });
+      if (!msg) return undefined;
+      ch.nack(msg, false, true);
+      return msg.content;
+    });
+  }
+
   /** Message and consumer counts of a queue (passive; does not create it). */
   checkQueue(queue: string): Promise<{ messageCount: number; consumerCount: number }> {
     return this.connection.oneOff(async (ch) => {

@@ -35,6 +35,7 @@ export const QUEUES = {
   deadLetters: 'warren.dead-letters',
   history: 'warren.history',
   journal: 'warren.journal',
+  checkpoint: 'warren.journal.checkpoint',
 } as const;
 
 /**
@@ -146,6 +147,8 @@ export const TOPOLOGY: { exchanges: ExchangeDef[]; queues: QueueDef[]; bindings:
     },
     // the aggregators' shared state: replicated like the quorum queues, read by every replica
     { name: QUEUES.journal, durable: true, arguments: { 'x-queue-type': 'stream', 'x-max-age': JOURNAL_MAX_AGE } },
+    // where a new replica starts reading it (the latest only), with the finished runs' ids
+    { name: QUEUES.checkpoint, durable: true, arguments: { 'x-queue-type': 'quorum', 'x-max-length': 1 } },
   ],
   bindings: [
     { exchange: EXCHANGES.runs, queue: QUEUES.dispatcher, routingKey: ROUTING.runRequest },

@@ -59,6 +59,8 @@ type JournalEntry =
 
 interface LiveRun {
   ledger: RunLedger;
+  /** The journal offset of its first entry (a new replica must read from there). */
+  since: number;
   deadline?: NodeJS.Timeout;
   progressTimer?: NodeJS.Timeout;
   lastProgress: number;
@@ -76,6 +78,22 @@ interface LiveRun {
 
 /** Finished runs remembered (their ids refused if used again). */
 const FINISHED_RUNS_KEPT = 10_000;
+
+/** At most one journal checkpoint per this long (written as runs finish). */
+const CHECKPOINT_EVERY_MS = 5_000;
+
+/** Where a new replica starts reading the journal: every run in progress began there or
+ * later; the runs finished before it are the tombstones. */
+interface Checkpoint {
+  offset: number;
+  finished: Array<[string, Tombstone]>;
+}
+
+interface Tombstone {
+  acceptedAt: number;
+  finishedAt: number;
+  status: string;
+}
 
 /** Backoff of an outbox whose publish failed. */
 const OUTBOX_RETRY_MIN_MS = 500;
@@ -109,7 +127,7 @@ export class Aggregator {
   private readonly broker: Broker;
   private readonly runs = new Map<string, LiveRun>();
   /** Runs whose report is out, by id (bounded, oldest first): a run id names one run. */
-  private readonly finished = new Map<string, { acceptedAt: number; finishedAt: number; status: string }>();
+  private readonly finished = new Map<string, Tombstone>();
   private readonly activity = new WorkerActivity();
   private readonly log: Logger;
   private readonly journal: Journal<JournalEntry>;
@@ -118,16 +136,20 @@ export class Aggregator {
   private term = 0;
   private subscriptions: Subscription[] = [];
   private activeWaiters: Array<() => void> = [];
+  private checkpointTimer?: NodeJS.Timeout;
+  private lastCheckpoint = 0;
 
   constructor(private readonly opts: AggregatorOptions) {
     this.log = opts.log;
     this.broker = new Broker({ url: opts.brokerUrl, name: 'warren aggregator', log: opts.log });
-    this.journal = new Journal<JournalEntry>(this.broker, opts.log, (e) => this.fold(e), (err) => this.fail(err));
+    this.journal = new Journal<JournalEntry>(this.broker, opts.log, (e, offset) => this.fold(e, offset), (err) => this.fail(err));
   }
 
   async start(): Promise<void> {
     await this.broker.start();
-    await this.journal.open();
+    const from = await this.readCheckpoint();
+    await this.journal.open(from);
+    this.log.info({ from, finishedRuns: this.finished.size }, 'reading the journal');
     await this.broker.watch(EXCHANGES.status, '', `warren.status.aggregator.${randomUUID().slice(0, 8)}`, async (d) => {
       const hb = parseMessage(Heartbeat, d.body);
       if (hb.ok) this.activity.record(hb.value);
@@ -151,6 +173,7 @@ export class Aggregator {
     if (this.state === 'stopped') return;
     this.state = 'draining';
     this.lease?.stop();
+    clearTimeout(this.checkpointTimer);
     this.demote('stopping');
     await this.broker.cancelConsumers().catch(() => undefined);
     await this.journal.close();
@@ -218,9 +241,9 @@ export class Aggregator {
   // ---- the journal's fold ------------------------------------------------------------
 
   /** Applies one journal entry to the runs (on every replica, in stream order). */
-  private fold(e: JournalEntry): void {
+  private fold(e: JournalEntry, offset: number): void {
     if (e.k === 'accepted') {
-      if (!this.finished.has(e.runId) && !this.runs.has(e.runId)) this.open(e.run);
+      if (!this.finished.has(e.runId) && !this.runs.has(e.runId)) this.open(e.run, offset);
       return;
     }
     const live = this.runs.get(e.runId);
@@ -238,6 +261,7 @@ export class Aggregator {
       live.ledger.roundSent(e.round);
     } else if (e.k === 'report-sent') {
       this.retire(live, e.status);
+      if (this.active) this.checkpointSoon();
       return;
     }
     if (!this.active) return;
@@ -304,8 +328,8 @@ export class Aggregator {
 
   // ---- runs ----------------------------------------------------------------------------
 
-  private open(run: AcceptedRun): LiveRun {
-    const live: LiveRun = { ledger: new RunLedger(run), lastProgress: 0, overheads: [], outbox: [], retryMs: OUTBOX_RETRY_MIN_MS };
+  private open(run: AcceptedRun, since: number): LiveRun {
+    const live: LiveRun = { ledger: new RunLedger(run), since, lastProgress: 0, overheads: [], outbox: [], retryMs: OUTBOX_RETRY_MIN_MS };
     this.runs.set(run.runId, live);
     if (this.active) {
       this.armDeadline(live);
@@ -439,6 +463,40 @@ export class Aggregator {
     const runId = live.ledger.run.runId;
     const msg = { ...live.ledger.progress(Date.now(), this.activity.active(runId, Date.now())), discovery: live.discovery };
     await this.broker.publish(EXCHANGES.reports, reportKey(runId, 'progress'), msg, { mandatory: false, persistent: false });
+  }
+
+  // ---- checkpoints ---------------------------------------------------------------------
+
+  /** The latest checkpoint: its tombstones are taken in, its offset returned (0: none). */
+  private async readCheckpoint(): Promise<number> {
+    const body = await this.broker.peek(QUEUES.checkpoint);
+    if (!body) return 0;
+    try {
+      const cp = JSON.parse(body.toString('utf8')) as Checkpoint;
+      if (!Number.isInteger(cp.offset) || !Array.isArray(cp.finished)) throw new Error('not a checkpoint');
+      for (const [id, t] of cp.finished) this.finished.set(id, t);
+      return cp.offset;
+    } catch (err) {
+      this.log.warn({ err }, 'the journal checkpoint is unreadable; reading the whole journal');
+      return 0;
+    }
+  }
+
+  /** Writes a checkpoint soon (at most one per CHECKPOINT_EVERY_MS). */
+  private checkpointSoon(): void {
+    if (this.checkpointTimer) return;
+    const wait = Math.max(0, this.lastCheckpoint + CHECKPOINT_EVERY_MS - Date.now());
+    this.checkpointTimer = setTimeout(() => {
+      this.checkpointTimer = undefined;
+      if (!this.active) return;
+      this.lastCheckpoint = Date.now();
+      const offset = Math.min(this.journal.position, ...[...this.runs.values()].map((l) => l.since));
+      const cp: Checkpoint = { offset, finished: [...this.finished] };
+      this.broker.publish('', QUEUES.checkpoint, cp).then(
+        () => this.log.info({ offset, runsInProgress: this.runs.size }, 'journal checkpoint written'),
+        (err) => this.log.warn({ err }, 'journal checkpoint not written (the next one will be)'),
+      );
+    }, wait);
   }
 
   /** Stops loudly: no more messages, the connection closed (unacked ones go back). */

@@ -62,4 +62,18 @@ test('the active aggregator and a dispatcher SIGKILLed mid-run: the standbys fin
   assert.equal(res.code, 0, `${res.stdout}\n${res.stderr}`);
   assert.deepEqual(shape(readReport(reportDir)), expected, 'the same report as the fault-free run');
   assert.ok(standby.lines.some((l) => l.includes('"run finished"')), 'the standby finished the run');
+
+  // a replica started later reads the journal from the checkpoint, not from its start, and
+  // still knows the finished runs: a finished run's id is refused
+  await standby.logged('journal checkpoint written');
+  const late = watchService(['aggregator', '--broker', url, '--report-dir', tmpDir()]);
+  services.push(late.child);
+  const reading = await late.logged('reading the journal');
+  assert.ok(Number(reading.from) > 0, `started from the checkpoint (${reading.from})`);
+  assert.equal(reading.finishedRuns, 2);
+  standby.child.kill('SIGKILL');
+  await late.logged('aggregator active (holds the lease)');
+  const again = await runCli([...runArgs(tmpDir(), tmpDir()), '--run-id', readReport(calmReports).runId]);
+  assert.equal(again.code, 2, `${again.stdout}\n${again.stderr}`);
+  assert.match(again.stdout + again.stderr, /was used by a run that finished/);
 });
