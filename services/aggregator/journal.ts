@@ -52,8 +52,19 @@ export class Journal<E> {
     private readonly onLost: (err: Error) => void,
   ) {}
 
-  /** Starts reading the stream from `from` (an offset, or its first entry). */
+  /**
+   * Starts reading the stream from `from` (a checkpoint's offset; 0: its first entry). A
+   * checkpoint past the stream's end belongs to an older stream (deleted, declared again):
+   * then from the start.
+   */
   async open(from = 0): Promise<void> {
+    if (from > 0) {
+      const end = await this.end();
+      if (from > end) {
+        this.log.warn({ from, streamEnd: end }, 'the journal checkpoint is past the end of the stream (an older stream); reading it from its start');
+        from = 0;
+      }
+    }
     this.next = from;
     this.tail = await this.broker.consume(QUEUES.journal, (d) => this.onRecord(d), {
       prefetch: 1000,
@@ -61,6 +72,28 @@ export class Journal<E> {
       arguments: () => ({ 'x-stream-offset': this.next }),
       onCancel: () => this.onLost(new Error(`the journal stream ${QUEUES.journal} was deleted`)),
     });
+  }
+
+  /** The stream's last offset now: writes an empty record and reads the last chunk for it. */
+  private async end(): Promise<number> {
+    const s = ++this.seq;
+    let found!: (offset: number) => void;
+    const seen = new Promise<number>((r) => (found = r));
+    const probe = await this.broker.consume(QUEUES.journal, async (d) => {
+      d.ack();
+      try {
+        const r = JSON.parse(d.body.toString('utf8')) as Record<E>;
+        if (r.w === this.writer && r.s === s) found(Number(d.headers['x-stream-offset']));
+      } catch {
+        // not ours
+      }
+    }, { prefetch: 100, arguments: () => ({ 'x-stream-offset': 'last' }) });
+    try {
+      await this.broker.publish('', QUEUES.journal, { w: this.writer, s, entries: [] } satisfies Record<E>);
+      return await seen;
+    } finally {
+      await probe.cancel();
+    }
   }
 
   /** The offset of the next entry to apply. */
@@ -127,16 +160,18 @@ export class Journal<E> {
   private async onRecord(d: Delivery): Promise<void> {
     const offset = Number(d.headers['x-stream-offset']);
     d.ack();
-    if (!Number.isFinite(offset) || offset < this.next) return; // before where we started
-    this.next = offset + 1;
     let record: Record<E>;
     try {
       record = JSON.parse(d.body.toString('utf8')) as Record<E>;
       if (!Array.isArray(record.entries)) throw new Error('no entries');
     } catch (err) {
       this.log.error({ err, offset }, 'an unreadable journal record, skipped');
+      if (offset >= this.next) this.next = offset + 1;
       return;
     }
+    if (!Number.isFinite(offset)) return;
+    if (offset < this.next) return; // before where we started: the broker starts at the chunk holding it
+    this.next = offset + 1;
     for (const entry of record.entries) {
       try {
         this.apply(entry, offset);

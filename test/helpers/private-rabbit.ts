@@ -14,15 +14,28 @@ export interface PrivateRabbit {
   node: string;
   start(): Promise<void>;
   stop(): void;
+  /** kill -9 of the node's Erlang VM (no goodbye to its peers or clients). */
+  kill(): void;
   destroy(): void;
 }
 
-export function privateRabbit(port: number): PrivateRabbit {
+const nodeName = (port: number) => `warren-test-${port}@localhost`;
+
+/**
+ * A node of the test's own; with `peers` (the other nodes' ports), a node of a cluster that
+ * forms at boot (classic config peer discovery).
+ */
+export function privateRabbit(port: number, peers: number[] = []): PrivateRabbit {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-rabbit-'));
-  const node = `warren-test-${port}@localhost`;
+  const node = nodeName(port);
   fs.mkdirSync(path.join(dir, 'mnesia'));
   fs.mkdirSync(path.join(dir, 'log'));
-  fs.writeFileSync(path.join(dir, 'rabbitmq.conf'), `listeners.tcp.default = ${port}\nloopback_users = none\n`);
+  const cluster = peers.length === 0 ? '' : [
+    'cluster_formation.peer_discovery_backend = classic_config',
+    ...[port, ...peers].sort().map((p, i) => `cluster_formation.classic_config.nodes.${i + 1} = ${nodeName(p)}`),
+    '',
+  ].join('\n');
+  fs.writeFileSync(path.join(dir, 'rabbitmq.conf'), `listeners.tcp.default = ${port}\nloopback_users = none\n${cluster}`);
   fs.writeFileSync(path.join(dir, 'enabled_plugins'), '[].\n');
   fs.chmodSync(dir, 0o755);
   execFileSync('chown', ['-R', 'rabbitmq:rabbitmq', dir]);
@@ -58,9 +71,62 @@ export function privateRabbit(port: number): PrivateRabbit {
     stop() {
       spawnSync('rabbitmqctl', ['-n', node, 'stop'], { env, encoding: 'utf8' });
     },
+    kill() {
+      const r = spawnSync('rabbitmqctl', ['-n', node, 'eval', 'list_to_integer(os:getpid()).'], { env, encoding: 'utf8' });
+      const pid = Number(r.stdout.trim());
+      if (!Number.isInteger(pid) || pid <= 0) throw new Error(`no pid for ${node}: ${r.stdout}${r.stderr}`);
+      process.kill(pid, 'SIGKILL');
+    },
     destroy() {
       this.stop();
       fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface PrivateCluster {
+  nodes: PrivateRabbit[];
+  /** Every node's URL, comma-separated (what services are given). */
+  url: string;
+  start(): Promise<void>;
+  /** The node that leads `queue` (a quorum queue or a stream). */
+  leaderOf(queue: string, vhost?: string): PrivateRabbit;
+  destroy(): void;
+}
+
+/** A cluster of `ports.length` nodes of the test's own, formed at boot. */
+export function privateCluster(ports: number[]): PrivateCluster {
+  const nodes = ports.map((p) => privateRabbit(p, ports.filter((q) => q !== p)));
+  return {
+    nodes,
+    url: nodes.map((n) => n.url).join(','),
+    async start() {
+      await Promise.all(nodes.map((n) => n.start()));
+      const until = Date.now() + 120_000;
+      for (;;) {
+        const r = spawnSync('rabbitmqctl', ['-n', nodes[0]!.node, 'cluster_status', '--formatter', 'json'], { encoding: 'utf8' });
+        try {
+          const running = (JSON.parse(r.stdout) as { running_nodes: string[] }).running_nodes;
+          if (running.length === nodes.length) return;
+        } catch {
+          // not up yet
+        }
+        if (Date.now() > until) throw new Error(`the cluster did not form: ${r.stdout}${r.stderr}`);
+        await new Promise((res) => setTimeout(res, 500));
+      }
+    },
+    leaderOf(queue, vhost = '/') {
+      for (const n of nodes) {
+        const r = spawnSync('rabbitmqctl', ['-n', n.node, '-p', vhost, 'list_queues', 'name', 'leader', '--formatter', 'json'], { encoding: 'utf8' });
+        if (r.status !== 0) continue;
+        const row = (JSON.parse(r.stdout) as Array<{ name: string; leader: string }>).find((q) => q.name === queue);
+        const leader = nodes.find((m) => m.node === row?.leader);
+        if (leader) return leader;
+      }
+      throw new Error(`no leader found for ${queue}`);
+    },
+    destroy() {
+      for (const n of nodes) n.destroy();
     },
   };
 }

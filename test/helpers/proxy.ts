@@ -13,6 +13,9 @@ export interface Proxy {
   cut(): Promise<void>;
   /** Connections made through it so far. */
   connections: number;
+  /** From now on, lets through at most `bytes` more bytes towards the broker, then holds
+   * the rest (the client's publishes stall mid-stream; it sees no error). */
+  stallAfter(bytes: number): void;
 }
 
 /** A free loopback port (listened on once, then released). */
@@ -27,9 +30,13 @@ export async function freePort(): Promise<number> {
 export async function tcpProxy(target: { host: string; port: number }, port?: number): Promise<Proxy> {
   const sockets = new Set<net.Socket>();
   let server: net.Server | undefined;
+  let allowance = Number.POSITIVE_INFINITY;
   const proxy: Proxy = {
     port: port ?? (await freePort()),
     connections: 0,
+    stallAfter(bytes) {
+      allowance = bytes;
+    },
     async listen() {
       server = net.createServer((client) => {
         proxy.connections++;
@@ -39,7 +46,16 @@ export async function tcpProxy(target: { host: string; port: number }, port?: nu
           s.on('close', () => sockets.delete(s));
           s.on('error', () => undefined);
         }
-        client.pipe(upstream).pipe(client);
+        client.on('data', (chunk: Buffer) => {
+          if (allowance >= chunk.length) {
+            allowance -= chunk.length;
+            upstream.write(chunk);
+          } else {
+            if (allowance > 0) upstream.write(chunk.subarray(0, allowance));
+            allowance = 0; // held from here on
+          }
+        });
+        upstream.pipe(client);
         client.on('close', () => upstream.destroy());
         upstream.on('close', () => client.destroy());
       });

@@ -10,6 +10,7 @@ import { Broker } from '../../shared/broker.js';
 import { AcceptedRun, Job, SCHEMA_VERSION, type Discovered, type RunAccepted, type RunReport, type SpecResult, type TestRef } from '../../shared/messages.js';
 import { EXCHANGES, QUEUES, ROUTING, reportKey } from '../../shared/topology.js';
 import { Aggregator } from '../../services/aggregator/aggregator.js';
+import { tcpProxy } from '../helpers/proxy.js';
 import { createVhost, drainQueue, queueDepth, waitFor, type TestVhost } from '../helpers/rabbit.js';
 import { startService, stopService, tmpDir } from '../helpers/cli.js';
 
@@ -45,14 +46,22 @@ test('a dispatcher SIGKILLed mid-publish loses no test and double-counts none on
     const accepted: RunAccepted = { type: 'run.accepted', v: SCHEMA_VERSION, id: 'a', runId: run.runId, run };
     await broker.publish(EXCHANGES.events, ROUTING.runAccepted, accepted);
 
-    const first = startService(['dispatcher', '--broker', url]);
+    // the first dispatcher talks to the broker through a proxy that lets its publishes
+    // through up to a point mid-round, then holds them: it is killed mid-publish, always
+    const proxy = await tcpProxy({ host: '127.0.0.1', port: 5672 });
+    await proxy.listen();
+    const first = startService(['dispatcher', '--broker', url.replace(/@[^/]+\//, `@127.0.0.1:${proxy.port}/`)]);
     children.push(first);
+    await waitFor('the first dispatcher to consume', async () => (await broker.checkQueue(QUEUES.dispatcher)).consumerCount === 1, 30_000);
+    proxy.stallAfter(1_000_000);
     const discovered: Discovered = { type: 'run.discovered', v: SCHEMA_VERSION, id: 'd', runId: run.runId, run, tests, worker: 'test' };
     await broker.publish(EXCHANGES.runs, ROUTING.discovered, discovered);
 
     await waitFor('the first dispatcher to start publishing specs', async () => (await queueDepth(url, QUEUES.specs)) >= 1, 30_000);
     first.kill('SIGKILL');
     await new Promise((r) => first.once('exit', r));
+    await proxy.cut();
+    await waitFor('the broker to see it gone', async () => (await broker.checkQueue(QUEUES.dispatcher)).consumerCount === 0, 30_000);
     const atKill = await queueDepth(url, QUEUES.specs);
     assert.ok(atKill > 0 && atKill < total, `killed mid-publish (${atKill} of ${total} specs out)`);
 
