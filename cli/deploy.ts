@@ -186,7 +186,7 @@ export async function hosts(opts: HostsOptions): Promise<Heartbeat[]> {
     d.ack();
     const hb = parseMessage(Heartbeat, d.body);
     if (hb.ok) seen.set(hb.value.supervisor, hb.value);
-  }, 10_000);
+  }, { kind: 'transient' });
   await new Promise((r) => setTimeout(r, opts.listenMs));
   const { messageCount, consumerCount } = await opts.broker.checkQueue(QUEUES.specs);
   const rows = [...seen.values()].sort((a, b) => a.supervisor.localeCompare(b.supervisor));

@@ -290,7 +290,7 @@ export async function run(flags: RunFlags): Promise<number> {
             clearTimeout(timer);
             resolve(msg.value);
           }
-        })
+        }, { kind: 'kept' })
         .then(() => broker.publish(EXCHANGES.runs, ROUTING.runRequest, request))
         .then(() => process.stderr.write(`warren: run ${runId} published (${request.adapter}, ${request.cwd}${flags.local ? `, ${workers} local workers` : ''}${request.durations ? `, batches balanced by ${Object.keys(request.durations).length} known durations` : ''}${request.freshProcess ? ', a fresh process per batch' : ''})\n`))
         .then(() => progress.discovering())

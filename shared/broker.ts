@@ -123,13 +123,17 @@ export class Broker extends EventEmitter {
   }
 
   /**
-   * A private queue bound to `exchange` with `routingKey`, for a watcher (the CLI). Not
-   * exclusive and durable, so a report published while we reconnect (or while the broker
-   * restarts) waits for us; it expires once unused for `expiresMs`.
+   * A private queue bound to `exchange` with `routingKey`, for a watcher:
+   * - `kept` (the CLI following a run): a quorum queue, so a report published while we
+   *   reconnect, while the broker restarts, or after the node that held it died, waits for
+   *   us; it expires once unused for `expiresMs`;
+   * - `transient` (heartbeats, notices): an exclusive queue of this connection, declared
+   *   again on whichever node we reconnect to; what is published meanwhile is missed.
    */
-  async watch(exchange: string, routingKey: string, queue: string, handler: DeliveryHandler, expiresMs = 600_000): Promise<void> {
+  async watch(exchange: string, routingKey: string, queue: string, handler: DeliveryHandler, opts: { kind: 'kept' | 'transient'; expiresMs?: number } = { kind: 'kept' }): Promise<void> {
     const setup = async (ch: Channel) => {
-      await ch.assertQueue(queue, { durable: true, arguments: { 'x-expires': expiresMs } });
+      if (opts.kind === 'kept') await ch.assertQueue(queue, { durable: true, arguments: { 'x-queue-type': 'quorum', 'x-expires': opts.expiresMs ?? 600_000 } });
+      else await ch.assertQueue(queue, { durable: false, exclusive: true, autoDelete: true });
       await ch.bindQueue(queue, exchange, routingKey);
     };
     this.queueSetups.push(setup);

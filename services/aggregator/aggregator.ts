@@ -154,7 +154,7 @@ export class Aggregator {
       const hb = parseMessage(Heartbeat, d.body);
       if (hb.ok) this.activity.record(hb.value);
       d.ack();
-    }, 30_000);
+    }, { kind: 'transient' });
     this.lease = this.broker.lease(LEASES.aggregator, this.opts.leasePollMs ?? 1000);
     this.lease.on('acquired', () => void this.promote());
     this.lease.on('lost', () => this.demote('lost its broker connection'));

@@ -176,7 +176,7 @@ export class Supervisor {
       const msg = parseMessage(RunFinished, d.body);
       if (!msg.ok) return;
       for (const h of this.slots) tell(h.child, { type: 'run-finished', runId: msg.value.runId, deadline: msg.value.deadline });
-    }, 60_000);
+    }, { kind: 'transient' });
     for (let i = 0; i < this.opts.workers; i++) {
       const handle: SlotHandle = { index: i, activity: { state: 'starting' }, startedAt: 0, failures: 0, eventsRead: 0 };
       this.slots.push(handle);
