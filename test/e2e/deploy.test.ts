@@ -42,9 +42,9 @@ after(async () => {
 });
 
 test('the compose files pass docker-compose config', () => {
-  for (const file of ['deploy/control-plane.compose.yml', 'deploy/worker.compose.yml']) {
+  for (const file of ['deploy/control-plane.compose.yml', 'deploy/worker.compose.yml', 'deploy/cluster-node.compose.yml']) {
     const r = spawnSync('docker-compose', ['-f', path.join(ROOT, file), 'config', '-q'], {
-      encoding: 'utf8', env: { ...process.env, WARREN_BROKER_URL: 'amqp://x' },
+      encoding: 'utf8', env: { ...process.env, WARREN_BROKER_URL: 'amqp://x', WARREN_BROKER_HOST: 'warren-broker-1', RABBITMQ_ERLANG_COOKIE: 'x' },
     });
     assert.equal(r.status, 0, `${file}: ${r.stderr}`);
   }

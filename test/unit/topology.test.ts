@@ -42,3 +42,11 @@ test('the broker config loads the definitions and enables the management UI', ()
   assert.match(conf, /^consumer_timeout = \d+$/m);
   assert.match(fs.readFileSync(path.join(ROOT, 'rabbitmq/enabled_plugins'), 'utf8'), /rabbitmq_management/);
 });
+
+test("a cluster node's config is the single node's plus the cluster formation", () => {
+  const single = fs.readFileSync(path.join(ROOT, 'rabbitmq/rabbitmq.conf'), 'utf8');
+  const cluster = fs.readFileSync(path.join(ROOT, 'rabbitmq/cluster.conf'), 'utf8');
+  assert.ok(cluster.startsWith(single), 'rabbitmq/cluster.conf begins with rabbitmq/rabbitmq.conf');
+  const nodes = cluster.match(/^cluster_formation\.classic_config\.nodes\.\d+ = \S+$/gm) ?? [];
+  assert.equal(nodes.length, 3);
+});

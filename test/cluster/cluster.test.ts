@@ -3,6 +3,10 @@
  * directories): every service is given the three nodes' URLs; the node that leads
  * `warren.specs` is killed with kill -9 mid-run, the services fail over to the others, and
  * the run completes with every test reported once. Synchronised on marker files.
+ *
+ * Not in `npm test` yet (`npm run test:cluster`): it passed, then failed once here when the
+ * killed node was the one every service was connected to: after the failover the slots'
+ * publishes of results to warren.events were nacked for minutes (under investigation).
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
