@@ -195,9 +195,11 @@ export async function hosts(opts: HostsOptions): Promise<Heartbeat[]> {
     const busy = hb.slots.filter((s) => s.state === 'busy');
     const runs = [...new Set(busy.map((s) => s.runId).filter(Boolean))];
     const labels = Object.entries(hb.labels).map(([k, v]) => `${k}=${v}`);
+    const state = hb.drained && hb.state === 'running' ? 'drained' : hb.state;
     opts.out(
-      `${hb.supervisor.padEnd(20)} ${hb.host.padEnd(16)} ${hb.driver.padEnd(7)} ${hb.state.padEnd(9)} ${String(hb.slots.length).padStart(7)} ${String(busy.length).padStart(5)}  ${[...runs, ...labels].join(' ') || '-'}`,
+      `${hb.supervisor.padEnd(20)} ${hb.host.padEnd(16)} ${hb.driver.padEnd(7)} ${state.padEnd(9)} ${String(hb.slots.length).padStart(7)} ${String(busy.length).padStart(5)}  ${[...runs, ...labels].join(' ') || '-'}`,
     );
+    if (hb.drained) opts.out(`${''.padEnd(20)} drained: ${hb.drained}`);
   }
   for (const h of opts.matrix?.hosts ?? []) {
     if (!seen.has(h.name)) opts.out(`${h.name.padEnd(20)} ${h.address.padEnd(16)} no heartbeat in ${Math.round(opts.listenMs / 1000)} s (down, or not deployed)`);

@@ -121,11 +121,26 @@ export type AcceptedRun = z.infer<typeof AcceptedRun>;
 
 const envelope = { v: z.literal(SCHEMA_VERSION), id: z.string().min(1), runId };
 
+/**
+ * A job whose worker's environment broke under it (its container died, its slot failed)
+ * and that went back to the queue as a fresh message: not its tests' doing, so it does not
+ * use up their crash budget (the queue's delivery limit); bounded by itself instead.
+ */
+export const InfraFailures = z.object({
+  failures: z.number().int().min(1),
+  /** The supervisors it broke on. */
+  hosts: z.array(z.string()),
+  /** The latest reason. */
+  last: z.string(),
+});
+export type InfraFailures = z.infer<typeof InfraFailures>;
+
 /** On `warren.work`: discover the suite's tests (a dry run, by a worker). */
 export const DiscoverJob = z.object({
   ...envelope,
   type: z.literal('discover'),
   run: AcceptedRun,
+  infra: InfraFailures.optional(),
 });
 export type DiscoverJob = z.infer<typeof DiscoverJob>;
 
@@ -137,6 +152,7 @@ export const SpecJob = z.object({
   tests: z.array(TestRef).min(1),
   suite: SuiteConfig,
   expiresAt: z.number(),
+  infra: InfraFailures.optional(),
 });
 export type SpecJob = z.infer<typeof SpecJob>;
 
@@ -310,6 +326,8 @@ export const Heartbeat = z.object({
   driver: z.string().default('local'),
   labels: z.record(z.string(), z.string()).default({}),
   state: z.enum(['starting', 'running', 'draining', 'stopped', 'failed']).default('running'),
+  /** Taken out of rotation: its worker environments kept breaking (the reason). */
+  drained: z.string().optional(),
   slots: z.array(
     z.object({
       index: z.number(),

@@ -84,10 +84,11 @@ const slot = new Slot({
   onState: send,
   onDiscovering: (runId, suite) => process.send?.({ type: 'discovering', runId, suite } satisfies SlotRequest),
   onEventsRead: (offset) => process.send?.({ type: 'events-read', offset } satisfies SlotRequest),
-  onBroken: () => {
-    // Leave without acking: the broker redelivers the job, the supervisor restarts us
-    // with a backoff and a fresh environment.
-    process.exit(3);
+  onBroken: (reason, jobId) => {
+    // The job is back in the queue; the supervisor counts the break and restarts us with a
+    // backoff and a fresh environment. Closing the connection first sends the job's ack.
+    process.send?.({ type: 'broken', reason, jobId } satisfies SlotRequest);
+    void slot.stop().finally(() => process.exit(3));
   },
 });
 slotRef = slot;

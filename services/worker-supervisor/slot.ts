@@ -7,7 +7,9 @@
  *
  * If this process dies, its channel dies with it and the broker redelivers the unacked job:
  * that is how a test that kills its worker is counted (quorum `x-delivery-count`) and, past
- * the delivery limit, dead-lettered to the aggregator as "crashed its worker".
+ * the delivery limit, dead-lettered to the aggregator as "crashed its worker". A worker
+ * environment that breaks under a job (its container dies) is not the test's doing: the job
+ * goes back as a fresh message with the break counted on it (`giveBack`).
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -17,7 +19,7 @@ import type { Logger } from '../../shared/log.js';
 import type { Lifecycle } from '../../shared/lifecycle.js';
 import {
   Job, SCHEMA_VERSION, parseMessage, suiteOf,
-  type Discovered, type DiscoverJob, type SpecJob, type SpecResult, type SuiteConfig, type TestRef,
+  type Discovered, type InfraFailures, type DiscoverJob, type SpecJob, type SpecResult, type SuiteConfig, type TestRef,
 } from '../../shared/messages.js';
 import { EXCHANGES, QUEUES, ROUTING } from '../../shared/topology.js';
 import { adapterFor, type Adapter, type RunFiles } from './adapters/adapter.js';
@@ -55,9 +57,9 @@ export interface SlotOptions {
   /** A run's tests are being discovered here: the host's idle slots may start its warm
    * runners meanwhile (the supervisor forwards it to them, this slot included). */
   onDiscovering?: (runId: string, suite: SuiteConfig) => void;
-  /** The worker's environment broke under a job (its container died): the slot must go,
-   * so that the broker redelivers the job and the supervisor starts a fresh slot. */
-  onBroken?: (reason: string) => void;
+  /** The worker's environment broke under a job (its container died), or the slot failed:
+   * the job is given back; the slot must go, and the supervisor starts a fresh one. */
+  onBroken?: (reason: string, jobId: string) => void;
 }
 
 export type SlotActivity =
@@ -72,6 +74,10 @@ export type SlotActivity =
        * slot dies (a test killed the worker). */
       running?: { round: number; tests: TestRef[]; events: string };
     };
+
+/** A job that broke its worker's environment this often, or on this many hosts, fails. */
+const INFRA_FAILURE_LIMIT = 10;
+const INFRA_HOST_LIMIT = 3;
 
 /** A warm runner with no batch for this long is retired (its run is probably over). */
 const RUNNER_IDLE_MS = 30_000;
@@ -178,16 +184,24 @@ export class Slot {
       if (job.type === 'discover') await this.discover(job, d);
       else await this.spec(job, d);
     } catch (err) {
-      if (err instanceof WorkerBrokenError) {
-        // Not acked: the job is redelivered when this slot's connection goes.
-        this.opts.log.warn({ runId: job.runId, specId: job.id, reason: err.message }, 'worker environment broke under a job; giving it back');
-        this.opts.onBroken?.(err.message);
+      // Stopping mid-job closes the connection under the publish: the job is unacked and
+      // goes back to the queue, which is the point of stopping.
+      if (this.state === 'stopped') {
+        this.opts.log.info({ runId: job.runId, specId: job.id }, 'stopped mid-job; the broker requeues it');
         return;
       }
-      // Stopping mid-job closes the connection under the publish: the job is unacked and
-      // goes back to the queue, which is the point of stopping. Anything else is a bug.
-      if (this.state !== 'stopped') throw err;
-      this.opts.log.info({ runId: job.runId, specId: job.id }, 'stopped mid-job; the broker requeues it');
+      // The worker's environment broke (its container died) or this slot failed (a bug):
+      // not the tests' doing. The job goes back as a fresh message, so that the queue's
+      // delivery limit, which counts deaths of the worker under a test, stays theirs; then
+      // the slot goes, for a fresh environment (the supervisor counts the breaks).
+      const reason = err instanceof WorkerBrokenError ? err.message : `the worker slot failed: ${(err as Error).message.split('\n')[0]}`;
+      if (!(err instanceof WorkerBrokenError)) this.opts.log.error({ err, runId: job.runId, specId: job.id }, 'slot failed handling a job');
+      await this.giveBack(job, reason);
+      // no other job may come in the moment between the ack and this slot's end (it would
+      // go back to the queue counted as a death under its tests)
+      await this.broker.cancelConsumers().catch(() => undefined);
+      d.ack();
+      this.opts.onBroken?.(reason, job.id);
     } finally {
       this.current = undefined;
       this.currentRun = undefined;
@@ -467,6 +481,41 @@ export class Slot {
       this.log(job).warn({ err }, 'JUnit XML does not parse');
       return [{ event: 'error', message: `the JUnit XML of the run command does not parse: ${(err as Error).message.split('\n')[0]}` }, { event: 'done' }];
     }
+  }
+
+  /**
+   * A job whose worker broke under it: back to the queue with the break counted on the job,
+   * or, once it has broken workers too often or on too many hosts (then it is probably the
+   * test that breaks them), its tests fail (its run fails, for a discovery) with the reason.
+   */
+  private async giveBack(job: Job, reason: string): Promise<void> {
+    const supervisor = this.opts.workerId.slice(0, this.opts.workerId.lastIndexOf('/'));
+    const infra: InfraFailures = {
+      failures: (job.infra?.failures ?? 0) + 1,
+      hosts: [...new Set([...(job.infra?.hosts ?? []), supervisor])],
+      last: reason,
+    };
+    const log = this.log(job);
+    if (infra.failures < INFRA_FAILURE_LIMIT && infra.hosts.length < INFRA_HOST_LIMIT) {
+      log.warn({ reason, infraFailures: infra.failures }, 'worker environment broke under a job; it goes back to the queue (not counted against its tests)');
+      await this.broker.publish(EXCHANGES.work, ROUTING.job, { ...job, infra }, { timeoutMs: 600_000 });
+      return;
+    }
+    const why = `its worker environment broke ${infra.failures} times, on ${infra.hosts.length} host${infra.hosts.length > 1 ? 's' : ''} (${infra.hosts.join(', ')}); last: ${reason}`;
+    log.warn({ reason: why }, 'a job broke its workers too often; failing it');
+    if (job.type === 'discover') {
+      const msg: Discovered = {
+        type: 'run.discovered', v: SCHEMA_VERSION, id: `${job.id}/discovered`, runId: job.runId,
+        run: job.run, tests: [], error: `discovery failed: ${why}`, worker: this.opts.workerId,
+      };
+      await this.broker.publish(EXCHANGES.runs, ROUTING.discovered, msg, { timeoutMs: 600_000 });
+      return;
+    }
+    const msg: SpecResult = {
+      type: 'spec.result', v: SCHEMA_VERSION, id: `${job.id}/result`, runId: job.runId, specId: job.id, round: job.round, worker: this.opts.workerId,
+      results: job.tests.map((t) => ({ testId: t.id, file: t.file, name: t.name, status: 'failed', durationMs: 0, message: why })),
+    };
+    await this.broker.publish(EXCHANGES.events, ROUTING.specResult, msg, { timeoutMs: 600_000 });
   }
 
   private async requeue(job: SpecJob, groups: TestRef[][]): Promise<void> {

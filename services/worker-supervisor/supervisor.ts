@@ -51,7 +51,9 @@ export type SlotRequest =
   /** The slot has read its running process's events up to here (while alive). */
   | { type: 'events-read'; offset: number }
   /** The slot discovers a run's tests: idle slots may start its warm runners meanwhile. */
-  | { type: 'discovering'; runId: string; suite: SuiteConfig };
+  | { type: 'discovering'; runId: string; suite: SuiteConfig }
+  /** The worker's environment broke under a job (given back to the queue); the slot exits. */
+  | { type: 'broken'; reason: string; jobId: string };
 export type SupervisorReply =
   | { type: 'image-ready'; id: number; error?: string }
   | { type: 'prewarm'; runId: string; suite: SuiteConfig }
@@ -78,6 +80,9 @@ export interface SupervisorOptions {
   driver?: SupervisorConfig['driver'];
   docker?: SupervisorConfig['docker'];
   labels?: Record<string, string>;
+  /** This many different jobs breaking their worker environments here within 10 min drain
+   * the host (default 3). */
+  breakLimit?: number;
   log: Logger;
 }
 
@@ -91,6 +96,9 @@ interface SlotHandle {
   /** Bytes of the running spec's events file that the slot saw while alive. */
   eventsRead: number;
 }
+
+/** Breaks of worker environments older than this are forgotten. */
+const BREAK_WINDOW_MS = 10 * 60_000;
 
 /** $XDG_CACHE_HOME/warren, else ~/.cache/warren. */
 export function defaultCacheRoot(): string {
@@ -158,6 +166,10 @@ export class Supervisor {
   private puller?: ImagePuller;
   private assets = assetsDir();
   private cache?: CacheLease;
+  /** Recent breaks of this host's worker environments, one per job. */
+  private breaks: Array<{ at: number; jobId: string; reason: string }> = [];
+  /** Why this host takes no more jobs (its environments kept breaking). */
+  drained?: string;
 
   constructor(private readonly opts: SupervisorOptions) {
     // With docker, a restarted supervisor must find its earlier containers: a stable name.
@@ -266,6 +278,7 @@ export class Supervisor {
         handle.eventsRead = 0;
       } else if (m.type === 'events-read') handle.eventsRead = m.offset;
       else if (m.type === 'discovering') this.prewarm(m.runId, m.suite);
+      else if (m.type === 'broken') this.onBroken(handle, m.reason, m.jobId);
       else void this.onRequest(child, m);
     });
     child.on('exit', (code, signal) => this.onSlotExit(handle, child, code, signal));
@@ -275,6 +288,29 @@ export class Supervisor {
    * discovering one too, a slot still connecting once it is up). */
   private prewarm(runId: string, suite: SuiteConfig): void {
     for (const h of this.slots) tell(h.child, { type: 'prewarm', runId, suite });
+  }
+
+  /**
+   * A slot's environment broke under a job. Different jobs breaking here within a while
+   * means the host is sick (its engine, its disk), not the tests: the supervisor takes itself
+   * out of rotation so that the jobs run on healthy hosts, and says so in its heartbeat
+   * (`warren hosts`) until an operator restarts it.
+   */
+  private onBroken(handle: SlotHandle, reason: string, jobId: string): void {
+    const now = Date.now();
+    this.breaks = [...this.breaks.filter((b) => now - b.at < BREAK_WINDOW_MS && b.jobId !== jobId), { at: now, jobId, reason }];
+    this.opts.log.warn({ worker: `${this.id}/${handle.index}`, jobId, reason, breaks: this.breaks.length }, 'a worker environment broke under a job');
+    const limit = this.opts.breakLimit ?? 3;
+    if (this.breaks.length < limit || this.drained) return;
+    this.drained = `${this.breaks.length} worker environments broke under different jobs within ${Math.round(BREAK_WINDOW_MS / 60_000)} min; last: ${reason}`;
+    this.opts.log.error({ supervisor: this.id, reason: this.drained }, 'this host is drained: no more jobs are taken here until the supervisor is restarted');
+    for (const s of this.slots) {
+      clearTimeout(s.restartTimer);
+      if (s.activity.state === 'restarting') s.activity = { state: 'stopped' };
+      // running jobs finish (or go back to the queue after the grace)
+      if (s.child && s.child.exitCode === null && s.child.signalCode === null) s.child.kill('SIGTERM');
+    }
+    void this.beat();
   }
 
   private async onRequest(child: ChildProcess, req: Extract<SlotRequest, { type: 'ensure-image' }>): Promise<void> {
@@ -305,7 +341,7 @@ export class Supervisor {
     if (last.state === 'busy' && last.running) {
       void this.salvage(`${this.id}/${handle.index}`, last.runId, last.specId, last.running, handle.eventsRead);
     }
-    if (this.state !== 'running') {
+    if (this.state !== 'running' || this.drained) {
       handle.activity = { state: 'stopped' };
       return;
     }
@@ -362,6 +398,7 @@ export class Supervisor {
     const msg: Heartbeat = {
       type: 'supervisor.heartbeat', v: SCHEMA_VERSION, supervisor: this.id, host: os.hostname(), at: Date.now(),
       driver: this.opts.driver ?? 'local', labels: this.opts.labels ?? {}, state: this.state,
+      ...(this.drained ? { drained: this.drained } : {}),
       slots: this.slots.map((s) => ({
         index: s.index,
         state: s.activity.state,

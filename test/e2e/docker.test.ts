@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createVhost, waitFor, type TestVhost } from '../helpers/rabbit.js';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { FIXTURES, ROOT, readReport, runCli, startService, stopService, tmpDir } from '../helpers/cli.js';
+import { FIXTURES, ROOT, readReport, runCli, startService, stopService, tmpDir, watchService } from '../helpers/cli.js';
 import { createLogger } from '../../shared/log.js';
 import { Aggregator } from '../../services/aggregator/aggregator.js';
 import { Dispatcher } from '../../services/dispatcher/dispatcher.js';
@@ -176,5 +176,63 @@ test('a supervisor that starts removes the containers its earlier, crashed self 
   } finally {
     docker('rm', '-f', stranger);
     spawnSync('docker', ['rm', '-f', orphan], { stdio: 'ignore' });
+  }
+});
+
+test('a host whose worker containers keep dying is drained; its jobs pass elsewhere, none is failed for it', async () => {
+  const log = createLogger('test', 'error');
+  const url = vhost.url;
+  const dispatcher = new Dispatcher({ brokerUrl: url, log });
+  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), log });
+  await Promise.all([dispatcher.start(), aggregator.start()]);
+  const suite = tmpDir('warren-suite-');
+  fs.chmodSync(suite, 0o777);
+  // The sick host: every one of its containers that starts a test is killed under it (its
+  // engine, say, keeps losing them). Until the fix, each death was counted against the test
+  // in hand and healthy tests failed "crashed its worker 4 times".
+  const sick = watchService(['supervisor', '--broker', url, '--workers', '2', '--driver', 'docker', '--mount-suite', '--id', 'sick']);
+  let well: ReturnType<typeof startService> | undefined;
+  let injecting = true;
+  const killed = new Set<string>();
+  const injector = (async () => {
+    while (injecting) {
+      const running = containersWithLabel('warren.supervisor=sick');
+      for (const f of fs.readdirSync(suite).filter((n) => n.startsWith('started-'))) {
+        for (const host of fs.readFileSync(path.join(suite, f), 'utf8').trim().split('\n')) {
+          const victim = running.find((id) => host && (host.startsWith(id) || id.startsWith(host)));
+          if (victim && !killed.has(victim)) {
+            killed.add(victim);
+            spawnSync('docker', ['kill', victim], { stdio: 'ignore' });
+          }
+        }
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  })();
+  try {
+    const reportDir = tmpDir();
+    const run = runCli(['run', '--broker', url, '--image', SUITE_IMAGE, '--cwd', suite, '--adapter', 'command',
+      '--discover-command', 'seq 1 12', '--run-command', 'echo "$(hostname)" >> started-{id}; sleep 1', '--report-dir', reportDir]);
+    const drained = await sick.logged('this host is drained: no more jobs are taken here until the supervisor is restarted', 180_000);
+    assert.match(String(drained.reason), /3 worker environments broke under different jobs within 10 min; last: container [0-9a-f]{12} died/);
+    injecting = false;
+    await injector;
+    well = startService(['supervisor', '--broker', url, '--workers', '2', '--driver', 'docker', '--mount-suite', '--id', 'well']);
+    const res = await run;
+    assert.equal(res.code, 0, `${res.stdout}\n${res.stderr}`);
+    const report = readReport(reportDir);
+    assert.equal(report.totals.passed, 12, JSON.stringify(report.tests.filter((t) => t.status !== 'passed')));
+    // (the jobs in hand when the host was drained finish there: the injector stopped)
+    assert.ok(report.tests.some((t) => t.worker!.startsWith('well/')), 'the rest ran on the healthy host');
+    const hostsOut = await runCli(['hosts', '--broker', url, '--listen', '3']);
+    assert.match(hostsOut.stdout, /^sick .* drained /m);
+    assert.match(hostsOut.stdout, /drained: 3 worker environments broke/);
+    assert.match(hostsOut.stdout, /^well .* running /m);
+  } finally {
+    injecting = false;
+    await injector;
+    if (well) await stopService(well);
+    await stopService(sick.child);
+    await Promise.all([dispatcher.stop(), aggregator.stop()]);
   }
 });

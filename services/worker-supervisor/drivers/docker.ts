@@ -109,6 +109,12 @@ export class DockerDriver implements WorkerDriver {
       });
       stream = await exec.start({ hijack: true, stdin: !!inv.stdin });
     } catch (err) {
+      // The container died (between two tests): the worker's failure, not the test's.
+      const state = await this.state(live);
+      if (!state?.Running) {
+        this.live = undefined;
+        return failed(`container ${live.container.id.slice(0, 12)} died (${state ? `exit code ${state.ExitCode}` : 'gone'})`, null, true);
+      }
       // e.g. no such working directory in the image: the run's problem, on its tests
       return failed(`docker exec in ${inv.cwd}: ${(err as Error).message}`, 126);
     }
