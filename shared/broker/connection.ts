@@ -6,7 +6,7 @@
  * half-working state survives.
  *
  * Several broker URLs (a cluster's nodes) may be given, comma-separated: each attempt takes
- * the next one.
+ * the next one, starting at a random one (clients spread over the nodes).
  */
 import { EventEmitter } from 'node:events';
 import amqp, { type Channel, type ChannelModel } from 'amqplib';
@@ -44,6 +44,9 @@ export class Connection extends EventEmitter {
   constructor(private readonly opts: ConnectionOptions) {
     super();
     this.urls = splitUrls(opts.url);
+    // Services given a cluster's nodes spread over them instead of all using the first:
+    // one node's death then takes a part of the clients, not all of them.
+    this.next = Math.floor(Math.random() * this.urls.length);
     this.resetConnected();
   }
 

@@ -26,6 +26,8 @@ export interface PublishOptions {
   once?: boolean;
 }
 
+const NACKS_BEFORE_RECONNECT = 3;
+
 export class Publisher {
   private ch?: ConfirmChannel;
   private readonly returned = new Set<string>();
@@ -33,6 +35,9 @@ export class Publisher {
   private readonly unconfirmed = new Set<(e: Error) => void>();
   /** Set while the channel's buffer is full. */
   private full?: Promise<void>;
+  /** Nacks in a row on this connection. */
+  private nacks = 0;
+  private conn?: { conn: ChannelModel; generation: number };
 
   constructor(private readonly connection: Connection) {}
 
@@ -49,6 +54,8 @@ export class Publisher {
       for (const fail of pending) fail(new InfrastructureError('channel closed before the confirm'));
     });
     this.ch = ch;
+    this.conn = { conn, generation };
+    this.nacks = 0;
   };
 
   get channel(): ConfirmChannel | undefined {
@@ -95,7 +102,16 @@ export class Publisher {
       this.unconfirmed.add(fail);
       const ok = ch.publish(exchange, routingKey, content, options, (err) => {
         this.unconfirmed.delete(fail);
-        if (err) return reject(new InfrastructureError(`publish to ${exchange} nacked by the broker`, { cause: err }));
+        if (err) {
+          // After a cluster node's death, a connection to a live node was seen to have its
+          // publishes to a quorum queue nacked for minutes: a few nacks in a row, and the
+          // connection is made again (on the next node).
+          if (++this.nacks >= NACKS_BEFORE_RECONNECT && this.conn) {
+            this.connection.lost(this.conn.conn, this.conn.generation, `${this.nacks} publishes in a row nacked by the broker`);
+          }
+          return reject(new InfrastructureError(`publish to ${exchange} nacked by the broker`, { cause: err }));
+        }
+        this.nacks = 0;
         if (this.returned.delete(messageId)) {
           return reject(new UnroutableError(`unroutable: no queue bound to ${exchange} for ${JSON.stringify(routingKey)}`));
         }

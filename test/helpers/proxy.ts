@@ -16,6 +16,9 @@ export interface Proxy {
   /** From now on, lets through at most `bytes` more bytes towards the broker, then holds
    * the rest (the client's publishes stall mid-stream; it sees no error). */
   stallAfter(bytes: number): void;
+  /** Holds all traffic both ways (the connections stay open, nothing moves) until resume(). */
+  pause(): void;
+  resume(): void;
 }
 
 /** A free loopback port (listened on once, then released). */
@@ -31,7 +34,16 @@ export async function tcpProxy(target: { host: string; port: number }, port?: nu
   const sockets = new Set<net.Socket>();
   let server: net.Server | undefined;
   let allowance = Number.POSITIVE_INFINITY;
+  let paused = false;
   const proxy: Proxy = {
+    pause() {
+      paused = true;
+      for (const s of sockets) s.pause();
+    },
+    resume() {
+      paused = false;
+      for (const s of sockets) s.resume();
+    },
     port: port ?? (await freePort()),
     connections: 0,
     stallAfter(bytes) {
@@ -56,6 +68,10 @@ export async function tcpProxy(target: { host: string; port: number }, port?: nu
           }
         });
         upstream.pipe(client);
+        if (paused) {
+          client.pause();
+          upstream.pause();
+        }
         client.on('close', () => upstream.destroy());
         upstream.on('close', () => client.destroy());
       });

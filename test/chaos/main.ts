@@ -1,0 +1,42 @@
+/**
+ * `npm run chaos [-- --seed N --faults N --nodes 1|3 --no-docker --workers N]`: the chaos
+ * suite (chaos.ts) at full size; exits 1 when anything was lost, duplicated, wrong or
+ * stalled.
+ */
+import { parseArgs } from 'node:util';
+import { ensureBaseImages, SUITE_IMAGE } from '../helpers/docker.js';
+import { runChaos } from './chaos.js';
+
+const { values } = parseArgs({
+  options: {
+    seed: { type: 'string' },
+    faults: { type: 'string', default: '200' },
+    nodes: { type: 'string', default: '3' },
+    'no-docker': { type: 'boolean', default: false },
+    workers: { type: 'string', default: '2' },
+    runs: { type: 'string', default: '2' },
+    without: { type: 'string', multiple: true, default: [] },
+  },
+});
+const nodes = Number(values.nodes);
+if (nodes !== 1 && nodes !== 3) {
+  process.stderr.write(`--nodes: 1 or 3, got ${values.nodes}\n`);
+  process.exit(2);
+}
+const docker = !values['no-docker'];
+if (docker) ensureBaseImages();
+const result = await runChaos({
+  seed: values.seed ? Number(values.seed) : Math.floor(Math.random() * 2 ** 31),
+  faults: Number(values.faults),
+  nodes,
+  docker,
+  workers: Number(values.workers),
+  concurrentRuns: Number(values.runs),
+  tests: [10, 40],
+  gapMs: [1000, 4000],
+  stallMs: 240_000,
+  image: SUITE_IMAGE,
+  without: values.without,
+  out: (l) => process.stdout.write(`${l}\n`),
+});
+process.exit(result.ok ? 0 : 1);
