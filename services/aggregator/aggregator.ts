@@ -126,6 +126,8 @@ export class Aggregator {
   active = false;
   private readonly broker: Broker;
   private readonly runs = new Map<string, LiveRun>();
+  /** Acceptances being journaled: a message of the same run waits for them. */
+  private readonly accepting = new Map<string, Promise<void>>();
   /** Runs whose report is out, by id (bounded, oldest first): a run id names one run. */
   private readonly finished = new Map<string, Tombstone>();
   private readonly activity = new WorkerActivity();
@@ -279,10 +281,23 @@ export class Aggregator {
     if (msg.type === 'run.accepted') {
       const done = this.finished.get(msg.runId);
       if (done && done.acceptedAt !== msg.run.acceptedAt) await this.refuseReused(msg.run, done);
-      else if (!done && !this.runs.has(msg.runId)) await this.journal.append({ k: 'accepted', runId: msg.runId, run: msg.run });
+      else if (!done && !this.runs.has(msg.runId)) {
+        const appended = this.journal.append({ k: 'accepted', runId: msg.runId, run: msg.run });
+        this.accepting.set(msg.runId, appended);
+        try {
+          await appended;
+        } finally {
+          this.accepting.delete(msg.runId);
+        }
+      }
       // (the same acceptance again: a redelivery, nothing to do)
       return d.ack();
     }
+    // Messages are handled concurrently (prefetch > 1): the run's plan may come while its
+    // acceptance is still being journaled (a cached discovery is that fast).
+    await this.accepting.get(msg.runId)?.catch(() => undefined);
+    // ... or journaled by the aggregator active before this one, and not read here yet
+    if (!this.runs.has(msg.runId) && !this.finished.has(msg.runId)) await this.journal.barrier();
     const live = this.runs.get(msg.runId);
     if (!live && this.finished.has(msg.runId)) return d.ack(); // late duplicate of a finished run
     if (!live) {

@@ -16,7 +16,7 @@ import { EXCHANGES, QUEUES, ROUTING, reportKey } from '../../shared/topology.js'
 import { Aggregator } from '../../services/aggregator/aggregator.js';
 import { Dispatcher } from '../../services/dispatcher/dispatcher.js';
 import { Supervisor } from '../../services/worker-supervisor/supervisor.js';
-import { createVhost, waitFor, type TestVhost } from '../helpers/rabbit.js';
+import { createVhost, queueDepth, waitFor, type TestVhost } from '../helpers/rabbit.js';
 import { tmpDir } from '../helpers/cli.js';
 
 let vhost: TestVhost;
@@ -122,6 +122,45 @@ test('many results at once: the report still goes out (no effect left behind in 
     })));
     const report = await waitFor('the report', () => reports[0], 30_000);
     assert.equal(report.totals.passed, 300);
+  } finally {
+    await Promise.all([aggregator.stop(), broker.close()]);
+  }
+});
+
+test("a plan that comes while its run's acceptance is still being journaled is not taken for an unknown run", async () => {
+  // Found by the chaos suite: a cached discovery is fast enough for round.planned to reach
+  // the aggregator while it still journals run.accepted; the plan was dead-lettered and the
+  // run waited for its deadline.
+  const log = createLogger('test', 'silent');
+  const url = vhost.url;
+  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), log });
+  const broker = new Broker({ url, name: 'test', log });
+  await Promise.all([aggregator.start(), broker.start()]);
+  try {
+    await aggregator.whenActive();
+    const reports: RunReport[] = [];
+    await broker.watch(EXCHANGES.reports, reportKey('#', 'report'), 'test.quick', async (d) => {
+      reports.push(JSON.parse(d.body.toString()));
+      d.ack();
+    });
+    for (let n = 0; n < 5; n++) {
+      const runId = `quick-${n}`;
+      const req = RunRequest.parse({ type: 'run.request', runId, adapter: 'command', cwd: '/tmp', command: { discover: 'true', run: 'true' } });
+      const run = { ...req, runId, id: runId, acceptedAt: Date.now(), deadline: Date.now() + 600_000 };
+      const tests = [{ id: 't', file: '', name: 't' }];
+      // both in flight at once, as the dispatcher's publishes of two handlers are
+      await Promise.all([
+        broker.publish(EXCHANGES.events, ROUTING.runAccepted, { type: 'run.accepted', v: 1, id: `${runId}/a`, runId, run }),
+        broker.publish(EXCHANGES.events, ROUTING.roundPlanned, { type: 'round.planned', v: 1, id: `${runId}/p`, runId, round: 1, tests, specs: 1 }),
+        broker.publish(EXCHANGES.events, ROUTING.specResult, {
+          type: 'spec.result', v: 1, id: `${runId}/s/result`, runId, specId: `${runId}/s`, round: 1, worker: 'w',
+          results: [{ testId: 't', file: '', name: 't', status: 'passed', durationMs: 1 }],
+        }),
+      ]);
+    }
+    await waitFor('five reports', () => reports.length === 5 || undefined, 30_000);
+    assert.deepEqual(reports.map((r) => r.totals.passed), [1, 1, 1, 1, 1]);
+    assert.equal(await queueDepth(url, QUEUES.deadLetters), 0, 'nothing dead-lettered');
   } finally {
     await Promise.all([aggregator.stop(), broker.close()]);
   }
