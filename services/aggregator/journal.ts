@@ -66,12 +66,38 @@ export class Journal<E> {
       }
     }
     this.next = from;
+    await this.subscribe();
+  }
+
+  private async subscribe(): Promise<void> {
     this.tail = await this.broker.consume(QUEUES.journal, (d) => this.onRecord(d), {
       prefetch: 1000,
       // after a reconnect, from where we were: the broker starts at the chunk that holds it
       arguments: () => ({ 'x-stream-offset': this.next }),
-      onCancel: () => this.onLost(new Error(`the journal stream ${QUEUES.journal} was deleted`)),
+      onCancel: () => void this.cancelled(),
     });
+  }
+
+  /**
+   * The broker cancelled our reading: the stream was deleted (what every aggregator knew is
+   * gone), or only the replica we read from went (a node of the cluster stopping): then we
+   * read on from where we were.
+   */
+  private async cancelled(): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.broker.checkQueue(QUEUES.journal);
+        break;
+      } catch (err) {
+        if (/NOT_FOUND|404/.test((err as Error).message)) {
+          return this.onLost(new Error(`the journal stream ${QUEUES.journal} was deleted`));
+        }
+        // the broker is away: ask again once it is back
+        await new Promise((r) => setTimeout(r, Math.min(5000, 250 * attempt)));
+      }
+    }
+    this.log.warn({ at: this.next }, 'the broker cancelled our reading of the journal, which still exists (a replica went); reading on');
+    await this.subscribe().catch((err) => this.onLost(new Error(`cannot read the journal stream again: ${(err as Error).message}`)));
   }
 
   /** The stream's last offset now: writes an empty record and reads the last chunk for it. */

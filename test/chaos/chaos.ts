@@ -163,7 +163,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   const lines = table(o, faults, runs, exec, ownExits, ctx.victims);
   for (const l of lines) o.out(l);
   const bad = runs.some((r) => r.stalled || r.problem || r.lost.length || r.duplicated.length || r.wrong.length || r.late.length);
-  const ok = !bad && faults.length >= o.faults;
+  // (a service must never give up by itself: that is a finding too)
+  const ok = !bad && ownExits.length === 0 && faults.length >= o.faults;
   if (ok) fs.rmSync(dir, { recursive: true, force: true });
   else o.out(`kept for a look: ${dir} (logs/, reports/, suite/exec.log)`);
   return { seed: o.seed, faults, runs, ownExits, ok, lines };
