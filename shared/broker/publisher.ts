@@ -106,7 +106,8 @@ export class Publisher {
           // After a cluster node's death, a connection to a live node was seen to have its
           // publishes to a quorum queue nacked for minutes: a few nacks in a row, and the
           // connection is made again (on the next node).
-          if (++this.nacks >= NACKS_BEFORE_RECONNECT && this.conn) {
+          // (amqplib also fails the pending confirms of a channel that closed: not nacks)
+          if (err.message === 'message nacked' && ch === this.ch && ++this.nacks >= NACKS_BEFORE_RECONNECT && this.conn) {
             this.connection.lost(this.conn.conn, this.conn.generation, `${this.nacks} publishes in a row nacked by the broker`);
           }
           return reject(new InfrastructureError(`publish to ${exchange} nacked by the broker`, { cause: err }));

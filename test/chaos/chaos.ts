@@ -65,6 +65,8 @@ interface RunRecord {
   late: string[];
   /** Why the run as a whole is wrong (no report, exit code). */
   problem?: string;
+  /** `warren run` could not reach any broker node when it started: exit 2, said so, nothing published. */
+  refused?: boolean;
 }
 
 export interface ChaosResult {
@@ -118,7 +120,11 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       '--env', `CHAOS_RUN=${name}`, '--env', `CHAOS_LOG=${execLog}`, '--report-dir', reportDir, '--no-timings',
       '--rerun-threshold', '1', '--max-rounds', '2', '--test-timeout', '60', '--run-timeout', String(Math.round(o.stallMs / 1000) * 2),
     ], { stdio: ['ignore', 'ignore', 'pipe'] });
-    child.stderr!.setEncoding('utf8').on('data', (c: string) => (rec.stderr = (rec.stderr + c).slice(-4000)));
+    const cliLog = fs.createWriteStream(path.join(dir, 'logs', `cli-${name}.log`));
+    child.stderr!.setEncoding('utf8').on('data', (c: string) => {
+      cliLog.write(c);
+      rec.stderr = (rec.stderr + c).slice(-4000);
+    });
     const done = new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         rec.stalled = true;
@@ -151,6 +157,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     }
     rec.healedAt = Date.now();
     faults.push(rec);
+    fs.appendFileSync(path.join(dir, 'faults.log'), `${rec.at} ${rec.healedAt} ${rec.kind}: ${rec.target}${rec.error ? ` (${rec.error})` : ''}\n`);
     if ((i + 1) % 10 === 0) o.out(`  ${i + 1} faults injected, ${runs.length} runs started`);
   }
   injecting = false;
@@ -166,7 +173,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   // (a service must never give up by itself: that is a finding too)
   const ok = !bad && ownExits.length === 0 && faults.length >= o.faults;
   if (ok) fs.rmSync(dir, { recursive: true, force: true });
-  else o.out(`kept for a look: ${dir} (logs/, reports/, suite/exec.log)`);
+  else o.out(`kept for a look: ${dir} (faults.log, logs/, reports/, suite/exec.log)`);
   return { seed: o.seed, faults, runs, ownExits, ok, lines };
 }
 
@@ -191,7 +198,9 @@ function check(run: RunRecord, reportFile: string, victims: Set<string>, exec: E
   try {
     report = JSON.parse(fs.readFileSync(reportFile, 'utf8')) as RunReport;
   } catch {
-    run.problem = `no report (warren run exited ${run.code}): ${lastLine(run.stderr)}`;
+    // started while the (only) broker node was down: refused at once, nothing was published
+    if (run.code === 2 && /^warren: cannot reach RabbitMQ at /m.test(run.stderr)) run.refused = true;
+    else run.problem = `no report (warren run exited ${run.code}): ${lastLine(run.stderr)}`;
     return;
   }
   const seen = new Map<string, number>();
@@ -248,7 +257,8 @@ function table(o: ChaosOptions, faults: FaultRecord[], runs: RunRecord[], exec: 
   for (const r of runs) codes.set(String(r.code), (codes.get(String(r.code)) ?? 0) + 1);
   out.push('');
   out.push(`faults: ${faults.length} injected (${faults.filter((f) => f.error).length} could not be), seed ${o.seed}`);
-  out.push(`runs: ${runs.length}, ${finished} finished, ${runs.length - finished} stalled; exit codes ${[...codes].map(([c, n]) => `${c}×${n}`).join(', ')}`);
+  const refused = runs.filter((r) => r.refused).length;
+  out.push(`runs: ${runs.length}, ${finished - refused} finished, ${runs.length - finished} stalled${refused ? `, ${refused} refused at start (no broker node reachable: exit 2, one line)` : ''}; exit codes ${[...codes].map(([c, n]) => `${c}×${n}`).join(', ')}`);
   out.push(`tests: ${tests} expected; ${total('lost')} lost, ${total('duplicated')} duplicated, ${total('wrong')} wrong status, ${victims.size} test processes killed by the chaos; ${total('late')} started after their run's report`);
   if (ownExits.length) out.push(`services that exited by themselves: ${ownExits.join('; ')}`);
   for (const r of runs) {
