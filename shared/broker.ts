@@ -137,7 +137,20 @@ export class Broker extends EventEmitter {
       await ch.bindQueue(queue, exchange, routingKey);
     };
     this.queueSetups.push(setup);
-    if (this.connection.state === 'connected' && this.publisher.channel) await setup(this.publisher.channel);
+    // Declared now on the live connection (each later one declares it as it connects). A
+    // connection that goes under the declaration is not the caller's failure: again on the
+    // next one; an error of the declaration itself (it closes the channel too) after a few.
+    for (let attempt = 1; this.connection.state !== 'closed'; attempt++) {
+      await this.connection.whenConnected();
+      const ch = this.publisher.channel;
+      try {
+        if (ch) await setup(ch);
+        break;
+      } catch (err) {
+        if (attempt >= 5) throw err;
+        await new Promise((r) => setTimeout(r, 200 * attempt));
+      }
+    }
     await this.consume(queue, handler, { prefetch: 100 });
   }
   private readonly queueSetups: Array<(ch: Channel) => Promise<void>> = [];

@@ -163,13 +163,13 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   injecting = false;
   while (pending.size > 0) await Promise.race(pending);
   const ownExits = world.services.flatMap((s) => s.ownExits);
-  await world.stop();
-
   const exec = readExecLog(execLog);
   for (const run of runs) check(run, path.join(dir, 'reports', run.name, 'report.json'), ctx.victims, exec);
+  const bad = runs.some((r) => r.stalled || r.problem || r.lost.length || r.duplicated.length || r.wrong.length || r.late.length);
+  await world.stop(bad || ownExits.length > 0);
+
   const lines = table(o, faults, runs, exec, ownExits, ctx.victims);
   for (const l of lines) o.out(l);
-  const bad = runs.some((r) => r.stalled || r.problem || r.lost.length || r.duplicated.length || r.wrong.length || r.late.length);
   // (a service must never give up by itself: that is a finding too)
   const ok = !bad && ownExits.length === 0 && faults.length >= o.faults;
   if (ok) fs.rmSync(dir, { recursive: true, force: true });

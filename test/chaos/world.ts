@@ -216,9 +216,13 @@ export class World {
     this.down.delete(node);
   }
 
-  async stop(): Promise<void> {
+  /** Stops everything; `keepLogs`: the nodes' logs are copied into the world's directory first. */
+  async stop(keepLogs = false): Promise<void> {
     await Promise.all(this.services.map((s) => s.stop()));
     for (const s of this.services) for (const p of s.proxies) await p.cut();
+    if (keepLogs) {
+      for (const n of this.nodes) fs.cpSync(path.join(n.dir, 'log'), path.join(this.opts.dir, 'logs', n.node.replace(/@.*/, '')), { recursive: true });
+    }
     this.destroyNodes();
   }
 }

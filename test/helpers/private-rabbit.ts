@@ -12,6 +12,8 @@ import amqp from 'amqplib';
 export interface PrivateRabbit {
   url: string;
   node: string;
+  /** Its files (log/ holds the broker's log). */
+  dir: string;
   start(): Promise<void>;
   stop(): void;
   /** kill -9 of the node's Erlang VM (no goodbye to its peers or clients). */
@@ -53,6 +55,7 @@ export function privateRabbit(port: number, peers: number[] = []): PrivateRabbit
   return {
     url,
     node,
+    dir,
     async start() {
       const r = spawnSync('rabbitmq-server', ['-detached'], { env, encoding: 'utf8' });
       if (r.status !== 0) throw new Error(`rabbitmq-server -detached: ${r.stderr}`);
