@@ -94,10 +94,11 @@ function runningTests(execLog: string): Array<{ key: string; pid: number }> {
     if (what === 'start') open.set(id, { key: `${run} ${test}`, pid: Number(pid) });
     else open.delete(id);
   }
-  return [...open.values()].filter(({ pid }) => {
+  // still that test's shell (a pid of a test that never wrote its end may have been reused)
+  return [...open.values()].filter(({ key, pid }) => {
     try {
-      process.kill(pid, 0);
-      return true;
+      const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      return argv.includes('./t.sh') && argv.includes(key.split(' ')[1]!);
     } catch {
       return false;
     }
