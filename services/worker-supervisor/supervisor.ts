@@ -221,6 +221,8 @@ export class Supervisor {
       }),
     );
     clearInterval(this.heartbeat);
+    // what the slots could not remove (a slot that died, containers of a drained host)
+    if (this.opts.driver === 'docker') await removeContainers(new Docker(), { [LABELS.supervisor]: this.id }, this.opts.log).catch(() => undefined);
     this.cache?.release();
     await this.beat().catch(() => undefined);
     try {

@@ -112,7 +112,7 @@ export class DockerDriver implements WorkerDriver {
       // The container died (between two tests): the worker's failure, not the test's.
       const state = await this.state(live);
       if (!state?.Running) {
-        this.live = undefined;
+        void this.removeLive(); // a dead container is not left behind
         return failed(`container ${live.container.id.slice(0, 12)} died (${state ? `exit code ${state.ExitCode}` : 'gone'})`, null, true);
       }
       // e.g. no such working directory in the image: the run's problem, on its tests
@@ -147,7 +147,7 @@ export class DockerDriver implements WorkerDriver {
         state = await this.state(live);
       }
       if (!state?.Running) {
-        this.live = undefined;
+        void this.removeLive(); // a dead container is not left behind
         if (state?.OOMKilled) return { code: null, signal: 'SIGKILL', oom: this.memoryText() };
         return { code: null, signal: null, infra: `container ${live.container.id.slice(0, 12)} died (${state ? `exit code ${state.ExitCode}` : 'gone'})` };
       }
