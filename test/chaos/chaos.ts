@@ -273,7 +273,7 @@ function table(o: ChaosOptions, faults: FaultRecord[], runs: RunRecord[], exec: 
     if (what.length) out.push(`  ${r.name} (${r.tests} tests): ${what.join(' | ')}`);
   }
   for (const f of faults.filter((x) => x.error)) out.push(`  ${f.kind} on ${f.target || '?'} could not be injected: ${f.error}`);
-  out.push(`replay: npm run chaos -- --seed ${o.seed} --faults ${o.faults} --nodes ${o.nodes}${o.docker ? '' : ' --no-docker'}${(o.without ?? []).map((w) => ` --without '${w}'`).join('')}`);
+  out.push(`replay: npm run chaos -- --seed ${o.seed} --faults ${o.faults} --nodes ${o.nodes} --gap ${o.gapMs.join(',')}${o.docker ? '' : ' --no-docker'}${(o.without ?? []).map((w) => ` --without '${w}'`).join('')}`);
   return out;
 }
 
