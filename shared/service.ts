@@ -10,7 +10,27 @@ export interface Service {
   stop(): Promise<void>;
 }
 
+/**
+ * A broker operation left unawaited when its channel or connection went (amqplib rejects
+ * every pending call then) is not a reason to die: the connection is made again anyway. A
+ * service that crashed on one was seen in the chaos suite ("Channel ended, no reply will be
+ * forthcoming", an aggregator exiting 1 during a broker restart). Anything else still ends
+ * the process loudly.
+ */
+export function survivesClosedChannels(log: Logger): void {
+  process.on('unhandledRejection', (err) => {
+    const message = err instanceof Error ? err.message : String(err);
+    if (/^(Channel ended, no reply will be forthcoming|Channel closed|Connection closed)/.test(message)) {
+      log.warn({ err }, 'a broker call failed as its channel closed (the connection is made again)');
+      return;
+    }
+    log.fatal({ err }, 'unhandled rejection; stopping');
+    process.exit(1);
+  });
+}
+
 export async function runService<S extends Service>(log: Logger, service: S): Promise<S> {
+  survivesClosedChannels(log);
   try {
     await service.start();
   } catch (err) {

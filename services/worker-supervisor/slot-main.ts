@@ -5,6 +5,7 @@
  * test process and exits at once: its unacked job is redelivered to a live worker.
  */
 import { createLogger } from '../../shared/log.js';
+import { survivesClosedChannels } from '../../shared/service.js';
 import { LocalDriver } from './drivers/local.js';
 import { NoopDriver } from './drivers/noop.js';
 import type { WorkerDriver } from './drivers/driver.js';
@@ -17,6 +18,7 @@ if (!config) {
   process.exit(2);
 }
 const log = createLogger('worker-slot').child({ worker: config.workerId });
+survivesClosedChannels(log);
 /**
  * State to the supervisor. 'idle' waits a moment: a slot that takes its next job at once
  * (a queue full of specs) tells only 'busy', one IPC message per spec instead of two. The
