@@ -41,6 +41,8 @@ export class RunLedger {
   /** Each test's final status so far (kept as results come, so progress is O(1)). */
   private readonly standing = new Map<string, FinalStatus>();
   private readonly everFailed = new Set<string>();
+  /** A failure that came after the same round's pass of the test (kept apart: the pass stands). */
+  private readonly failedToo = new Map<string, TestResult & { worker: string }>();
   private readonly counts: Record<FinalStatus, number> = { passed: 0, failed: 0, flaky: 0, pending: 0 };
 
   constructor(readonly run: AcceptedRun) {}
@@ -78,10 +80,17 @@ export class RunLedger {
     for (const res of results) {
       // Exactly one result per test per round: the first. A redelivered spec's second run,
       // or a split batch's overlap, adds nothing.
-      if (!r.results.has(res.testId)) {
+      const kept = r.results.get(res.testId);
+      if (!kept) {
         r.results.set(res.testId, { ...res, worker });
         r.waiting.delete(res.testId);
         this.stand(res.testId, res.status);
+      } else if (kept.status === 'passed' && res.status === 'failed' && !this.failedToo.has(res.testId)) {
+        // ... but a failure that comes second is still a failure the test had: a dead
+        // worker's salvaged attempt can arrive after its re-run passed. Flaky, not passed.
+        this.failedToo.set(res.testId, { ...res, worker });
+        this.everFailed.add(res.testId);
+        this.stand(res.testId, 'passed');
       }
     }
     return this.maybeComplete(now);
@@ -152,7 +161,8 @@ export class RunLedger {
     const tests = this.rounds.get(1)?.tests ?? [];
     const rounds = [...this.rounds.keys()].sort((a, b) => a - b).map((n) => this.rounds.get(n)!.results);
     return tests.map((t) => {
-      const attempts = rounds.flatMap((results) => results.get(t.id) ?? []);
+      const other = this.failedToo.get(t.id);
+      const attempts = [...(other ? [other] : []), ...rounds.flatMap((results) => results.get(t.id) ?? [])];
       const last = attempts[attempts.length - 1];
       const statuses = attempts.map((a) => a.status as TestStatus);
       let status: FinalStatus = last ? last.status : 'failed';

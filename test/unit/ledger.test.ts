@@ -103,3 +103,17 @@ test('a deadline after a re-run was decided but before it was planned fails only
   assert.equal(report.tests[1]!.message, DROPPED_MESSAGE);
   assert.deepEqual(report.totals, { total: 2, passed: 1, failed: 1, flaky: 0, pending: 0 });
 });
+
+test("a failure that comes after the same round's pass still makes the test flaky (a dead worker's salvaged attempt, late)", () => {
+  const l = new RunLedger(run({ rerunThreshold: 0.5 }));
+  const ts = tests(2);
+  l.onPlanned(1, ts, undefined, 0);
+  l.onResults(1, 'w2', [res(ts[0]!, 'passed')], 1);
+  l.onResults(1, 'w1', [res(ts[0]!, 'failed', 'first attempt')], 2);
+  const effects = l.onResults(1, 'w2', [res(ts[1]!, 'passed')], 3);
+  const report = effects[0]!.kind === 'report' ? effects[0]!.report : assert.fail('expected the report');
+  assert.equal(report.tests[0]!.status, 'flaky');
+  assert.equal(report.tests[0]!.message, 'first attempt');
+  assert.deepEqual(report.tests[0]!.attempts, ['failed', 'passed']);
+  assert.equal(report.totals.flaky, 1);
+});
