@@ -33,7 +33,10 @@ test('a whole run of the mocha fixture: every kind of test ends with the right s
   assert.match(t.get('test/failing.test.js :: Failing throws an error')!.message!, /^Error: boom from failing.test/);
   assert.equal(t.get('test/failing.test.js :: Failing passes before the failures')!.status, 'passed');
   assert.equal(report.tests.filter((x) => x.file === 'test/pending.test.js' && x.status === 'pending').length, 3);
-  assert.equal(t.get('test/flaky.test.js :: Flaky fails the first time only')!.status, 'flaky');
+  // (seen `passed` in 2 of 5 fresh-clone CI runs, cause not found yet: the run's own log and
+  // the attempts say where the first, failing attempt went)
+  const flaky = t.get('test/flaky.test.js :: Flaky fails the first time only')!;
+  assert.equal(flaky.status, 'flaky', `attempts ${flaky.attempts.join(',')} on ${flaky.worker}\n${res.stderr}`);
   assert.equal(t.get('test/hanging.test.js :: Hanging hangs forever')!.message, 'timed out after 4 s');
   assert.equal(t.get('test/hanging.test.js :: Hanging passes quickly')!.status, 'passed');
   assert.match(t.get('test/broken.test.js')!.message!, /broken.test.js fails to load/);
