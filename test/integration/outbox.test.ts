@@ -100,17 +100,8 @@ test('an aggregator whose journal stream is deleted stops loudly and leaves the 
 });
 
 test('many results at once: the report still goes out (no effect left behind in the outbox)', async () => {
-  const log = createLogger('test', 'silent');
-  const url = vhost.url;
-  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), log });
-  const broker = new Broker({ url, name: 'test', log });
-  await Promise.all([aggregator.start(), broker.start()]);
+  const { aggregator, broker, reports } = await aggregatorWithReports('burst', 'test.burst');
   try {
-    const reports: RunReport[] = [];
-    await broker.watch(EXCHANGES.reports, reportKey('burst', 'report'), 'test.burst', async (d) => {
-      reports.push(JSON.parse(d.body.toString()));
-      d.ack();
-    });
     const req = RunRequest.parse({ type: 'run.request', runId: 'burst', adapter: 'command', cwd: '/tmp', command: { discover: 'true', run: 'true' } });
     const run = { ...req, runId: 'burst', id: 'burst', acceptedAt: Date.now(), deadline: Date.now() + 600_000 };
     const tests = Array.from({ length: 300 }, (_, i) => ({ id: `t${i}`, file: '', name: `t${i}` }));
@@ -131,18 +122,9 @@ test("a plan that comes while its run's acceptance is still being journaled is n
   // Found by the chaos suite: a cached discovery is fast enough for round.planned to reach
   // the aggregator while it still journals run.accepted; the plan was dead-lettered and the
   // run waited for its deadline.
-  const log = createLogger('test', 'silent');
-  const url = vhost.url;
-  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), log });
-  const broker = new Broker({ url, name: 'test', log });
-  await Promise.all([aggregator.start(), broker.start()]);
+  const { url, aggregator, broker, reports } = await aggregatorWithReports('#', 'test.quick');
   try {
     await aggregator.whenActive();
-    const reports: RunReport[] = [];
-    await broker.watch(EXCHANGES.reports, reportKey('#', 'report'), 'test.quick', async (d) => {
-      reports.push(JSON.parse(d.body.toString()));
-      d.ack();
-    });
     for (let n = 0; n < 5; n++) {
       const runId = `quick-${n}`;
       const req = RunRequest.parse({ type: 'run.request', runId, adapter: 'command', cwd: '/tmp', command: { discover: 'true', run: 'true' } });
@@ -165,3 +147,18 @@ test("a plan that comes while its run's acceptance is still being journaled is n
     await Promise.all([aggregator.stop(), broker.close()]);
   }
 });
+
+/** An aggregator on the test's vhost, and a client collecting the reports of `runId` ('#': all). */
+async function aggregatorWithReports(runId: string, queue: string) {
+  const log = createLogger('test', 'silent');
+  const url = vhost.url;
+  const aggregator = new Aggregator({ brokerUrl: url, reportDir: tmpDir(), log });
+  const broker = new Broker({ url, name: 'test', log });
+  await Promise.all([aggregator.start(), broker.start()]);
+  const reports: RunReport[] = [];
+  await broker.watch(EXCHANGES.reports, reportKey(runId, 'report'), queue, async (d) => {
+    reports.push(JSON.parse(d.body.toString()));
+    d.ack();
+  });
+  return { url, aggregator, broker, reports };
+}
