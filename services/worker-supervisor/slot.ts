@@ -75,6 +75,9 @@ export type SlotActivity =
       running?: { round: number; tests: TestRef[]; events: string };
     };
 
+/** In the slot's directory while a batch runs: what it runs (read by the supervisor if the slot dies). */
+export const RUNNING_FILE = 'running.json';
+
 /** A job that broke its worker's environment this often, or on this many hosts, fails. */
 const INFRA_FAILURE_LIMIT = 10;
 const INFRA_HOST_LIMIT = 3;
@@ -310,6 +313,7 @@ export class Slot {
     const adapter = adapterFor(job.suite.adapter);
     const files = this.files();
     const outcome = await this.runBatch(job, adapter, files);
+    fs.rmSync(path.join(this.opts.dir, RUNNING_FILE), { force: true });
     if (this.abandoned) {
       // not acked: the broker gives the spec to another worker when this slot's channel closes
       log.info('killed by the end of a drain; the spec goes back to the queue');
@@ -349,10 +353,13 @@ export class Slot {
     const budget = adapter.results === 'events' ? job.suite.testTimeoutSec : job.suite.testTimeoutSec * job.tests.length;
     const batch: Batch = {
       tests: job.tests, events: files.events, timeoutSec: budget, perTest: true, watchEvents: adapter.results === 'events',
-      onStarted: (pgid) => this.opts.onState?.({
-        state: 'busy', runId: job.runId, specId: job.id, pgid,
-        running: { round: job.round, tests: job.tests, events: files.events },
-      }),
+      onStarted: (pgid) => {
+        const running = { round: job.round, tests: job.tests, events: files.events };
+        // also on disk, synchronously: a test that kills this slot at once can beat the IPC
+        // message below, and the supervisor would not know what to salvage
+        fs.writeFileSync(path.join(this.opts.dir, RUNNING_FILE), JSON.stringify({ runId: job.runId, specId: job.id, running }));
+        this.opts.onState?.({ state: 'busy', runId: job.runId, specId: job.id, pgid, running });
+      },
       onEventsRead: (offset) => this.opts.onEventsRead?.(offset),
     };
     const warm = this.warmArgv(job.suite, adapter);

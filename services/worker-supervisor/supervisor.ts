@@ -17,7 +17,7 @@ import type { Lifecycle } from '../../shared/lifecycle.js';
 import { RunFinished, SCHEMA_VERSION, parseMessage, type Heartbeat, type SpecResult, type SuiteConfig, type TestRef } from '../../shared/messages.js';
 import { EXCHANGES, FINISHED_BINDING, ROUTING } from '../../shared/topology.js';
 import { finishedResults, parseEvents } from './resolve.js';
-import type { SlotActivity } from './slot.js';
+import { RUNNING_FILE, type SlotActivity } from './slot.js';
 import type { SupervisorConfig } from './config.js';
 import { assetsDir } from './adapters/adapter.js';
 import { LABELS, removeContainers } from './drivers/docker.js';
@@ -342,6 +342,10 @@ export class Supervisor {
     handle.child = undefined;
     if (last.state === 'busy' && last.running) {
       void this.salvage(`${this.id}/${handle.index}`, last.runId, last.specId, last.running, handle.eventsRead);
+    } else {
+      // killed before its 'busy' message reached us: the slot wrote what it ran to disk
+      const onDisk = readRunning(path.join(this.dir, `slot-${handle.index}`, RUNNING_FILE));
+      if (onDisk) void this.salvage(`${this.id}/${handle.index}`, onDisk.runId, onDisk.specId, onDisk.running, 0);
     }
     if (this.state !== 'running' || this.drained) {
       handle.activity = { state: 'stopped' };
@@ -412,6 +416,14 @@ export class Supervisor {
     } catch (err) {
       this.opts.log.debug({ err }, 'heartbeat not sent');
     }
+  }
+}
+
+function readRunning(file: string): { runId: string; specId: string; running: { round: number; tests: TestRef[]; events: string } } | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch {
+    return undefined; // no batch was running
   }
 }
 
