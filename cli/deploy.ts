@@ -18,7 +18,8 @@ import { Broker } from '../shared/broker.js';
 import { UsageError, errorMessage } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import { Heartbeat, parseMessage } from '../shared/messages.js';
-import { EXCHANGES, QUEUES } from '../shared/topology.js';
+import { EXCHANGES, QUEUES, specQueue } from '../shared/topology.js';
+import { waitingSpecs } from './status.js';
 
 const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'letters, digits, "_", "." or "-"');
 
@@ -125,7 +126,7 @@ function envFile(matrix: Matrix, host: Host): string {
     WARREN_BROKER_URL: matrix.broker,
     WARREN_WORKERS: String(host.workers),
     WARREN_SUPERVISOR_ID: host.name,
-    WARREN_LABELS: Object.entries(host.labels).map(([k, v]) => `${k}=${v}`).join(','),
+    WARREN_LABELS: Object.entries(host.labels).map(([k, v]) => (v ? `${k}=${v}` : k)).join(','),
     WARREN_MEMORY: host.memory,
     WARREN_CPUS: host.cpus === undefined ? undefined : String(host.cpus),
     WARREN_NETWORK: host.network,
@@ -188,13 +189,13 @@ export async function hosts(opts: HostsOptions): Promise<Heartbeat[]> {
     if (hb.ok) seen.set(hb.value.supervisor, hb.value);
   }, { kind: 'transient' });
   await new Promise((r) => setTimeout(r, opts.listenMs));
-  const { messageCount, consumerCount } = await opts.broker.checkQueue(QUEUES.specs);
+  const waiting = await waitingSpecs(opts.broker);
   const rows = [...seen.values()].sort((a, b) => a.supervisor.localeCompare(b.supervisor));
   opts.out(`${'supervisor'.padEnd(20)} ${'host'.padEnd(16)} ${'driver'.padEnd(7)} ${'state'.padEnd(9)} workers  busy  runs / labels`);
   for (const hb of rows) {
     const busy = hb.slots.filter((s) => s.state === 'busy');
     const runs = [...new Set(busy.map((s) => s.runId).filter(Boolean))];
-    const labels = Object.entries(hb.labels).map(([k, v]) => `${k}=${v}`);
+    const labels = Object.entries(hb.labels).map(([k, v]) => (v ? `${k}=${v}` : k));
     const state = hb.drained && hb.state === 'running' ? 'drained' : hb.state;
     opts.out(
       `${hb.supervisor.padEnd(20)} ${hb.host.padEnd(16)} ${hb.driver.padEnd(7)} ${state.padEnd(9)} ${String(hb.slots.length).padStart(7)} ${String(busy.length).padStart(5)}  ${[...runs, ...labels].join(' ') || '-'}`,
@@ -204,7 +205,8 @@ export async function hosts(opts: HostsOptions): Promise<Heartbeat[]> {
   for (const h of opts.matrix?.hosts ?? []) {
     if (!seen.has(h.name)) opts.out(`${h.name.padEnd(20)} ${h.address.padEnd(16)} no heartbeat in ${Math.round(opts.listenMs / 1000)} s (down, or not deployed)`);
   }
-  opts.out(`queue ${QUEUES.specs}: ${messageCount} waiting, ${consumerCount} worker slots consuming`);
+  const slots = rows.filter((hb) => hb.state === 'running' && !hb.drained).reduce((n, hb) => n + hb.slots.filter((x) => x.state !== 'stopped').length, 0);
+  opts.out(`work queues: ${waiting.total} specs waiting${waiting.total ? ` (${waiting.byShard.map(([n, c]) => `${specQueue(n)}: ${c}`).join(', ')})` : ''}, ${slots} worker slots live`);
   return rows;
 }
 
@@ -213,8 +215,9 @@ export async function health(url: string, log: Logger): Promise<string> {
   const broker = new Broker({ url, name: 'warren health', log, connectAttempts: 1 });
   await broker.start();
   try {
-    const q = await broker.checkQueue(QUEUES.specs);
-    return `ok: ${q.messageCount} specs waiting, ${q.consumerCount} worker slots`;
+    const waiting = await waitingSpecs(broker);
+    const q = await broker.checkQueue(QUEUES.dispatcher);
+    return `ok: ${waiting.total} specs waiting, ${q.consumerCount} dispatcher${q.consumerCount === 1 ? '' : 's'} consuming`;
   } finally {
     await broker.close();
   }

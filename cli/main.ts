@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { Broker } from '../shared/broker.js';
-import { brokerUrl, positiveNumber } from '../shared/config.js';
+import { brokerUrl, positiveInt, positiveNumber } from '../shared/config.js';
 import { UsageError, errorMessage } from '../shared/errors.js';
 import { createLogger } from '../shared/log.js';
 import { ADAPTERS } from '../shared/messages.js';
@@ -58,8 +58,75 @@ export function program(): Command {
     .option('--memory <size>', 'with --local --driver docker: memory limit per worker container, e.g. 512m')
     .option('--isolation <level>', 'with --local --driver docker: slot (a container per worker) or spec (a fresh one per spec)')
     .option('--network <mode>', 'with --local --driver docker: none or host')
+    .option('--labels <list>', 'only supervisors with all these labels run it, e.g. ruby,gpu or os=linux')
+    .option('--max-failures <n>', 'stop the run after n failed tests (counted once no re-run can save them); the rest are reported not run')
+    .option('--fail-fast', 'count failures as they come, not after the re-run decision (alone: stop at the first)')
+    .option('--setup-command <cmd>', 'run once per worker before its first test of the run (TEST_ENV_NUMBER, WARREN_WORKER_INDEX set), e.g. create its database')
+    .option('--teardown-command <cmd>', 'run once per worker when it leaves the run')
     .action(async (flags: RunFlags) => {
       process.exitCode = await run(flags);
+    });
+
+  cmd
+    .command('follow')
+    .description('follow a run started elsewhere to its report (exit code as warren run)')
+    .argument('<run-id>')
+    .option('--broker <url>', 'RabbitMQ URL (default: $WARREN_BROKER_URL, then amqp://localhost)')
+    .option('--report-dir <dir>', 'where to write report.json, junit.xml, summary.md', 'warren-report')
+    .option('--timeout <sec>', 'give up after this long', String(7 * 24 * 3600))
+    .action(async (id: string, o: { broker?: string; reportDir: string; timeout: string }) => {
+      const [{ follow }, { runIdArgument }, { writeReportFiles }, path] = await Promise.all([
+        import('./follow.js'), import('./cancel.js'), import('../shared/report.js'), import('node:path'),
+      ]);
+      const runId = runIdArgument(id);
+      await withBroker(o.broker, `warren follow ${runId}`, async (broker) => {
+        process.exitCode = await follow({
+          broker, runId, timeoutMs: positiveNumber('--timeout', o.timeout) * 1000, reportDir: o.reportDir,
+          writeReport: (dir, r) => writeReportFiles(path.resolve(dir), r),
+        });
+      });
+    });
+
+  cmd
+    .command('cancel')
+    .description('cancel a run: its waiting specs are dropped, its running tests stopped on every host')
+    .argument('<run-id>')
+    .option('--broker <url>', 'RabbitMQ URL (default: $WARREN_BROKER_URL, then amqp://localhost)')
+    .option('--wait <sec>', 'how long to wait for the report of the cancelled run', '30')
+    .action(async (id: string, o: { broker?: string; wait: string }) => {
+      const { cancel, runIdArgument } = await import('./cancel.js');
+      const runId = runIdArgument(id);
+      await withBroker(o.broker, `warren cancel ${runId}`, async (broker) => {
+        process.exitCode = await cancel({ broker, runId, waitMs: positiveNumber('--wait', o.wait) * 1000, out: (l) => process.stdout.write(`${l}\n`) });
+      });
+    });
+
+  cmd
+    .command('status')
+    .description('runs in progress (who, done/total, failures, workers, ETA), work waiting, supervisors per host')
+    .option('--broker <url>', 'RabbitMQ URL (default: $WARREN_BROKER_URL, then amqp://localhost)')
+    .option('--listen <sec>', 'how long to listen for the state and the heartbeats', '3')
+    .action(async (o: { broker?: string; listen: string }) => {
+      const { status } = await import('./status.js');
+      await withBroker(o.broker, 'warren status', async (broker) => {
+        await status({ broker, listenMs: positiveNumber('--listen', o.listen) * 1000, out: (l) => process.stdout.write(`${l}\n`) });
+        process.exitCode = 0;
+      });
+    });
+
+  cmd
+    .command('runs')
+    .description('recent runs and how they ended (from the runs log on the broker)')
+    .option('--broker <url>', 'RabbitMQ URL (default: $WARREN_BROKER_URL, then amqp://localhost)')
+    .option('--since <hours>', 'look back this many hours (at most a week)', '24')
+    .option('--limit <n>', 'show at most this many, the latest', '20')
+    .action(async (o: { broker?: string; since: string; limit: string }) => {
+      const { runs } = await import('./status.js');
+      const hours = Math.min(positiveNumber('--since', o.since), 7 * 24);
+      await withBroker(o.broker, 'warren runs', async (broker) => {
+        await runs({ broker, sinceMs: hours * 3600_000, limit: positiveInt('--limit', o.limit), out: (l) => process.stdout.write(`${l}\n`) });
+        process.exitCode = 0;
+      });
     });
 
   cmd
@@ -92,8 +159,11 @@ export function program(): Command {
     .option('--mount-suite', 'docker: mount the suite directory of each run into the containers')
     .option('--cache-dir <dir>', "caches that outlive runs: the frameworks' own per slot and suite, discovery ($WARREN_SUPERVISOR_CACHE_DIR, default ~/.cache/warren)")
     .option('--runner-max-memory <size>', 'retire a warm runner above this resident size after a batch, e.g. 2g ($WARREN_RUNNER_MAX_MEMORY)')
+    .option('--labels <list>', 'what this host offers, e.g. ruby,chrome or os=linux: runs that require labels go only to supervisors with them all ($WARREN_LABELS)')
     .action(async (o: Record<string, string | boolean | undefined>) => {
+      const { parseLabels } = await import('../services/worker-supervisor/config.js');
       await startSupervisor({
+        labels: o.labels === undefined ? undefined : parseLabels(o.labels as string),
         broker: o.broker as string | undefined,
         config: o.config as string | undefined,
         workers: o.workers as string | undefined,
@@ -176,6 +246,17 @@ export function program(): Command {
       process.exitCode = 0;
     });
   return cmd;
+}
+
+/** A CLI connection to the broker for one command (bounded attempts), closed after it. */
+async function withBroker(url: string | undefined, name: string, fn: (broker: Broker) => Promise<void>): Promise<void> {
+  const broker = new Broker({ url: brokerUrl(url), name, log: createLogger('cli', process.env.WARREN_LOG_LEVEL ?? 'error'), connectAttempts: 3 });
+  await broker.start();
+  try {
+    await fn(broker);
+  } finally {
+    await Promise.race([broker.close(), new Promise((r) => setTimeout(r, 5000))]);
+  }
 }
 
 export async function main(argv: string[]): Promise<void> {

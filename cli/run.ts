@@ -3,20 +3,24 @@
  * progress line) to its report, writes the report files and prints the summary; with
  * `--local` it first starts a dispatcher, an aggregator and a supervisor of its own.
  *
+ * Ctrl-C cancels the run (its report says what had finished; exit 130); a second Ctrl-C
+ * only detaches (the run goes on ending; `warren follow RUN_ID` picks it up again).
+ *
  * Exit codes: 0 all tests passed (flaky included), 1 some failed, 2 usage or infrastructure
- * error (bad flag, missing suite directory, unreachable broker, no report in time).
+ * error (bad flag, missing suite directory, unreachable broker, no report in time), 130
+ * cancelled.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { Broker } from '../shared/broker.js';
+import { Broker, redact } from '../shared/broker.js';
 import { brokerUrl, fraction, positiveInt, positiveNumber } from '../shared/config.js';
 import { UsageError, errorMessage } from '../shared/errors.js';
 import { createLogger } from '../shared/log.js';
 import {
-  ADAPTERS, ReportMessage, RunRequest, parseMessage, runRequestProblem,
-  type AdapterName, type RunProgress, type RunReport,
+  ADAPTERS, RunRequest, SCHEMA_VERSION, runRequestProblem,
+  type AdapterName, type RunCancel, type RunFinished,
 } from '../shared/messages.js';
 import { writeReportFiles } from '../shared/report.js';
 import { EXCHANGES, ROUTING } from '../shared/topology.js';
@@ -25,8 +29,9 @@ import { Aggregator } from '../services/aggregator/aggregator.js';
 import { Supervisor, defaultCacheRoot } from '../services/worker-supervisor/supervisor.js';
 import { loadSupervisorConfig, type SupervisorConfigInput } from '../services/worker-supervisor/config.js';
 import { detectAdapter } from './detect.js';
+import { EXIT, ProgressView, endLine, followRun, printSummary, whoAmI } from './follow.js';
 
-export const EXIT = { passed: 0, failed: 1, error: 2 } as const;
+export { EXIT } from './follow.js';
 
 export interface RunFlags {
   adapter?: string;
@@ -54,6 +59,11 @@ export interface RunFlags {
   isolation?: string;
   network?: string;
   freshProcess?: boolean;
+  labels?: string;
+  maxFailures?: string;
+  failFast?: boolean;
+  setupCommand?: string;
+  teardownCommand?: string;
 }
 
 function buildRequest(flags: RunFlags): RunRequest {
@@ -96,6 +106,12 @@ function buildRequest(flags: RunFlags): RunRequest {
     image: flags.image,
     freshProcess: flags.freshProcess ?? false,
     only: flags.onlyFailuresFrom ? failuresFrom(flags.onlyFailuresFrom) : undefined,
+    labels: flags.labels ? flags.labels.split(',').map((l) => l.trim()).filter(Boolean) : [],
+    maxFailures: flags.maxFailures !== undefined ? positiveInt('--max-failures', flags.maxFailures) : undefined,
+    failFast: flags.failFast ?? false,
+    setupCommand: flags.setupCommand,
+    teardownCommand: flags.teardownCommand,
+    startedBy: whoAmI(),
   };
   const durations = loadDurations(flags);
   const parsed = RunRequest.safeParse({ ...input, durations });
@@ -146,74 +162,13 @@ function loadDurations(flags: RunFlags): Record<string, number> | undefined {
   }
 }
 
-/** A progress line on a terminal (rewritten in place), or a line now and then in a log. */
-class ProgressView {
-  private lastPrinted = 0;
-  private width = 0;
-  private toldDiscovery = false;
-  private readonly since = Date.now();
-  constructor(private readonly out: NodeJS.WriteStream) {}
-  /** Discovery is under way: say so, the terminal is not frozen. */
-  discovering(): void {
-    this.out.write('warren: discovering tests...\n');
-  }
-  show(p: RunProgress): void {
-    if (p.discovery && !this.toldDiscovery) {
-      this.toldDiscovery = true;
-      const how = p.discovery.cached ? "from the worker's discovery cache: the suite is unchanged" : `discovered in ${((Date.now() - this.since) / 1000).toFixed(1)} s`;
-      const known = p.discovery.known ? `, ${p.discovery.known} with known durations (longest first)` : '';
-      this.out.write(`warren: ${p.discovery.found} tests found (${how}), ${p.total} to run${known}\n`);
-    }
-    const eta = p.etaSec === null ? '' : `  ETA ${formatDuration(p.etaSec)}`;
-    const line = `round ${p.round}  ${p.done}/${p.total} done  ${p.passed} passed  ${p.failed} failed  ${p.flaky} flaky  ${p.activeWorkers} workers active${eta}`;
-    if (this.out.isTTY) {
-      this.out.write(`\r${line.padEnd(this.width)}`);
-      this.width = line.length;
-    } else if (Date.now() - this.lastPrinted > 5000 || p.done === p.total) {
-      this.out.write(`${line}\n`);
-      this.lastPrinted = Date.now();
-    }
-  }
-  end(): void {
-    if (this.out.isTTY && this.width) this.out.write('\n');
-    this.width = 0;
-  }
-}
-
-function formatDuration(sec: number): string {
-  if (sec < 60) return `${Math.round(sec)}s`;
-  return `${Math.floor(sec / 60)}m${String(Math.round(sec % 60)).padStart(2, '0')}s`;
-}
-
-function printSummary(report: RunReport, files: string[]): void {
-  const t = report.totals;
-  const secs = ((report.finishedAt - report.startedAt) / 1000).toFixed(1);
-  const lines: string[] = [];
-  lines.push(
-    `warren: run ${report.runId} ${report.status === 'error' ? 'could not run' : report.status}: ${t.total} tests, ${t.passed} passed, ${t.failed} failed, ${t.flaky} flaky, ${t.pending} pending (${report.rounds} round${report.rounds === 1 ? '' : 's'}, ${secs} s)`,
-  );
-  if (report.error) lines.push(`  error: ${report.error}`);
-  const failed = report.tests.filter((x) => x.status === 'failed');
-  if (failed.length) {
-    lines.push('', 'Failed:');
-    for (const x of failed) lines.push(`  ✗ ${x.name}  (${x.id})`, `      ${(x.message ?? '').split('\n')[0]}`);
-  }
-  const flaky = report.tests.filter((x) => x.status === 'flaky');
-  if (flaky.length) {
-    lines.push('', 'Flaky (failed, then passed):');
-    for (const x of flaky) lines.push(`  ~ ${x.name}  (${x.id})  attempts: ${x.attempts.join(' → ')}`);
-  }
-  lines.push('', `Reports: ${files.join(', ')}`);
-  process.stdout.write(lines.join('\n') + '\n');
-}
-
 interface LocalServices {
   /** Until the run's durations are in the local history (bounded). */
   recorded(runId: string): Promise<void>;
   stop(): Promise<void>;
 }
 
-async function startLocal(url: string, workers: number, flags: RunFlags): Promise<LocalServices> {
+async function startLocal(url: string, namespace: string, workers: number, flags: RunFlags): Promise<LocalServices> {
   // The person at the terminal reads the progress line and the summary (which says what
   // crashed or timed out); services and their slots log only errors unless
   // WARREN_LOG_LEVEL says otherwise.
@@ -221,9 +176,9 @@ async function startLocal(url: string, workers: number, flags: RunFlags): Promis
   const level = process.env.WARREN_LOG_LEVEL;
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-local-'));
   // the history outlives the run's temporary directory: the next run is balanced by it
-  const dispatcher = new Dispatcher({ brokerUrl: url, log: createLogger('dispatcher', level), historyFile: path.join(defaultCacheRoot(), 'history.sqlite') });
+  const dispatcher = new Dispatcher({ brokerUrl: url, namespace, log: createLogger('dispatcher', level), historyFile: path.join(defaultCacheRoot(), 'history.sqlite') });
   const aggregator = new Aggregator({
-    brokerUrl: url, reportDir: path.join(stateDir, 'reports'),
+    brokerUrl: url, namespace, reportDir: path.join(stateDir, 'reports'),
     log: createLogger('aggregator', level),
     onFatal: (err) => {
       process.stderr.write(`warren: the local aggregator stopped: ${err.message}\n`);
@@ -236,7 +191,7 @@ async function startLocal(url: string, workers: number, flags: RunFlags): Promis
     docker: { mountSuite: true, image: flags.image, memory: flags.memory, isolation: flags.isolation as 'slot' | 'spec' | undefined, network: flags.network as 'none' | 'host' | undefined },
   });
   const supervisor = new Supervisor({
-    brokerUrl: url, workers, graceMs: 2000, log: createLogger('worker-supervisor', level), dir: path.join(stateDir, 'slots'),
+    brokerUrl: url, namespace, workers, graceMs: 2000, log: createLogger('worker-supervisor', level), dir: path.join(stateDir, 'slots'),
     driver: config.driver, docker: config.docker,
   });
   await Promise.all([dispatcher.start(), aggregator.start(), supervisor.start()]);
@@ -271,39 +226,61 @@ export async function run(flags: RunFlags): Promise<number> {
   if (flags.workers !== undefined && !flags.local) throw new UsageError('--workers: only with --local (remote supervisors have their own --workers)');
   if (flags.driver !== undefined && !flags.local) throw new UsageError('--driver: only with --local (remote supervisors have their own --driver)');
   const log = createLogger('cli', process.env.WARREN_LOG_LEVEL ?? 'warn');
-  const broker = new Broker({ url, name: `warren cli ${runId}`, log, connectAttempts: 3 });
+  // --local: a private Warren on the broker, under a namespace of its own: it takes no other
+  // run's work and no other services take its own (shared/broker.ts, namespaced)
+  const namespace = flags.local ? `local-${randomBytes(4).toString('hex')}` : undefined;
+  const broker = new Broker({ url, name: `warren cli ${runId}`, log, connectAttempts: 3, namespace });
   await broker.start();
   let local: LocalServices | undefined;
+  let onInterrupt: (() => void) | undefined;
   const progress = new ProgressView(process.stderr);
   try {
-    if (flags.local) local = await startLocal(url, workers, flags);
-    const report = await new Promise<RunReport>((resolve, reject) => {
-      const waitMs = request.runTimeoutSec * 1000 + 120_000;
-      const timer = setTimeout(() => reject(new UsageError(`no report for run ${runId} within ${Math.round(waitMs / 1000)} s: are a dispatcher, an aggregator and a supervisor running on ${url}?`)), waitMs);
-      broker
-        .watch(EXCHANGES.reports, `run.${runId}.*`, `warren.cli.${runId}`, async (d) => {
-          d.ack();
-          const msg = parseMessage(ReportMessage, d.body);
-          if (!msg.ok) return;
-          if (msg.value.type === 'run.progress') progress.show(msg.value);
-          else {
-            clearTimeout(timer);
-            resolve(msg.value);
-          }
-        }, { kind: 'kept' })
-        .then(() => broker.publish(EXCHANGES.runs, ROUTING.runRequest, request))
-        .then(() => process.stderr.write(`warren: run ${runId} published (${request.adapter}, ${request.cwd}${flags.local ? `, ${workers} local workers` : ''}${request.durations ? `, batches balanced by ${Object.keys(request.durations).length} known durations` : ''}${request.freshProcess ? ', a fresh process per batch' : ''})\n`))
-        .then(() => progress.discovering())
-        .catch(reject);
+    if (namespace) local = await startLocal(url, namespace, workers, flags);
+    const following = await followRun(broker, runId, {
+      timeoutMs: request.runTimeoutSec * 1000 + 120_000,
+      onProgress: (p) => progress.show(p),
+      timeoutMessage: () => `no report for run ${runId} within ${request.runTimeoutSec + 120} s: are a dispatcher, an aggregator and a supervisor running on ${redact(url)}?`,
     });
+    // Ctrl-C: the first cancels the run (and waits for its report), the second detaches
+    let interrupts = 0;
+    let detach!: () => void;
+    const detached = new Promise<'detached'>((r) => (detach = () => r('detached')));
+    onInterrupt = () => {
+      interrupts++;
+      progress.end();
+      if (interrupts > 1) {
+        process.stderr.write(`warren: detached from run ${runId}; it goes on ending without us (\`warren follow ${runId}\` picks it up again)\n`);
+        return detach();
+      }
+      process.stderr.write(`warren: cancelling run ${runId} (Ctrl-C again to detach)\n`);
+      const cancel: RunCancel = { type: 'run.cancel', v: SCHEMA_VERSION, id: `${runId}/cancel`, runId, by: whoAmI() };
+      broker.publish(EXCHANGES.runs, ROUTING.runCancel, cancel).catch((err) => process.stderr.write(`warren: the cancel was not sent: ${errorMessage(err)}\n`));
+    };
+    process.on('SIGINT', onInterrupt);
+    await broker.publish(EXCHANGES.runs, ROUTING.runRequest, request);
+    process.stderr.write(`warren: run ${runId} published (${request.adapter}, ${request.cwd}${flags.local ? `, ${workers} local workers` : ''}${request.durations ? `, batches balanced by ${Object.keys(request.durations).length} known durations` : ''}${request.freshProcess ? ', a fresh process per batch' : ''}${request.labels.length ? `, on supervisors labelled ${request.labels.join(',')}` : ''})\n`);
+    progress.discovering();
+    const outcome = await Promise.race([following.report, detached]);
+    if (outcome === 'detached') return EXIT.cancelled;
+    if (outcome.type === 'run.finished') {
+      process.stdout.write(`${endLine(outcome as RunFinished)}\n`);
+      return EXIT[outcome.status as keyof typeof EXIT] ?? EXIT.error;
+    }
+    const report = outcome;
     progress.end();
     const files = writeReportFiles(path.resolve(flags.reportDir), report);
     printSummary(report, files);
     await local?.recorded(runId);
     return EXIT[report.status];
   } finally {
+    if (onInterrupt) process.off('SIGINT', onInterrupt);
     progress.end();
-    await local?.stop();
+    if (local) {
+      await local.stop();
+      // (a consumer the broker cancels under the deletion would reconnect and declare again)
+      await broker.cancelConsumers().catch(() => undefined);
+      await broker.deleteNamespace().catch((err) => log.warn({ err }, 'could not remove the private queues (they expire within the hour)'));
+    }
     // Bounded: a connection whose socket died under the close handshake never answers, and
     // with nothing else pending Node would end the process with code 13 (an unsettled
     // await) instead of the report's exit code (seen in the chaos suite).

@@ -13,7 +13,7 @@ import type { Logger } from './log.js';
 import { TOPOLOGY } from './topology.js';
 import { Connection, type ConnectionState } from './broker/connection.js';
 import { Publisher, type PublishOptions } from './broker/publisher.js';
-import { Consumers, type ConsumeOptions, type DeliveryHandler, type Subscription } from './broker/consumer.js';
+import { Consumers, type ConsumeOptions, type Delivery, type DeliveryHandler, type Subscription } from './broker/consumer.js';
 
 import { Lease } from './broker/lease.js';
 
@@ -35,25 +35,41 @@ export interface BrokerOptions {
   connectAttempts?: number;
   /** Declare the topology on each connection (default true). */
   declareTopology?: boolean;
+  /**
+   * Every name of the topology under this namespace (`warren.X` → `warren.<ns>.X`): a private
+   * Warren on a shared broker (`warren run --local`), whose services see only each other.
+   */
+  namespace?: string;
 }
+
+/** How a namespace renames the topology's names (anything else is left alone). */
+export function namespaced(ns: string | undefined): (name: string) => string {
+  return (name) => (!ns || !name.startsWith('warren.') ? name : `warren.${ns}.${name.slice('warren.'.length)}`);
+}
+
+/** A namespace's queues go away once unused this long (a private Warren that crashed). */
+const NAMESPACE_EXPIRES_MS = 3600_000;
 
 export class Broker extends EventEmitter {
   private readonly connection: Connection;
   private readonly publisher: Publisher;
   private readonly consumers: Consumers;
+  /** A topology name as this broker client sees it (its namespace). */
+  readonly name: (name: string) => string;
 
   constructor(opts: BrokerOptions) {
     super();
+    this.name = namespaced(opts.namespace);
     this.connection = new Connection(opts);
     this.publisher = new Publisher(this.connection);
-    this.consumers = new Consumers(this.connection, this.publisher);
+    this.consumers = new Consumers(this.connection, this.publisher, this.name);
     // order matters: the topology before anything uses it, the publish channel before the
     // consumers (whose handlers publish)
     if (opts.declareTopology !== false) void this.connection.addSetup(async (conn) => {
       const ch = await conn.createChannel();
       ch.on('error', () => undefined);
       try {
-        await declareTopology(ch);
+        await declareTopology(ch, opts.namespace);
       } finally {
         await ch.close().catch(() => undefined);
       }
@@ -82,12 +98,17 @@ export class Broker extends EventEmitter {
   }
 
   consume(queue: string, handler: DeliveryHandler, opts: ConsumeOptions): Promise<Subscription> {
-    return this.consumers.consume(queue, handler, opts);
+    return this.consumers.consume(this.name(queue), handler, opts);
+  }
+
+  /** One message from `queue`, or null (broker/consumer.ts: Consumers.get). */
+  get(queue: string): Promise<Delivery | null> {
+    return this.consumers.get(this.name(queue));
   }
 
   /** A lease on `queue` (broker/lease.ts), asked for every `pollMs` until held; not started. */
   lease(queue: string, pollMs: number): Lease {
-    return new Lease(this.connection, queue, pollMs);
+    return new Lease(this.connection, this.name(queue), pollMs);
   }
 
   /** Stops delivering new messages to every consumer; in-flight deliveries can still be acked. */
@@ -97,17 +118,17 @@ export class Broker extends EventEmitter {
 
   /** Publishes a JSON message and resolves on the broker's confirm. Survives reconnects. */
   publish(exchange: string, routingKey: string, message: unknown, opts: PublishOptions = {}): Promise<void> {
-    return this.publisher.publish(exchange, routingKey, message, opts);
+    return this.publisher.publish(this.name(exchange), exchange === '' ? this.name(routingKey) : routingKey, message, opts);
   }
 
   publishRaw(exchange: string, routingKey: string, content: Buffer, opts: PublishOptions = {}): Promise<void> {
-    return this.publisher.publishRaw(exchange, routingKey, content, opts);
+    return this.publisher.publishRaw(this.name(exchange), exchange === '' ? this.name(routingKey) : routingKey, content, opts);
   }
 
   /** The message at the head of `queue`, left there (undefined if it is empty). */
   peek(queue: string): Promise<Buffer | undefined> {
     return this.connection.oneOff(async (ch) => {
-      const msg = await ch.get(queue, { noAck: false });
+      const msg = await ch.get(this.name(queue), { noAck: false });
       if (!msg) return undefined;
       ch.nack(msg, false, true);
       return msg.content;
@@ -117,7 +138,7 @@ export class Broker extends EventEmitter {
   /** Message and consumer counts of a queue (passive; does not create it). */
   checkQueue(queue: string): Promise<{ messageCount: number; consumerCount: number }> {
     return this.connection.oneOff(async (ch) => {
-      const q = await ch.checkQueue(queue);
+      const q = await ch.checkQueue(this.name(queue));
       return { messageCount: q.messageCount, consumerCount: q.consumerCount };
     });
   }
@@ -130,11 +151,14 @@ export class Broker extends EventEmitter {
    * - `transient` (heartbeats, notices): an exclusive queue of this connection, declared
    *   again on whichever node we reconnect to; what is published meanwhile is missed.
    */
-  async watch(exchange: string, routingKey: string, queue: string, handler: DeliveryHandler, opts: { kind: 'kept' | 'transient'; expiresMs?: number } = { kind: 'kept' }): Promise<void> {
+  async watch(exchange: string, routingKey: string | string[], queue: string, handler: DeliveryHandler, opts: { kind: 'kept' | 'transient'; expiresMs?: number } = { kind: 'kept' }): Promise<void> {
+    exchange = this.name(exchange);
+    queue = this.name(queue);
+    if (opts.kind === 'kept') this.keptQueues.add(queue);
     const setup = async (ch: Channel) => {
       if (opts.kind === 'kept') await ch.assertQueue(queue, { durable: true, arguments: { 'x-queue-type': 'quorum', 'x-expires': opts.expiresMs ?? 600_000 } });
       else await ch.assertQueue(queue, { durable: false, exclusive: true, autoDelete: true });
-      await ch.bindQueue(queue, exchange, routingKey);
+      for (const key of typeof routingKey === 'string' ? [routingKey] : routingKey) await ch.bindQueue(queue, exchange, key);
     };
     this.queueSetups.push(setup);
     // Declared now on the live connection (each later one declares it as it connects). A
@@ -151,9 +175,19 @@ export class Broker extends EventEmitter {
         await new Promise((r) => setTimeout(r, 200 * attempt));
       }
     }
-    await this.consume(queue, handler, { prefetch: 100 });
+    await this.consumers.consume(queue, handler, { prefetch: 100 });
+  }
+
+  /** Deletes every queue and exchange of this client's namespace (a private Warren's end). */
+  async deleteNamespace(): Promise<void> {
+    await this.connection.oneOff(async (ch) => {
+      for (const q of [...TOPOLOGY.queues.map((x) => this.name(x.name)), ...this.keptQueues]) await ch.deleteQueue(q);
+      for (const e of TOPOLOGY.exchanges) await ch.deleteExchange(this.name(e.name));
+    });
   }
   private readonly queueSetups: Array<(ch: Channel) => Promise<void>> = [];
+  /** The `kept` queues this client declared (a namespace's end removes them too). */
+  private readonly keptQueues = new Set<string>();
 
   async close(): Promise<void> {
     // Each channel before the connection: on RabbitMQ 3.10 an ack to a quorum queue
@@ -163,9 +197,19 @@ export class Broker extends EventEmitter {
   }
 }
 
-/** Declares every exchange, queue and binding of `TOPOLOGY` (idempotent). */
-export async function declareTopology(ch: Channel): Promise<void> {
-  for (const ex of TOPOLOGY.exchanges) await ch.assertExchange(ex.name, ex.type, { durable: ex.durable });
-  for (const q of TOPOLOGY.queues) await ch.assertQueue(q.name, { durable: q.durable, arguments: q.arguments });
-  for (const b of TOPOLOGY.bindings) await ch.bindQueue(b.queue, b.exchange, b.routingKey);
+/** Declares every exchange, queue and binding of `TOPOLOGY` (idempotent), in a namespace if given. */
+export async function declareTopology(ch: Channel, namespace?: string): Promise<void> {
+  const name = namespaced(namespace);
+  for (const ex of TOPOLOGY.exchanges) await ch.assertExchange(name(ex.name), ex.type, { durable: ex.durable });
+  for (const q of TOPOLOGY.queues) {
+    const args: Record<string, string | number> = { ...q.arguments };
+    if (typeof args['x-dead-letter-exchange'] === 'string') args['x-dead-letter-exchange'] = name(args['x-dead-letter-exchange']);
+    // a namespace's queues go once unused (streams cannot expire: they keep an hour)
+    if (namespace) {
+      if (args['x-queue-type'] === 'stream') args['x-max-age'] = '1h';
+      else args['x-expires'] = NAMESPACE_EXPIRES_MS;
+    }
+    await ch.assertQueue(name(q.name), { durable: q.durable, arguments: args });
+  }
+  for (const b of TOPOLOGY.bindings) await ch.bindQueue(name(b.queue), name(b.exchange), b.routingKey);
 }

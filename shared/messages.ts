@@ -27,6 +27,17 @@ const runId = z
   .string()
   .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/, 'runId: letters, digits, "_", "." or "-", at most 100');
 
+/** A supervisor label a run may require: `name` or `name=value`. */
+export const label = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:/-]*(=[A-Za-z0-9_.:/-]*)?$/, 'a label: name or name=value (letters, digits, "_", ".", ":", "/", "-")');
+
+/** Does a supervisor with these labels serve a run that requires `required`? */
+export function labelsMatch(required: readonly string[], has: Record<string, string>): boolean {
+  return required.every((l) => {
+    const eq = l.indexOf('=');
+    return eq < 0 ? l in has : has[l.slice(0, eq)] === l.slice(eq + 1);
+  });
+}
+
 /** A test as discovered: `id` re-runs exactly this test; `name` is its full name. */
 export const TestRef = z.object({
   id: z.string().min(1),
@@ -54,12 +65,23 @@ export const SuiteConfig = z.object({
   /** Every batch in a cold framework process of its own, instead of a slot's warm runner
    * (for suites that leave global state behind that the next batch would see). */
   freshProcess: z.boolean().default(false),
+  /** Once per worker slot before its first spec of the run (a shell command, with
+   * TEST_ENV_NUMBER / WARREN_WORKER_INDEX: e.g. create and load that worker's database); a
+   * failing setup takes the slot out of the run. */
+  setupCommand: z.string().min(1).optional(),
+  /** When the slot leaves the run (the run ended, or the slot stops). */
+  teardownCommand: z.string().min(1).optional(),
+  /** Only supervisors with every one of these labels run it (`gpu`, or `os=linux`). */
+  labels: z.array(label).max(20).default([]),
 });
 export type SuiteConfig = z.infer<typeof SuiteConfig>;
 
 /** The part of a run that travels with its specs (and keys a slot's warm runner). */
 export function suiteOf(run: SuiteConfig): SuiteConfig {
-  return { adapter: run.adapter, cwd: run.cwd, command: run.command, env: run.env, testTimeoutSec: run.testTimeoutSec, image: run.image, freshProcess: run.freshProcess };
+  return {
+    adapter: run.adapter, cwd: run.cwd, command: run.command, env: run.env, testTimeoutSec: run.testTimeoutSec, image: run.image,
+    freshProcess: run.freshProcess, setupCommand: run.setupCommand, teardownCommand: run.teardownCommand, labels: run.labels,
+  };
 }
 
 /**
@@ -90,6 +112,13 @@ export const RunRequest = SuiteConfig.extend({
   /** Known durations in ms by test id (from an earlier report): batches are then sized by
    * time and the longest go first. */
   durations: z.record(z.string(), z.number().min(0)).optional(),
+  /** Stop the run after this many failed tests (counted once no re-run can save them, or at
+   * once with `failFast`): the rest are reported `not_run`. */
+  maxFailures: z.number().int().min(1).optional(),
+  /** Count failures as they come, not after the re-run decision (`--fail-fast` alone: 1). */
+  failFast: z.boolean().default(false),
+  /** Who started it (user@host), for `warren status`. */
+  startedBy: z.string().max(200).optional(),
 });
 export type RunRequest = z.infer<typeof RunRequest>;
 
@@ -116,6 +145,8 @@ export const AcceptedRun = RunRequest.extend({
   id: z.string(),
   acceptedAt: z.number(),
   deadline: z.number(),
+  /** Its work queue (topology SPEC_SHARDS). */
+  shard: z.number().int().min(0).default(0),
 });
 export type AcceptedRun = z.infer<typeof AcceptedRun>;
 
@@ -152,6 +183,8 @@ export const SpecJob = z.object({
   tests: z.array(TestRef).min(1),
   suite: SuiteConfig,
   expiresAt: z.number(),
+  /** The run's work queue, where a re-queued part of this spec goes. */
+  shard: z.number().int().min(0).default(0),
   infra: InfraFailures.optional(),
 });
 export type SpecJob = z.infer<typeof SpecJob>;
@@ -236,10 +269,29 @@ export const SpecResult = z.object({
 });
 export type SpecResult = z.infer<typeof SpecResult>;
 
-export const AggregatorMessage = z.discriminatedUnion('type', [RunAccepted, RoundPlanned, SpecResult]);
+/** To the aggregator (on warren.runs, `run.cancel`): stop this run; what finished is reported. */
+export const RunCancel = z.object({
+  ...envelope,
+  type: z.literal('run.cancel'),
+  /** Who asked (user@host), in the report. */
+  by: z.string().max(200).default('someone'),
+});
+export type RunCancel = z.infer<typeof RunCancel>;
+
+/** To the aggregator: a slot's setup command failed; the slot is out of the run. */
+export const SetupFailed = z.object({
+  ...envelope,
+  type: z.literal('setup.failed'),
+  worker: z.string(),
+  message: z.string(),
+});
+export type SetupFailed = z.infer<typeof SetupFailed>;
+
+export const AggregatorMessage = z.discriminatedUnion('type', [RunAccepted, RoundPlanned, SpecResult, RunCancel, SetupFailed]);
 export type AggregatorMessage = z.infer<typeof AggregatorMessage>;
 
-export const FINAL_STATUSES = ['passed', 'failed', 'flaky', 'pending'] as const;
+/** `not_run`: the run stopped (cancelled, --max-failures) before the test had a result. */
+export const FINAL_STATUSES = ['passed', 'failed', 'flaky', 'pending', 'not_run'] as const;
 export type FinalStatus = (typeof FINAL_STATUSES)[number];
 
 /** The final word on one test. */
@@ -260,9 +312,13 @@ export type ReportTest = z.infer<typeof ReportTest>;
 export const RunReport = z.object({
   ...envelope,
   type: z.literal('run.report'),
-  status: z.enum(['passed', 'failed', 'error']),
+  status: z.enum(['passed', 'failed', 'error', 'cancelled']),
   /** Set when the run could not run at all (discovery failed). */
   error: z.string().optional(),
+  /** Why it stopped before every test ran (cancelled by whom, or after N failures). */
+  stopped: z.string().optional(),
+  /** Slots whose setup command failed (each was taken out of the run). */
+  setupFailures: z.array(z.object({ worker: z.string(), message: z.string() })).optional(),
   adapter: z.string(),
   cwd: z.string(),
   startedAt: z.number(),
@@ -274,6 +330,7 @@ export const RunReport = z.object({
     failed: z.number(),
     flaky: z.number(),
     pending: z.number(),
+    notRun: z.number().default(0),
   }),
   tests: z.array(ReportTest),
   /** What a batch cost beyond its tests' own durations (median over the run's specs, ms):
@@ -302,6 +359,54 @@ export type RunProgress = z.infer<typeof RunProgress>;
 
 export const ReportMessage = z.discriminatedUnion('type', [RunProgress, RunReport]);
 
+/** One run in progress, as the active aggregator sees it. */
+export const RunState = z.object({
+  runId: z.string(),
+  shard: z.number(),
+  labels: z.array(z.string()),
+  startedBy: z.string().optional(),
+  adapter: z.string(),
+  cwd: z.string(),
+  acceptedAt: z.number(),
+  deadline: z.number(),
+  round: z.number(),
+  total: z.number(),
+  done: z.number(),
+  failed: z.number(),
+  flaky: z.number(),
+  etaSec: z.number().nullable(),
+  /** Slots out of the run after their setup failed. */
+  setupFailures: z.number().default(0),
+});
+export type RunState = z.infer<typeof RunState>;
+
+/**
+ * On warren.reports (`runs.state`), every few seconds and when a run opens or ends, from the
+ * active aggregator: what the slots take work for (the shards of the runs in progress, and of
+ * those just ended, whose leftover specs they drop) and what `warren status` shows. Transient.
+ */
+export const RunsState = z.object({
+  type: z.literal('runs.state'),
+  v: z.literal(SCHEMA_VERSION),
+  at: z.number(),
+  runs: z.array(RunState),
+  /** Runs ended lately: slots drop their specs. */
+  finished: z.array(z.object({ runId: z.string(), deadline: z.number(), status: z.string(), finishedAt: z.number() })),
+  /** Shards with runs in progress or ended lately. */
+  shards: z.array(z.number()),
+});
+export type RunsState = z.infer<typeof RunsState>;
+
+/** On warren.reports (`work.wake`): jobs were published to this shard; idle slots look. Transient. */
+export const WorkWake = z.object({
+  type: z.literal('work.wake'),
+  v: z.literal(SCHEMA_VERSION),
+  runId: z.string(),
+  shard: z.number().int().min(0),
+  labels: z.array(z.string()).default([]),
+});
+export type WorkWake = z.infer<typeof WorkWake>;
+
 /** After a run's report, on warren.reports (`run.<id>.finished`): workers drop its remaining
  * specs (redelivered or duplicated ones) and stop any of its tests still running. Transient. */
 export const RunFinished = z.object({
@@ -312,6 +417,14 @@ export const RunFinished = z.object({
   /** The run's deadline: with the id, it names this run (a later run may reuse the id once
    * an aggregator forgot it; its specs carry another deadline). */
   deadline: z.number(),
+  /** What `warren runs` shows (absent when an aggregator tells an end again). */
+  totals: RunReport.shape.totals.optional(),
+  startedAt: z.number().optional(),
+  finishedAt: z.number().optional(),
+  startedBy: z.string().optional(),
+  adapter: z.string().optional(),
+  error: z.string().optional(),
+  stopped: z.string().optional(),
 });
 export type RunFinished = z.infer<typeof RunFinished>;
 export type ReportMessage = z.infer<typeof ReportMessage>;

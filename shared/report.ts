@@ -29,7 +29,7 @@ export function junitXml(report: RunReport): string {
   const out: string[] = ['<?xml version="1.0" encoding="UTF-8"?>'];
   const time = seconds(report.finishedAt - report.startedAt);
   out.push(
-    `<testsuites name="warren ${xml(report.runId)}" tests="${report.totals.total}" failures="${report.totals.failed}" errors="${report.status === 'error' ? 1 : 0}" skipped="${report.totals.pending}" time="${time}">`,
+    `<testsuites name="warren ${xml(report.runId)}" tests="${report.totals.total}" failures="${report.totals.failed}" errors="${report.status === 'error' ? 1 : 0}" skipped="${report.totals.pending + (report.totals.notRun ?? 0)}" time="${time}">`,
   );
   if (report.error) {
     out.push(`  <testsuite name="warren" tests="1" failures="0" errors="1" skipped="0">`);
@@ -38,7 +38,7 @@ export function junitXml(report: RunReport): string {
   }
   for (const [file, tests] of byFile) {
     const failures = tests.filter((t) => t.status === 'failed').length;
-    const skipped = tests.filter((t) => t.status === 'pending').length;
+    const skipped = tests.filter((t) => t.status === 'pending' || t.status === 'not_run').length;
     const t0 = tests.reduce((s, t) => s + t.durationMs, 0);
     out.push(`  <testsuite name="${xml(file)}" tests="${tests.length}" failures="${failures}" errors="0" skipped="${skipped}" time="${seconds(t0)}">`);
     for (const t of tests) {
@@ -48,6 +48,8 @@ export function junitXml(report: RunReport): string {
         out.push(`${open}>${props}<failure message="${xml(t.message ?? 'failed')}">${xml(t.details ?? t.message ?? '')}</failure></testcase>`);
       } else if (t.status === 'pending') {
         out.push(`${open}>${props}<skipped${t.message ? ` message="${xml(t.message)}"` : ''}/></testcase>`);
+      } else if (t.status === 'not_run') {
+        out.push(`${open}>${props}<skipped message="${xml(`not run: ${report.stopped ?? 'the run stopped first'}`)}"/></testcase>`);
       } else if (t.status === 'flaky') {
         out.push(`${open}>${props}<system-out>${xml(`flaky: failed, then passed on a re-run. First failure: ${t.message ?? ''}`)}</system-out></testcase>`);
       } else {
@@ -64,13 +66,15 @@ const md = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 
 export function summaryMarkdown(report: RunReport): string {
   const t = report.totals;
-  const icon = report.status === 'passed' ? '✅' : '❌';
+  const icon = report.status === 'passed' ? '✅' : report.status === 'cancelled' ? '⏹️' : '❌';
   const lines = [
     `## ${icon} Warren: ${report.status === 'error' ? 'run error' : report.status}`,
     '',
-    `**${t.total}** tests: **${t.passed}** passed, **${t.failed}** failed, **${t.flaky}** flaky, **${t.pending}** pending, in ${report.rounds} round${report.rounds === 1 ? '' : 's'} (${((report.finishedAt - report.startedAt) / 1000).toFixed(1)} s).`,
+    `**${t.total}** tests: **${t.passed}** passed, **${t.failed}** failed, **${t.flaky}** flaky, **${t.pending}** pending${t.notRun ? `, **${t.notRun}** not run` : ''}, in ${report.rounds} round${report.rounds === 1 ? '' : 's'} (${((report.finishedAt - report.startedAt) / 1000).toFixed(1)} s).`,
   ];
   if (report.error) lines.push('', `Run error: ${report.error}`);
+  if (report.stopped) lines.push('', `Stopped early: ${report.stopped}.`);
+  for (const f of report.setupFailures ?? []) lines.push('', `Setup failed on ${f.worker} (taken out of the run): ${md(f.message)}`);
   const failed = report.tests.filter((x) => x.status === 'failed');
   if (failed.length) {
     lines.push('', '### Failed', '', '| test | id | message |', '| --- | --- | --- |');

@@ -6,16 +6,21 @@
  *
  * Message flow:
  *   CLI / management UI --run.request--> warren.runs --> warren.dispatcher (dispatcher)
- *   dispatcher --job--> warren.work --> warren.specs (worker slots, prefetch 1)
+ *   dispatcher --job.<n>--> warren.work --> warren.specs.<n> (one shard per run in progress;
+ *     worker slots take one job at a time, round-robin over the shards of the runs they serve)
+ *   dispatcher/slot --work.wake--> warren.reports --> supervisors (a shard has work: idle slots look)
+ *   aggregator --runs.state--> warren.reports --> supervisors, dispatchers, `warren status`
+ *   CLI --run.cancel--> warren.runs --> warren.aggregator
  *   slot --run.discovered--> warren.runs --> warren.dispatcher
  *   dispatcher/slot --round.planned, spec.result--> warren.events --> warren.aggregator
  *   aggregator --round.request--> warren.runs --> warren.dispatcher
  *   aggregator --run.<id>.progress|report--> warren.reports --> (CLI's own exclusive queue)
  *   warren.reports --run.<id>.report--> warren.history (dispatcher: durations for later runs)
- *   warren.specs --(delivery limit)--> warren.dlx --spec.crashed--> warren.crashed (aggregator)
+ *   warren.specs.<n> --(delivery limit)--> warren.dlx --spec.crashed--> warren.crashed (aggregator)
  *   any service --(malformed)--> warren.dlx --> warren.dead-letters (operators)
  *   supervisors --supervisor.heartbeat--> warren.status (fanout, transient)
  *   aggregator (active) --entries--> warren.journal (stream) --> every aggregator (replicas)
+ *   warren.reports --run.<id>.finished--> supervisors (stop its tests), warren.runs.log (stream: `warren runs`)
  */
 
 export const EXCHANGES = {
@@ -29,13 +34,14 @@ export const EXCHANGES = {
 
 export const QUEUES = {
   dispatcher: 'warren.dispatcher',
-  specs: 'warren.specs',
   aggregator: 'warren.aggregator',
   crashed: 'warren.crashed',
   deadLetters: 'warren.dead-letters',
   history: 'warren.history',
   journal: 'warren.journal',
   checkpoint: 'warren.journal.checkpoint',
+  /** Every run's end (its `finished` notice), for `warren runs` and `warren follow`. */
+  runsLog: 'warren.runs.log',
 } as const;
 
 /**
@@ -48,20 +54,39 @@ export const LEASES = {
 
 /** How long the journal stream keeps entries: longer than the longest run (MAX_DURATION_SEC). */
 export const JOURNAL_MAX_AGE = '8D';
+/** How long `warren runs` can look back. */
+export const RUNS_LOG_MAX_AGE = '7D';
 
 export const ROUTING = {
   runRequest: 'run.request',
   roundRequest: 'round.request',
   discovered: 'run.discovered',
-  job: 'job',
+  runCancel: 'run.cancel',
+  /** A shard has work: idle slots look (transient, on warren.reports). */
+  wake: 'work.wake',
+  /** The runs in progress, from the active aggregator every few seconds (transient). */
+  runsState: 'runs.state',
   roundPlanned: 'round.planned',
   runAccepted: 'run.accepted',
   specResult: 'spec.result',
+  setupFailed: 'setup.failed',
   specCrashed: 'spec.crashed',
   heartbeat: 'supervisor.heartbeat',
   /** Prefix for messages we dead-letter ourselves; the suffix is the source queue. */
   malformed: 'malformed',
 } as const;
+
+/**
+ * The work queues: a fixed set of quorum queues (quorum queues are not meant for the churn of
+ * one queue per run), each run in progress given the least loaded one by the dispatcher.
+ * Slots take their next job round-robin over the shards of the runs they may serve, so runs
+ * share the workers instead of queueing behind each other; more runs than shards share a
+ * shard (first come, first served between those).
+ */
+export const SPEC_SHARDS = 16;
+export const specQueue = (shard: number) => `warren.specs.${shard}`;
+export const jobKey = (shard: number) => `job.${shard}`;
+const SHARDS = Array.from({ length: SPEC_SHARDS }, (_, i) => i);
 
 /** Binds every final report (a run id may hold dots: `#`). */
 export const REPORTS_BINDING = 'run.#.report';
@@ -129,14 +154,14 @@ export const TOPOLOGY: { exchanges: ExchangeDef[]; queues: QueueDef[]; bindings:
   ],
   queues: [
     { name: QUEUES.dispatcher, durable: true, arguments: quorum() },
-    {
-      name: QUEUES.specs,
+    ...SHARDS.map((n) => ({
+      name: specQueue(n),
       durable: true,
       arguments: quorum({
         'x-delivery-limit': SPEC_DELIVERY_LIMIT,
         'x-dead-letter-routing-key': ROUTING.specCrashed,
       }),
-    },
+    })),
     { name: QUEUES.aggregator, durable: true, arguments: quorum() },
     { name: QUEUES.crashed, durable: true, arguments: { 'x-queue-type': 'quorum' } },
     { name: QUEUES.deadLetters, durable: true, arguments: { 'x-queue-type': 'quorum' } },
@@ -149,17 +174,21 @@ export const TOPOLOGY: { exchanges: ExchangeDef[]; queues: QueueDef[]; bindings:
     { name: QUEUES.journal, durable: true, arguments: { 'x-queue-type': 'stream', 'x-max-age': JOURNAL_MAX_AGE } },
     // where a new replica starts reading it (the latest only), with the finished runs' ids
     { name: QUEUES.checkpoint, durable: true, arguments: { 'x-queue-type': 'quorum', 'x-max-length': 1 } },
+    { name: QUEUES.runsLog, durable: true, arguments: { 'x-queue-type': 'stream', 'x-max-age': RUNS_LOG_MAX_AGE } },
   ],
   bindings: [
     { exchange: EXCHANGES.runs, queue: QUEUES.dispatcher, routingKey: ROUTING.runRequest },
     { exchange: EXCHANGES.runs, queue: QUEUES.dispatcher, routingKey: ROUTING.roundRequest },
     { exchange: EXCHANGES.runs, queue: QUEUES.dispatcher, routingKey: ROUTING.discovered },
-    { exchange: EXCHANGES.work, queue: QUEUES.specs, routingKey: ROUTING.job },
+    ...SHARDS.map((n) => ({ exchange: EXCHANGES.work, queue: specQueue(n), routingKey: jobKey(n) })),
+    { exchange: EXCHANGES.runs, queue: QUEUES.aggregator, routingKey: ROUTING.runCancel },
     { exchange: EXCHANGES.events, queue: QUEUES.aggregator, routingKey: ROUTING.runAccepted },
     { exchange: EXCHANGES.events, queue: QUEUES.aggregator, routingKey: ROUTING.roundPlanned },
     { exchange: EXCHANGES.events, queue: QUEUES.aggregator, routingKey: ROUTING.specResult },
+    { exchange: EXCHANGES.events, queue: QUEUES.aggregator, routingKey: ROUTING.setupFailed },
     { exchange: EXCHANGES.dlx, queue: QUEUES.crashed, routingKey: ROUTING.specCrashed },
     { exchange: EXCHANGES.dlx, queue: QUEUES.deadLetters, routingKey: '#' },
     { exchange: EXCHANGES.reports, queue: QUEUES.history, routingKey: REPORTS_BINDING },
+    { exchange: EXCHANGES.reports, queue: QUEUES.runsLog, routingKey: FINISHED_BINDING },
   ],
 };

@@ -20,7 +20,7 @@ import { Broker, type Delivery, type Lease, type Subscription } from '../../shar
 import type { Logger } from '../../shared/log.js';
 import type { Lifecycle } from '../../shared/lifecycle.js';
 import {
-  AggregatorMessage, Heartbeat, Job, SCHEMA_VERSION, parseMessage, type RunFinished,
+  AggregatorMessage, Heartbeat, Job, SCHEMA_VERSION, labelsMatch, parseMessage, type RunFinished, type RunsState,
   type AcceptedRun, type RoundPlanned, type RunReport, type TestRef, type TestResult,
 } from '../../shared/messages.js';
 import { EXCHANGES, LEASES, QUEUES, SPEC_DELIVERY_LIMIT, ROUTING, reportKey, SERVICE_DELIVERY_LIMIT } from '../../shared/topology.js';
@@ -45,6 +45,8 @@ export interface AggregatorOptions {
    * goes back to the queue. The process should exit.
    */
   onFatal?: (err: Error) => void;
+  /** A private Warren's namespace on a shared broker (shared/broker.ts). */
+  namespace?: string;
 }
 
 /** What the journal holds; `at` is the time the active aggregator took it in (every replica
@@ -55,6 +57,9 @@ type JournalEntry =
   | { k: 'results'; runId: string; at: number; round: number; worker: string; results: TestResult[]; overheadMs?: number }
   | { k: 'deadline'; runId: string; at: number }
   | { k: 'round-sent'; runId: string; round: number }
+  | { k: 'cancel'; runId: string; at: number; by: string }
+  | { k: 'setup-failed'; runId: string; at: number; worker: string; message: string }
+  | { k: 'abort'; runId: string; at: number; error: string }
   | { k: 'report-sent'; runId: string; status: string };
 
 interface LiveRun {
@@ -93,7 +98,17 @@ interface Tombstone {
   acceptedAt: number;
   finishedAt: number;
   status: string;
+  /** (absent in checkpoints of older versions) */
+  deadline?: number;
+  shard?: number;
 }
+
+/** How often the active aggregator tells the runs in progress (`runs.state`). */
+const STATE_EVERY_MS = 2_000;
+/** A run ended this lately is still listed (slots drop its specs)... */
+const ENDED_LISTED_MS = 10 * 60_000;
+/** ... and its shard this lately (slots look there for its leftover specs, to drop them). */
+const ENDED_SHARD_LISTED_MS = 60_000;
 
 /** Backoff of an outbox whose publish failed. */
 const OUTBOX_RETRY_MIN_MS = 500;
@@ -102,13 +117,22 @@ const OUTBOX_RETRY_MAX_MS = 10_000;
 /** The longest delay a Node timer takes (2^31 - 1 ms). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-/** Busy slots per run, from supervisor heartbeats (transient). */
+/** Busy slots per run, and the live slots, from supervisor heartbeats (transient). */
 class WorkerActivity {
-  private readonly bySupervisor = new Map<string, { at: number; busy: Map<string, number> }>();
+  private readonly bySupervisor = new Map<string, { at: number; busy: Map<string, number>; hb: Heartbeat }>();
   record(hb: Heartbeat) {
     const busy = new Map<string, number>();
     for (const s of hb.slots) if (s.state === 'busy' && s.runId) busy.set(s.runId, (busy.get(s.runId) ?? 0) + 1);
-    this.bySupervisor.set(hb.supervisor, { at: hb.at, busy });
+    this.bySupervisor.set(hb.supervisor, { at: hb.at, busy, hb });
+  }
+  /** Worker ids of the live slots whose supervisor has these labels (not drained). */
+  slotsFor(labels: readonly string[], now: number): string[] {
+    const out: string[] = [];
+    for (const { at, hb } of this.bySupervisor.values()) {
+      if (now - at > 10_000 || hb.drained || hb.state !== 'running' || !labelsMatch(labels, hb.labels)) continue;
+      for (const s of hb.slots) if (s.state !== 'stopped') out.push(`${hb.supervisor}/${s.index}`);
+    }
+    return out;
   }
   active(runId: string, now: number): number {
     let n = 0;
@@ -126,6 +150,8 @@ export class Aggregator {
   active = false;
   private readonly broker: Broker;
   private readonly runs = new Map<string, LiveRun>();
+  /** Runs cancelled before their acceptance was journaled (folded from the journal). */
+  private readonly cancelledEarly = new Map<string, { by: string; at: number }>();
   /** Acceptances being journaled: a message of the same run waits for them. */
   private readonly accepting = new Map<string, Promise<void>>();
   /** Runs whose report is out, by id (bounded, oldest first): a run id names one run. */
@@ -140,10 +166,12 @@ export class Aggregator {
   private activeWaiters: Array<() => void> = [];
   private checkpointTimer?: NodeJS.Timeout;
   private lastCheckpoint = 0;
+  private stateTimer?: NodeJS.Timeout;
+  private stateSoon?: NodeJS.Timeout;
 
   constructor(private readonly opts: AggregatorOptions) {
     this.log = opts.log;
-    this.broker = new Broker({ url: opts.brokerUrl, name: 'warren aggregator', log: opts.log });
+    this.broker = new Broker({ url: opts.brokerUrl, name: 'warren aggregator', log: opts.log, namespace: opts.namespace });
     this.journal = new Journal<JournalEntry>(this.broker, opts.log, (e, offset) => this.fold(e, offset), (err) => this.fail(err));
   }
 
@@ -216,6 +244,8 @@ export class Aggregator {
       return;
     }
     this.subscriptions = subscriptions;
+    this.stateTimer = setInterval(() => void this.tellState(), STATE_EVERY_MS);
+    void this.tellState();
     this.log.info({ runs: this.runs.size, journalAt: this.journal.position }, 'aggregator active (holds the lease)');
     for (const w of this.activeWaiters.splice(0)) w();
   }
@@ -225,6 +255,9 @@ export class Aggregator {
     this.term++;
     if (!this.active) return;
     this.active = false;
+    clearInterval(this.stateTimer);
+    clearTimeout(this.stateSoon);
+    this.stateSoon = undefined;
     for (const s of this.subscriptions.splice(0)) void s.cancel();
     this.journal.abort(`no longer the active aggregator: ${why}`);
     for (const live of this.runs.values()) this.quiet(live);
@@ -244,13 +277,26 @@ export class Aggregator {
 
   /** Applies one journal entry to the runs (on every replica, in stream order). */
   private fold(e: JournalEntry, offset: number): void {
+    let effects: Effect[] = [];
     if (e.k === 'accepted') {
-      if (!this.finished.has(e.runId) && !this.runs.has(e.runId)) this.open(e.run, offset);
+      if (this.finished.has(e.runId) || this.runs.has(e.runId)) return;
+      const live = this.open(e.run, offset);
+      // cancelled before it was accepted (Ctrl-C right after the request)
+      const early = this.cancelledEarly.get(e.runId);
+      if (!early) return;
+      this.cancelledEarly.delete(e.runId);
+      effects = live.ledger.onCancel(early.by, early.at);
+      if (this.active && effects.length > 0) void this.carryOut(live, effects);
       return;
     }
     const live = this.runs.get(e.runId);
-    if (!live) return;
-    let effects: Effect[] = [];
+    if (!live) {
+      if (e.k === 'cancel' && !this.finished.has(e.runId)) {
+        this.cancelledEarly.set(e.runId, { by: e.by, at: e.at });
+        if (this.cancelledEarly.size > 1000) this.cancelledEarly.delete(this.cancelledEarly.keys().next().value!);
+      }
+      return;
+    }
     if (e.k === 'planned') {
       if (e.discovery) live.discovery = e.discovery;
       effects = live.ledger.onPlanned(e.round, e.tests, e.error, e.at);
@@ -261,6 +307,12 @@ export class Aggregator {
       effects = live.ledger.onDeadline(e.at);
     } else if (e.k === 'round-sent') {
       live.ledger.roundSent(e.round);
+    } else if (e.k === 'cancel') {
+      effects = live.ledger.onCancel(e.by, e.at);
+    } else if (e.k === 'setup-failed') {
+      live.ledger.onSetupFailed(e.worker, e.message);
+    } else if (e.k === 'abort') {
+      effects = live.ledger.onAbort(e.error, e.at);
     } else if (e.k === 'report-sent') {
       this.retire(live, e.status);
       if (this.active) this.checkpointSoon();
@@ -299,6 +351,7 @@ export class Aggregator {
     // ... or journaled by the aggregator active before this one, and not read here yet
     if (!this.runs.has(msg.runId) && !this.finished.has(msg.runId)) await this.journal.barrier();
     const live = this.runs.get(msg.runId);
+    if (msg.type === 'run.cancel') return this.onCancel(msg, live, d);
     if (!live && this.finished.has(msg.runId)) return d.ack(); // late duplicate of a finished run
     if (!live) {
       // A run no aggregator accepted (from before the journal was lost, or hand-made):
@@ -306,7 +359,11 @@ export class Aggregator {
       return d.deadLetter(`unknown run ${msg.runId}: no run.accepted in the journal`);
     }
     if (live.ledger.finished) return d.ack(); // late duplicate of a finished run
-    if (msg.type === 'round.planned') {
+    if (msg.type === 'setup.failed') {
+      await this.journal.append({ k: 'setup-failed', runId: msg.runId, at: now, worker: msg.worker, message: msg.message });
+      this.log.warn({ runId: msg.runId, worker: msg.worker, error: msg.message }, 'a worker setup failed; that slot is out of the run');
+      this.checkWorkersLeft(live);
+    } else if (msg.type === 'round.planned') {
       await this.journal.append({ k: 'planned', runId: msg.runId, at: now, round: msg.round, tests: msg.tests, error: msg.error, discovery: msg.discovery });
     } else {
       const overheadMs = msg.elapsedMs !== undefined && msg.results.length > 0
@@ -314,6 +371,37 @@ export class Aggregator {
       await this.journal.append({ k: 'results', runId: msg.runId, at: now, round: msg.round, worker: msg.worker, results: msg.results, overheadMs });
     }
     d.ack();
+  }
+
+  /**
+   * `warren cancel`, or Ctrl-C on `warren run`: the run ends now, what finished is reported
+   * and the rest is `not_run`; its report's `run.finished` notice stops its tests on every
+   * host. A cancel of a finished run tells its end again (the canceller learns it had
+   * ended); one that comes before the run's acceptance waits for it in the journal.
+   */
+  private async onCancel(msg: { runId: string; by: string }, live: LiveRun | undefined, d: Delivery): Promise<void> {
+    const done = this.finished.get(msg.runId);
+    if (done || live?.ledger.finished) {
+      if (done) {
+        const finished: RunFinished = { type: 'run.finished', v: SCHEMA_VERSION, runId: msg.runId, status: done.status, deadline: done.deadline ?? 0, finishedAt: done.finishedAt };
+        await this.broker.publish(EXCHANGES.reports, reportKey(msg.runId, 'finished'), finished, { mandatory: false, persistent: false });
+      }
+      return d.ack();
+    }
+    this.log.warn({ runId: msg.runId, by: msg.by }, live ? 'run cancelled' : 'a run cancelled before its acceptance came; it ends when it does');
+    await this.journal.append({ k: 'cancel', runId: msg.runId, at: Date.now(), by: msg.by });
+    d.ack();
+  }
+
+  /** Every live slot that may serve the run has failed its setup: the run cannot go on. */
+  private checkWorkersLeft(live: LiveRun): void {
+    const run = live.ledger.run;
+    const failed = new Set(live.ledger.setupFailures.map((f) => f.worker));
+    const slots = this.activity.slotsFor(run.labels, Date.now());
+    if (slots.length === 0 || slots.some((w) => !failed.has(w)) || live.ledger.finished) return;
+    const first = live.ledger.setupFailures[0]!;
+    const error = `the setup command failed on every worker that could run it (${failed.size}): ${first.worker}: ${first.message}`;
+    void this.journal.append({ k: 'abort', runId: run.runId, at: Date.now(), error }).catch((err) => this.log.warn({ err }, 'could not journal the abort; the next check will'));
   }
 
   /** A spec dead-lettered by the work queue's delivery limit: it killed its worker each time. */
@@ -348,7 +436,8 @@ export class Aggregator {
     this.runs.set(run.runId, live);
     if (this.active) {
       this.armDeadline(live);
-      this.log.info({ runId: run.runId, deadline: new Date(run.deadline).toISOString() }, 'run opened');
+      this.tellStateSoon();
+      this.log.info({ runId: run.runId, shard: run.shard, deadline: new Date(run.deadline).toISOString() }, 'run opened');
     }
     return live;
   }
@@ -433,7 +522,11 @@ export class Aggregator {
     }
     await this.publishProgress(live);
     await this.broker.publish(EXCHANGES.reports, reportKey(runId, 'report'), report, { mandatory: false });
-    const finished: RunFinished = { type: 'run.finished', v: SCHEMA_VERSION, runId, status: report.status, deadline: live.ledger.run.deadline };
+    const finished: RunFinished = {
+      type: 'run.finished', v: SCHEMA_VERSION, runId, status: report.status, deadline: live.ledger.run.deadline,
+      totals: report.totals, startedAt: report.startedAt, finishedAt: report.finishedAt, startedBy: live.ledger.run.startedBy,
+      adapter: report.adapter, error: report.error, stopped: report.stopped,
+    };
     await this.broker.publish(EXCHANGES.reports, reportKey(runId, 'finished'), finished, { mandatory: false, persistent: false });
     await this.journal.append({ k: 'report-sent', runId, status: report.status });
     this.log.info({ runId, status: report.status, ...report.totals, dir }, 'run finished');
@@ -444,8 +537,54 @@ export class Aggregator {
     const run = live.ledger.run;
     this.quiet(live);
     this.runs.delete(run.runId);
-    this.finished.set(run.runId, { acceptedAt: run.acceptedAt, finishedAt: Date.now(), status });
+    this.finished.set(run.runId, { acceptedAt: run.acceptedAt, finishedAt: Date.now(), status, deadline: run.deadline, shard: run.shard });
     if (this.finished.size > FINISHED_RUNS_KEPT) this.finished.delete(this.finished.keys().next().value!);
+    if (this.active) this.tellStateSoon();
+  }
+
+  // ---- the runs in progress, told to the cluster ------------------------------------------
+
+  /** What slots take work from and `warren status` shows (RunsState). */
+  stateOfRuns(now = Date.now()): RunsState {
+    const runs = [...this.runs.values()].filter((l) => !l.ledger.finished).map((l) => {
+      const run = l.ledger.run;
+      const p = l.ledger.progress(now, 0);
+      return {
+        runId: run.runId, shard: run.shard ?? 0, labels: run.labels ?? [], startedBy: run.startedBy, adapter: run.adapter, cwd: run.cwd,
+        acceptedAt: run.acceptedAt, deadline: run.deadline, round: p.round, total: p.total, done: p.done, failed: p.failed, flaky: p.flaky,
+        etaSec: p.etaSec, setupFailures: l.ledger.setupFailures.length,
+      };
+    });
+    const finished: RunsState['finished'] = [];
+    // newest last in the map: walk back until too old
+    for (const [runId, t] of [...this.finished].reverse()) {
+      if (now - t.finishedAt > ENDED_LISTED_MS) break;
+      if (t.deadline !== undefined) finished.push({ runId, deadline: t.deadline, status: t.status, finishedAt: t.finishedAt });
+    }
+    const shards = new Set(runs.map((r) => r.shard));
+    for (const f of finished) {
+      const shard = this.finished.get(f.runId)?.shard;
+      if (shard !== undefined && now - f.finishedAt < ENDED_SHARD_LISTED_MS) shards.add(shard);
+    }
+    return { type: 'runs.state', v: SCHEMA_VERSION, at: now, runs, finished, shards: [...shards].sort((a, b) => a - b) };
+  }
+
+  private async tellState(): Promise<void> {
+    if (!this.active) return;
+    try {
+      await this.broker.publish(EXCHANGES.reports, ROUTING.runsState, this.stateOfRuns(), { persistent: false, mandatory: false, timeoutMs: 5000 });
+    } catch (err) {
+      this.log.debug({ err }, 'runs state not sent (again in a moment)');
+    }
+  }
+
+  /** A run opened or ended: tell it now (a few changes together), not at the next tick. */
+  private tellStateSoon(): void {
+    if (this.stateSoon) return;
+    this.stateSoon = setTimeout(() => {
+      this.stateSoon = undefined;
+      void this.tellState();
+    }, 20);
   }
 
   /**

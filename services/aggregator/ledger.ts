@@ -43,7 +43,12 @@ export class RunLedger {
   private readonly everFailed = new Set<string>();
   /** A failure that came after the same round's pass of the test (kept apart: the pass stands). */
   private readonly failedToo = new Map<string, TestResult & { worker: string }>();
-  private readonly counts: Record<FinalStatus, number> = { passed: 0, failed: 0, flaky: 0, pending: 0 };
+  private readonly counts: Record<FinalStatus, number> = { passed: 0, failed: 0, flaky: 0, pending: 0, not_run: 0 };
+  /** Why the run stopped before every test ran (cancelled, too many failures). */
+  private stopped?: string;
+  private cancelled = false;
+  /** Slots whose setup command failed (out of the run). */
+  readonly setupFailures: Array<{ worker: string; message: string }> = [];
 
   constructor(readonly run: AcceptedRun) {}
 
@@ -93,7 +98,58 @@ export class RunLedger {
         this.stand(res.testId, 'passed');
       }
     }
+    const limit = this.failureLimit();
+    if (limit !== undefined) {
+      const failures = this.finalFailures();
+      if (failures >= limit) {
+        this.stopped = `stopped after ${failures} failed test${failures === 1 ? '' : 's'} (${this.run.failFast && this.run.maxFailures === undefined ? '--fail-fast' : `--max-failures ${limit}`})`;
+        this.pendingRound = undefined;
+        return this.finish(now);
+      }
+    }
     return this.maybeComplete(now);
+  }
+
+  /** Stop after this many failed tests (--max-failures, or 1 with --fail-fast alone). */
+  private failureLimit(): number | undefined {
+    return this.run.maxFailures ?? (this.run.failFast ? 1 : undefined);
+  }
+
+  /**
+   * Failed tests that count toward --max-failures: with --fail-fast every failure as it
+   * comes; else those no re-run can save any more (the last round, a round with more
+   * failures than the re-run threshold allows, a test that crashed its worker).
+   */
+  private finalFailures(): number {
+    if (this.run.failFast) return this.counts.failed;
+    const r = this.rounds.get(this.current);
+    const total = this.rounds.get(1)?.tests?.length;
+    if (!r || total === undefined) return 0;
+    const failed = [...r.results.values()].filter((x) => x.status === 'failed');
+    const noRerun = this.current >= this.run.maxRounds || failed.filter((x) => x.worker !== CRASHED).length / total > this.run.rerunThreshold;
+    return noRerun ? failed.length : failed.filter((x) => x.worker === CRASHED).length;
+  }
+
+  /** Cancelled: what has finished is reported, the rest is `not_run`. */
+  onCancel(by: string, now: number): Effect[] {
+    if (this.finished) return [];
+    this.cancelled = true;
+    this.stopped = `cancelled by ${by}`;
+    this.pendingRound = undefined;
+    return this.finish(now);
+  }
+
+  /** The run cannot go on (no worker left whose setup succeeded): it ends with the error. */
+  onAbort(error: string, now: number): Effect[] {
+    if (this.finished) return [];
+    this.error = error;
+    this.pendingRound = undefined;
+    return this.finish(now);
+  }
+
+  /** A slot's setup command failed there: that slot is out of the run. */
+  onSetupFailed(worker: string, message: string): void {
+    if (!this.setupFailures.some((f) => f.worker === worker)) this.setupFailures.push({ worker, message });
   }
 
   /** The run's deadline: every test still without a result is failed as dropped. */
@@ -165,7 +221,8 @@ export class RunLedger {
       const attempts = [...(other ? [other] : []), ...rounds.flatMap((results) => results.get(t.id) ?? [])];
       const last = attempts[attempts.length - 1];
       const statuses = attempts.map((a) => a.status as TestStatus);
-      let status: FinalStatus = last ? last.status : 'failed';
+      // a run that stopped early: a test that never ran is not a failure of it
+      let status: FinalStatus = last ? last.status : this.stopped ? 'not_run' : 'failed';
       const firstFailure = attempts.find((a) => a.status === 'failed');
       if (status === 'passed' && firstFailure) status = 'flaky';
       const shown = status === 'failed' ? last : status === 'flaky' ? firstFailure : last;
@@ -186,11 +243,13 @@ export class RunLedger {
   buildReport(now: number): RunReport {
     const tests = this.finalTests();
     const count = (s: FinalStatus) => tests.filter((t) => t.status === s).length;
-    const totals = { total: tests.length, passed: count('passed'), failed: count('failed'), flaky: count('flaky'), pending: count('pending') };
+    const totals = { total: tests.length, passed: count('passed'), failed: count('failed'), flaky: count('flaky'), pending: count('pending'), notRun: count('not_run') };
     return {
       type: 'run.report', v: SCHEMA_VERSION, id: `${this.run.runId}/report`, runId: this.run.runId,
-      status: this.error ? 'error' : totals.failed > 0 ? 'failed' : 'passed',
+      status: this.error ? 'error' : this.cancelled ? 'cancelled' : totals.failed > 0 ? 'failed' : 'passed',
       ...(this.error ? { error: this.error } : {}),
+      ...(this.stopped ? { stopped: this.stopped } : {}),
+      ...(this.setupFailures.length ? { setupFailures: [...this.setupFailures] } : {}),
       adapter: this.run.adapter, cwd: this.run.cwd,
       startedAt: this.run.acceptedAt, finishedAt: now, rounds: Math.max(...this.rounds.keys(), 1),
       totals, tests,

@@ -5,7 +5,8 @@
  * message comes back and is handled again; specs it had already published are run twice at
  * worst, and the aggregator keeps one result per test per round.
  *
- *   run.request    → run.accepted (to the aggregator), then a discover job (to a worker)
+ *   run.request    → a work queue for the run (the least loaded shard), run.accepted (to the
+ *                    aggregator), then a discover job (to a worker that has the run's labels)
  *   run.discovered → filter, round.planned (to the aggregator), then the specs
  *   round.request  → round.planned, then the specs of the re-run
  *   run report     → the history (warren.history): durations for the next runs' plans
@@ -15,10 +16,11 @@ import { Broker, type Delivery } from '../../shared/broker.js';
 import type { Logger } from '../../shared/log.js';
 import type { Lifecycle } from '../../shared/lifecycle.js';
 import {
-  DispatcherMessage, RunReport, SCHEMA_VERSION, WARM_ADAPTERS, parseMessage, runRequestProblem,
+  DispatcherMessage, Heartbeat, RunReport, RunsState, SCHEMA_VERSION, WARM_ADAPTERS, labelsMatch, parseMessage, runRequestProblem,
   type AcceptedRun, type DiscoverJob, type Discovered, type RoundPlanned, type RunAccepted,
-  type RunRequest, type SpecJob, type TestRef, suiteOf } from '../../shared/messages.js';
-import { EXCHANGES, QUEUES, ROUTING, SERVICE_DELIVERY_LIMIT } from '../../shared/topology.js';
+  type RunRequest, type SpecJob, type TestRef, type WorkWake, suiteOf,
+} from '../../shared/messages.js';
+import { EXCHANGES, QUEUES, ROUTING, SERVICE_DELIVERY_LIMIT, SPEC_SHARDS, jobKey } from '../../shared/topology.js';
 import { History } from './history.js';
 import { CHEAP_BATCH_MS, filterTests, minBatchMsFor, planBatches } from './plan.js';
 
@@ -28,7 +30,14 @@ export interface DispatcherOptions {
   /** SQLite file of per-test durations, fed by final reports (none: plans use only what a
    * run request brings). */
   historyFile?: string;
+  /** A private Warren's namespace on a shared broker (shared/broker.ts). */
+  namespace?: string;
 }
+
+/** A supervisor heard from this lately is live (heartbeats come every 2 s). */
+const SUPERVISOR_LIVE_MS = 10_000;
+/** A dispatcher's first judgement of labels waits this long after its start. */
+const HEARTBEAT_WAIT_MS = 3_000;
 
 export class Dispatcher {
   state: Lifecycle = 'starting';
@@ -42,15 +51,33 @@ export class Dispatcher {
   /** Runs whose report this process has recorded, and who waits for one. */
   private readonly recorded = new Set<string>();
   private readonly recordWaiters = new Map<string, () => void>();
+  /** The runs in progress (the aggregator's latest `runs.state`), for choosing shards. */
+  private runsState?: RunsState;
+  /** Shards this process gave runs lately (not in a state yet). */
+  private readonly assigned = new Map<string, { shard: number; labels: string[]; at: number }>();
+  /** Live supervisors, from their heartbeats: who can serve a run, how many slots. */
+  private readonly supervisors = new Map<string, Heartbeat>();
+  private startedAt = 0;
 
   constructor(private readonly opts: DispatcherOptions) {
     this.log = opts.log;
-    this.broker = new Broker({ url: opts.brokerUrl, name: 'warren dispatcher', log: opts.log });
+    this.broker = new Broker({ url: opts.brokerUrl, name: 'warren dispatcher', log: opts.log, namespace: opts.namespace });
   }
 
   async start(): Promise<void> {
     if (this.opts.historyFile) this.history = new History(this.opts.historyFile);
     await this.broker.start();
+    this.startedAt = Date.now();
+    await this.broker.watch(EXCHANGES.reports, ROUTING.runsState, `warren.dispatcher.runs.${process.pid}.${Math.random().toString(36).slice(2, 8)}`, async (d) => {
+      d.ack();
+      const msg = parseMessage(RunsState, d.body);
+      if (msg.ok && (!this.runsState || msg.value.at >= this.runsState.at)) this.runsState = msg.value;
+    }, { kind: 'transient' });
+    await this.broker.watch(EXCHANGES.status, '', `warren.dispatcher.status.${process.pid}.${Math.random().toString(36).slice(2, 8)}`, async (d) => {
+      d.ack();
+      const hb = parseMessage(Heartbeat, d.body);
+      if (hb.ok) this.supervisors.set(hb.value.supervisor, hb.value);
+    }, { kind: 'transient' });
     await this.broker.consume(QUEUES.dispatcher, (d) => this.track(() => this.onMessage(d)), { prefetch: 4, maxDeliveries: SERVICE_DELIVERY_LIMIT });
     if (this.history) await this.broker.consume(QUEUES.history, (d) => this.track(() => this.onReport(d)), { prefetch: 1, maxDeliveries: SERVICE_DELIVERY_LIMIT });
     this.state = 'running';
@@ -131,12 +158,74 @@ export class Dispatcher {
     // derived from the message itself.
     const runId = req.runId ?? `run-${createHash('sha256').update(d.body).update(String(d.headers['x-warren-nonce'] ?? '')).digest('hex').slice(0, 12)}`;
     const now = Date.now();
-    const run: AcceptedRun = { ...req, runId, id: req.id ?? runId, acceptedAt: now, deadline: now + req.runTimeoutSec * 1000 };
+    const shard = this.chooseShard(runId, req.labels);
+    // at once (requests are handled concurrently): the next choice counts this run
+    this.assigned.set(runId, { shard, labels: req.labels, at: now });
+    const run: AcceptedRun = { ...req, runId, id: req.id ?? runId, acceptedAt: now, deadline: now + req.runTimeoutSec * 1000, shard };
     const accepted: RunAccepted = { type: 'run.accepted', v: SCHEMA_VERSION, id: `${runId}/accepted`, runId, run };
     await this.broker.publish(EXCHANGES.events, ROUTING.runAccepted, accepted);
+    // labels nobody live has: the run fails now, with the labels named (a run without
+    // labels waits for supervisors, as a queue does)
+    const unserved = req.labels.length > 0 ? await this.unserved(req.labels) : undefined;
+    if (unserved) {
+      this.log.warn({ runId, labels: req.labels }, unserved);
+      await this.publishPlan(run, 1, [], 0, unserved);
+      return;
+    }
     const job: DiscoverJob = { type: 'discover', v: SCHEMA_VERSION, id: `${runId}/discover`, runId, run };
-    await this.broker.publish(EXCHANGES.work, ROUTING.job, job);
-    this.log.info({ runId, adapter: run.adapter, cwd: run.cwd }, 'run accepted, discovery queued');
+    await this.broker.publish(EXCHANGES.work, jobKey(shard), job);
+    await this.wake(run);
+    this.log.info({ runId, adapter: run.adapter, cwd: run.cwd, shard }, 'run accepted, discovery queued');
+  }
+
+  /**
+   * The work queue for a new run: a shard with the fewest runs in progress (those of the
+   * aggregator's latest state, and those this process gave out since), preferring one whose
+   * runs need the same labels (a slot takes from a shard only if it can serve all its runs).
+   * The run id breaks ties, so a redelivered request gets the same shard.
+   */
+  private chooseShard(runId: string, labels: string[]): number {
+    const now = Date.now();
+    const load = Array.from({ length: SPEC_SHARDS }, () => ({ runs: 0, otherLabels: 0 }));
+    const key = (l: string[]) => [...l].sort().join(',');
+    const seen = new Set<string>();
+    const count = (id: string, shard: number, l: string[]) => {
+      if (seen.has(id) || id === runId || shard >= SPEC_SHARDS) return;
+      seen.add(id);
+      load[shard]!.runs++;
+      if (key(l) !== key(labels)) load[shard]!.otherLabels++;
+    };
+    for (const r of this.runsState?.runs ?? []) count(r.runId, r.shard, r.labels);
+    for (const [id, a] of this.assigned) {
+      if (now - a.at > 60_000) this.assigned.delete(id);
+      else if (!this.runsState?.finished.some((f) => f.runId === id)) count(id, a.shard, a.labels);
+    }
+    const best = Math.min(...load.map((l) => l.otherLabels * 1000 + l.runs));
+    const candidates = load.flatMap((l, i) => (l.otherLabels * 1000 + l.runs === best ? [i] : []));
+    const h = createHash('sha256').update(runId).digest().readUInt32BE(0);
+    return candidates[h % candidates.length]!;
+  }
+
+  /** Why no live supervisor can serve a run needing these labels, or undefined if one can. */
+  private async unserved(labels: string[]): Promise<string | undefined> {
+    // a dispatcher that just started has not heard every supervisor yet
+    const heardAll = this.startedAt + HEARTBEAT_WAIT_MS;
+    if (Date.now() < heardAll) await new Promise((r) => setTimeout(r, heardAll - Date.now()));
+    const live = this.liveSupervisors();
+    if (live.some((hb) => labelsMatch(labels, hb.labels))) return undefined;
+    const seen = live.map((hb) => `${hb.supervisor} [${Object.entries(hb.labels).map(([k, v]) => (v ? `${k}=${v}` : k)).join(',')}]`);
+    return `no live supervisor has the labels ${labels.join(',')} (${live.length ? `live: ${seen.join(', ')}` : 'no supervisor is live'})`;
+  }
+
+  private liveSupervisors(): Heartbeat[] {
+    const now = Date.now();
+    return [...this.supervisors.values()].filter((hb) => now - hb.at < SUPERVISOR_LIVE_MS && hb.state === 'running' && !hb.drained);
+  }
+
+  /** Idle slots that may serve the run look at its shard now. */
+  private async wake(run: AcceptedRun): Promise<void> {
+    const wake: WorkWake = { type: 'work.wake', v: SCHEMA_VERSION, runId: run.runId, shard: run.shard, labels: run.labels };
+    await this.broker.publish(EXCHANGES.reports, ROUTING.wake, wake, { persistent: false, mandatory: false, timeoutMs: 5000 }).catch(() => undefined);
   }
 
   private async discovered(msg: Discovered): Promise<void> {
@@ -163,7 +252,8 @@ export class Dispatcher {
       this.log.info({ runId: run.runId, round }, 'round already planned, ignoring the duplicate');
       return;
     }
-    const { consumerCount } = await this.broker.checkQueue(QUEUES.specs);
+    // the slots that can take this run's work (their supervisors' heartbeats)
+    const slots = this.liveSupervisors().filter((hb) => labelsMatch(run.labels, hb.labels)).reduce((n, hb) => n + hb.slots.length, 0);
     // a template without {ids} runs one test per process
     const maxBatch = run.command && !run.command.run.includes('{ids}') ? 1 : run.maxBatch;
     // durations: the request's own (--timings), else what the history knows of this suite
@@ -173,7 +263,7 @@ export class Dispatcher {
     // else what a warm runner or a cold process usually costs; cheap batches are cut finer
     const overhead = run.freshProcess ? undefined : this.history?.batchOverheadMs(run.adapter, run.cwd);
     const cheap = overhead !== undefined ? overhead < CHEAP_BATCH_MS : WARM_ADAPTERS.includes(run.adapter) && !run.freshProcess;
-    const batches = planBatches(tests, { maxBatch, slots: consumerCount, durations, minBatchMs: minBatchMsFor(overhead, cheap), warm: cheap });
+    const batches = planBatches(tests, { maxBatch, slots, durations, minBatchMs: minBatchMsFor(overhead, cheap), warm: cheap });
     if (discovery) discovery = { ...discovery, known: durations ? tests.filter((t) => durations[t.id] !== undefined).length : 0 };
     // The plan goes first: the aggregator must know the whole round before any result, and
     // if we die halfway through the specs, the redelivered message publishes them again.
@@ -183,13 +273,14 @@ export class Dispatcher {
       batches.map((batch, i) => {
         const job: SpecJob = {
           type: 'spec', v: SCHEMA_VERSION, id: `${run.runId}/r${round}/s${i + 1}`, runId: run.runId,
-          round, tests: batch, suite, expiresAt: run.deadline,
+          round, tests: batch, suite, expiresAt: run.deadline, shard: run.shard,
         };
-        return this.broker.publish(EXCHANGES.work, ROUTING.job, job);
+        return this.broker.publish(EXCHANGES.work, jobKey(run.shard), job);
       }),
     );
+    await this.wake(run);
     this.planned.add(key);
-    this.log.info({ runId: run.runId, round, tests: tests.length, specs: batches.length, slots: consumerCount }, 'round published');
+    this.log.info({ runId: run.runId, round, tests: tests.length, specs: batches.length, slots, shard: run.shard }, 'round published');
   }
 
   private publishPlan(run: AcceptedRun, round: number, tests: TestRef[], specs: number, error?: string, discovery?: RoundPlanned['discovery']) {

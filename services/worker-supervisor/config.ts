@@ -26,8 +26,9 @@ export const SupervisorConfig = z.object({
   cacheDir: z.string().min(1).optional(),
   /** A warm runner whose resident memory is above this after a batch is retired. */
   runnerMaxMemory: size.default(2 * 1024 ** 3),
-  /** Free-form labels shown by `warren hosts` (e.g. from the build matrix). */
-  labels: z.record(z.string(), z.string()).default({}),
+  /** What this host offers (`ruby`, `gpu`, `os=linux`): a run that requires labels is served
+   * only by supervisors that have them all; shown by `warren hosts`. */
+  labels: z.record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:/-]*$/, 'a label name: letters, digits, "_", ".", ":", "/", "-"'), z.string()).default({}),
   driver: z.enum(['local', 'docker', 'noop']).default('local'),
   docker: z
     .object({
@@ -69,7 +70,7 @@ export function loadSupervisorConfig(flags: SupervisorConfigInput & { config?: s
     graceSec: pick(flags.graceSec, file.graceSec),
     cacheDir: pick(flags.cacheDir, env('WARREN_SUPERVISOR_CACHE_DIR'), file.cacheDir),
     runnerMaxMemory: pick(flags.runnerMaxMemory, env('WARREN_RUNNER_MAX_MEMORY'), file.runnerMaxMemory),
-    labels: pick(flags.labels, env('WARREN_LABELS') === undefined ? undefined : parseLabels(env('WARREN_LABELS')!), file.labels),
+    labels: pick(flags.labels, env('WARREN_LABELS') === undefined ? undefined : parseLabels(env('WARREN_LABELS')!, 'WARREN_LABELS'), file.labels),
     driver: pick(flags.driver, env('WARREN_DRIVER'), file.driver),
     docker: {
       image: pick(flags.docker?.image, env('WARREN_IMAGE'), fileDocker.image),
@@ -91,13 +92,14 @@ export function loadSupervisorConfig(flags: SupervisorConfigInput & { config?: s
   return parsed.data;
 }
 
-/** `k=v,k=v` */
-export function parseLabels(text: string): Record<string, string> {
+/** `ruby,gpu,os=linux`: a bare name has the value '' (a run requiring `ruby` matches it). */
+export function parseLabels(text: string, where = '--labels'): Record<string, string> {
   const out: Record<string, string> = {};
   for (const pair of text.split(',').map((p) => p.trim()).filter(Boolean)) {
     const eq = pair.indexOf('=');
-    if (eq <= 0) throw new UsageError(`WARREN_LABELS: expected key=value[,key=value...], got ${JSON.stringify(pair)}`);
-    out[pair.slice(0, eq)] = pair.slice(eq + 1);
+    if (eq === 0) throw new UsageError(`${where}: expected name or name=value[,...], got ${JSON.stringify(pair)}`);
+    if (eq < 0) out[pair] = '';
+    else out[pair.slice(0, eq)] = pair.slice(eq + 1);
   }
   return out;
 }

@@ -11,6 +11,7 @@ import { NoopDriver } from './drivers/noop.js';
 import type { WorkerDriver } from './drivers/driver.js';
 import { Slot, type SlotActivity } from './slot.js';
 import type { SlotConfig, SlotRequest, SupervisorReply } from './supervisor.js';
+import type { RunsState } from '../../shared/messages.js';
 
 const config = JSON.parse(process.env.WARREN_SLOT ?? 'null') as SlotConfig | null;
 if (!config) {
@@ -36,9 +37,16 @@ let requests = 0;
 const waiting = new Map<number, (reply: Extract<SupervisorReply, { type: 'image-ready' }>) => void>();
 /** Set once the slot exists (a message may come while the driver loads). */
 let slotRef: Slot | undefined;
+/** The runs in progress as told before the slot existed. */
+let earlyState: RunsState | undefined;
 process.on('message', (m: SupervisorReply) => {
   if (m.type === 'prewarm') slotRef?.prewarm(m.runId, m.suite);
   else if (m.type === 'run-finished') slotRef?.runFinished(m.runId, m.deadline);
+  else if (m.type === 'runs-state') {
+    earlyState = m.state;
+    slotRef?.runsState(m.state);
+  }
+  else if (m.type === 'wake') slotRef?.wake(m.wake);
   else waiting.get(m.id)?.(m);
 });
 function ensureImage(image: string): Promise<void> {
@@ -81,6 +89,8 @@ async function makeDriver(c: SlotConfig): Promise<WorkerDriver> {
 
 const slot = new Slot({
   ...config,
+  labels: config.labels,
+  namespace: config.namespace,
   driver: await makeDriver(config),
   log,
   onState: send,
@@ -94,6 +104,7 @@ const slot = new Slot({
   },
 });
 slotRef = slot;
+if (earlyState) slot.runsState(earlyState);
 
 
 process.on('disconnect', () => {

@@ -1,7 +1,7 @@
 /**
  * One worker slot: a process of its own (forked by the supervisor) with its own broker
- * connection, consuming `warren.specs` with prefetch 1: one spec at a time, never two. For
- * each job it runs the batch on a runner (runner/runner.ts: the slot's warm framework
+ * connection, taking one job at a time from the work queues of the runs in progress
+ * (intake.ts: round-robin over their shards), never two. For each job it runs the batch on a runner (runner/runner.ts: the slot's warm framework
  * process for this run, or a cold one), turns what happened into results (resolve.ts),
  * publishes them with a confirm, and only then acks.
  *
@@ -18,10 +18,10 @@ import { Broker, type Delivery } from '../../shared/broker.js';
 import type { Logger } from '../../shared/log.js';
 import type { Lifecycle } from '../../shared/lifecycle.js';
 import {
-  Job, SCHEMA_VERSION, parseMessage, suiteOf,
-  type Discovered, type InfraFailures, type DiscoverJob, type SpecJob, type SpecResult, type SuiteConfig, type TestRef,
+  Job, SCHEMA_VERSION, labelsMatch, parseMessage, suiteOf,
+  type Discovered, type RunsState, type SetupFailed, type WorkWake, type InfraFailures, type DiscoverJob, type SpecJob, type SpecResult, type SuiteConfig, type TestRef,
 } from '../../shared/messages.js';
-import { EXCHANGES, QUEUES, ROUTING } from '../../shared/topology.js';
+import { EXCHANGES, ROUTING, jobKey } from '../../shared/topology.js';
 import { adapterFor, type Adapter, type RunFiles } from './adapters/adapter.js';
 import type { Invocation, WorkerDriver } from './drivers/driver.js';
 import { resolveAttempt, resolveByExitCode, type Resolution } from './resolve.js';
@@ -29,6 +29,8 @@ import type { FrameworkEvent } from './runner/protocol.js';
 import { RunnerLostError, WarmRunner, WorkerBrokenError, runCold, type Batch, type BatchOutcome } from './runner/runner.js';
 import { DiscoveryCache } from './discovery-cache.js';
 import { junitEvents } from './adapters/junit.js';
+import { Intake } from './intake.js';
+import { RunSetups } from './setup.js';
 
 export { WorkerBrokenError } from './runner/runner.js';
 
@@ -48,6 +50,10 @@ export interface SlotOptions {
   /** A warm runner above this resident size after a batch is retired. */
   runnerMaxRssBytes: number;
   driver: WorkerDriver;
+  /** Its supervisor's labels: the slot takes work only of runs that these satisfy. */
+  labels?: Record<string, string>;
+  /** A private Warren's namespace on a shared broker (shared/broker.ts). */
+  namespace?: string;
   log: Logger;
   /** Told what the slot is doing (the supervisor forwards it in heartbeats). */
   onState?: (state: SlotActivity) => void;
@@ -88,6 +94,10 @@ const RUNNER_IDLE_MS = 30_000;
 export class Slot {
   state: Lifecycle = 'starting';
   private readonly broker: Broker;
+  private readonly intake: Intake;
+  private readonly setups: RunSetups;
+  /** The loop taking jobs, until the slot drains or stops. */
+  private loop?: Promise<void>;
   private readonly discoveries: DiscoveryCache;
   private current?: { kill?: () => void; done: Promise<void> };
   private runner?: WarmRunner;
@@ -106,8 +116,10 @@ export class Slot {
   private readonly caches = new Map<string, string>();
 
   constructor(private readonly opts: SlotOptions) {
-    this.broker = new Broker({ url: opts.brokerUrl, name: `warren worker ${opts.workerId}`, log: opts.log });
+    this.broker = new Broker({ url: opts.brokerUrl, name: `warren worker ${opts.workerId}`, log: opts.log, namespace: opts.namespace });
     this.discoveries = new DiscoveryCache(opts.discoveryDir);
+    this.intake = new Intake(this.broker, opts.labels ?? {}, opts.log);
+    this.setups = new RunSetups(opts.driver, (suite, argv) => this.invocation(suite, argv), opts.log.child({ worker: opts.workerId }));
   }
 
   async start(): Promise<void> {
@@ -116,27 +128,54 @@ export class Slot {
     fs.mkdirSync(path.join(this.opts.dir, 'tmp'), { recursive: true });
     await this.opts.driver.prepare();
     await this.broker.start();
-    await this.broker.consume(QUEUES.specs, (d) => this.onDelivery(d), { prefetch: 1 });
     this.state = 'running';
     this.opts.onState?.({ state: 'idle' });
     if (this.pendingPrewarm) this.prewarm(this.pendingPrewarm.runId, this.pendingPrewarm.suite);
     this.pendingPrewarm = undefined;
+    this.loop = this.takeJobs();
+  }
+
+  /** One job at a time, until the intake stops (drain) or the slot does. */
+  private async takeJobs(): Promise<void> {
+    while (this.state === 'running') {
+      const taken = await this.intake.take();
+      if (!taken || (this.state as Lifecycle) === 'stopped') return;
+      try {
+        await this.onDelivery(taken.delivery, taken.shard);
+      } catch (err) {
+        // a failure the handler could not turn into data (its dead-lettering failed): the
+        // job goes back to its queue, which counts the delivery; the slot goes on
+        this.opts.log.error({ err, worker: this.opts.workerId }, 'handling a job failed; it goes back to the queue');
+        taken.delivery.requeue();
+      }
+    }
+  }
+
+  /** The runs in progress and those just ended (the aggregator's `runs.state`). */
+  runsState(state: RunsState): void {
+    this.intake.setState(state);
+    for (const f of state.finished) if (!this.finished.has(attempt(f.runId, f.deadline))) this.runFinished(f.runId, f.deadline);
+  }
+
+  /** Jobs were published to a shard (`work.wake`). */
+  wake(w: WorkWake): void {
+    this.intake.wake(w.runId, w.shard, w.labels);
   }
 
   /** Stops taking jobs; the job in hand finishes (or is killed after `graceMs` and redelivered). */
   async drain(graceMs: number): Promise<void> {
     if (this.state === 'stopped' || this.state === 'draining') return;
     this.state = 'draining';
-    await this.broker.cancelConsumers().catch(() => undefined);
-    if (this.current) {
-      const timer = setTimeout(() => {
-        this.opts.log.warn({ worker: this.opts.workerId }, 'drain grace expired, killing the running test; its spec goes back to the queue');
-        this.abandoned = true;
-        this.current?.kill?.();
-      }, graceMs);
-      await this.current.done.catch(() => undefined);
-      clearTimeout(timer);
-    }
+    this.intake.stop();
+    // a job being taken right now is run too (given back, it would count as a death)
+    const timer = setTimeout(() => {
+      if (!this.current) return;
+      this.opts.log.warn({ worker: this.opts.workerId }, 'drain grace expired, killing the running test; its spec goes back to the queue');
+      this.abandoned = true;
+      this.current.kill?.();
+    }, graceMs);
+    await this.loop?.catch(() => undefined);
+    clearTimeout(timer);
     await this.stop();
   }
 
@@ -144,12 +183,14 @@ export class Slot {
   async stop(): Promise<void> {
     if (this.state === 'stopped') return;
     this.state = 'stopped';
+    this.intake.stop();
     clearTimeout(this.idleTimer);
     try {
       this.current?.kill?.();
     } catch {
       // nothing running
     }
+    await this.setups.leaveAll().catch(() => undefined);
     try {
       await this.broker.close();
     } catch {
@@ -171,12 +212,20 @@ export class Slot {
 
   // ---- jobs --------------------------------------------------------------------------
 
-  private async onDelivery(d: Delivery): Promise<void> {
+  private async onDelivery(d: Delivery, shard: number): Promise<void> {
     const parsed = parseMessage(Job, d.body);
     if (!parsed.ok) return d.deadLetter(parsed.reason);
     const job = parsed.value;
     if (this.finished.has(attemptOf(job))) {
       this.opts.log.info({ runId: job.runId, specId: job.id }, 'skipping a job of a finished run');
+      return d.ack();
+    }
+    const suite = job.type === 'discover' ? job.run : job.suite;
+    if (this.intake.isExcluded(job.runId) || !labelsMatch(suite.labels, this.opts.labels ?? {})) {
+      // Not ours (a run we are out of, or whose labels we lack): back where it came from, as
+      // a fresh message (not counted against its tests). Only where a shard is shared, or
+      // a wake raced its run's state.
+      await this.publishJob(job, shard);
       return d.ack();
     }
     let resolveDone!: () => void;
@@ -199,10 +248,10 @@ export class Slot {
       // the slot goes, for a fresh environment (the supervisor counts the breaks).
       const reason = err instanceof WorkerBrokenError ? err.message : `the worker slot failed: ${(err as Error).message.split('\n')[0]}`;
       if (!(err instanceof WorkerBrokenError)) this.opts.log.error({ err, runId: job.runId, specId: job.id }, 'slot failed handling a job');
-      await this.giveBack(job, reason);
+      await this.giveBack(job, reason, shard);
       // no other job may come in the moment between the ack and this slot's end (it would
       // go back to the queue counted as a death under its tests)
-      await this.broker.cancelConsumers().catch(() => undefined);
+      this.intake.stop();
       d.ack();
       this.opts.onBroken?.(reason, job.id);
     } finally {
@@ -307,7 +356,17 @@ export class Slot {
       // This batch was in hand when a worker died. One of its tests may be the killer: run
       // each alone, so the killer alone uses up its delivery limit and the others are fine.
       log.warn({ tests: job.tests.length, deliveryCount: d.deliveryCount }, 'redelivered batch, splitting it into single tests');
-      await this.requeue(job, job.tests.map((t) => [t]));
+      await this.requeue(job, job.tests.map((t) => [t]), job.shard);
+      return d.ack();
+    }
+    const setupError = await this.setups.ensure(attemptOf(job), job.suite);
+    if (setupError) {
+      // out of this run: the spec goes back for the other slots, the aggregator is told
+      log.warn({ error: setupError }, 'setup failed; this slot takes no more work of the run');
+      this.intake.exclude(job.runId);
+      const msg: SetupFailed = { type: 'setup.failed', v: SCHEMA_VERSION, id: `${job.runId}/setup/${this.opts.workerId}`, runId: job.runId, worker: this.opts.workerId, message: setupError };
+      await this.broker.publish(EXCHANGES.events, ROUTING.setupFailed, msg, { timeoutMs: 600_000 });
+      await this.publishJob(job, job.shard);
       return d.ack();
     }
     const adapter = adapterFor(job.suite.adapter);
@@ -340,7 +399,7 @@ export class Slot {
     }
     if (resolution.rerun.length > 0) {
       log.info({ rerun: resolution.rerun.length }, 'tests left unsettled by this process, queued again');
-      await this.requeue(job, resolution.rerun.length === job.tests.length ? resolution.rerun.map((t) => [t]) : [resolution.rerun]);
+      await this.requeue(job, resolution.rerun.length === job.tests.length ? resolution.rerun.map((t) => [t]) : [resolution.rerun], job.shard);
     }
     log.info({ results: resolution.results.length, exit: outcome.exit, warm: !!this.warmArgv(job.suite, adapter) }, 'spec done');
     // Ack last: the results (and any re-queued tests) are confirmed by the broker.
@@ -391,6 +450,9 @@ export class Slot {
   /** A run's report is out: its specs still coming are dropped, its test running now stopped. */
   runFinished(runId: string, deadline: number): void {
     this.finished.add(attempt(runId, deadline));
+    // its teardown, once the test in hand (stopped below, if it is the run's) is over
+    const key = attempt(runId, deadline);
+    void (this.current?.done ?? Promise.resolve()).then(() => this.setups.leave(key)).catch(() => undefined);
     if (this.finished.size > 1000) this.finished.delete(this.finished.values().next().value!);
     if (this.currentRun === attempt(runId, deadline) && this.current) {
       this.moot = true;
@@ -495,7 +557,7 @@ export class Slot {
    * or, once it has broken workers too often or on too many hosts (then it is probably the
    * test that breaks them), its tests fail (its run fails, for a discovery) with the reason.
    */
-  private async giveBack(job: Job, reason: string): Promise<void> {
+  private async giveBack(job: Job, reason: string, shard: number): Promise<void> {
     const supervisor = this.opts.workerId.slice(0, this.opts.workerId.lastIndexOf('/'));
     const infra: InfraFailures = {
       failures: (job.infra?.failures ?? 0) + 1,
@@ -505,7 +567,7 @@ export class Slot {
     const log = this.log(job);
     if (infra.failures < INFRA_FAILURE_LIMIT && infra.hosts.length < INFRA_HOST_LIMIT) {
       log.warn({ reason, infraFailures: infra.failures }, 'worker environment broke under a job; it goes back to the queue (not counted against its tests)');
-      await this.broker.publish(EXCHANGES.work, ROUTING.job, { ...job, infra }, { timeoutMs: 600_000 });
+      await this.publishJob({ ...job, infra }, shard);
       return;
     }
     const why = `its worker environment broke ${infra.failures} times, on ${infra.hosts.length} host${infra.hosts.length > 1 ? 's' : ''} (${infra.hosts.join(', ')}); last: ${reason}`;
@@ -525,11 +587,24 @@ export class Slot {
     await this.broker.publish(EXCHANGES.events, ROUTING.specResult, msg, { timeoutMs: 600_000 });
   }
 
-  private async requeue(job: SpecJob, groups: TestRef[][]): Promise<void> {
+  private async requeue(job: SpecJob, groups: TestRef[][], shard: number): Promise<void> {
     for (const [i, tests] of groups.entries()) {
       const next: SpecJob = { ...job, id: `${job.id}.${i + 1}`, tests };
-      await this.broker.publish(EXCHANGES.work, ROUTING.job, next, { timeoutMs: 600_000 });
+      await this.publishJob(next, shard, false);
     }
+    await this.wakeShard(job, shard);
+  }
+
+  /** A job back to its run's work queue (where it came from), confirmed; idle slots told. */
+  private async publishJob(job: Job, shard: number, wake = true): Promise<void> {
+    await this.broker.publish(EXCHANGES.work, jobKey(shard), job, { timeoutMs: 600_000 });
+    if (wake) await this.wakeShard(job, shard);
+  }
+
+  private async wakeShard(job: Job, shard: number): Promise<void> {
+    const labels = job.type === 'discover' ? job.run.labels : job.suite.labels;
+    const wake: WorkWake = { type: 'work.wake', v: SCHEMA_VERSION, runId: job.runId, shard, labels };
+    await this.broker.publish(EXCHANGES.reports, ROUTING.wake, wake, { persistent: false, mandatory: false, timeoutMs: 5000 }).catch(() => undefined);
   }
 
   /** Fresh names for one batch's files (the slot's directory was emptied at start). */

@@ -14,7 +14,10 @@ import { Broker } from '../../shared/broker.js';
 import { InfrastructureError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
 import type { Lifecycle } from '../../shared/lifecycle.js';
-import { RunFinished, SCHEMA_VERSION, parseMessage, type Heartbeat, type SpecResult, type SuiteConfig, type TestRef } from '../../shared/messages.js';
+import {
+  RunFinished, RunsState, SCHEMA_VERSION, WorkWake, parseMessage,
+  type Heartbeat, type SpecResult, type SuiteConfig, type TestRef,
+} from '../../shared/messages.js';
 import { EXCHANGES, FINISHED_BINDING, ROUTING } from '../../shared/topology.js';
 import { finishedResults, parseEvents } from './resolve.js';
 import { RUNNING_FILE, type SlotActivity } from './slot.js';
@@ -43,6 +46,10 @@ export interface SlotConfig {
   discoveryDir: string;
   /** A warm runner above this resident size after a batch is retired. */
   runnerMaxRssBytes: number;
+  /** The supervisor's labels (the runs the slot may take work of). */
+  labels: Record<string, string>;
+  /** A private Warren's namespace on a shared broker (shared/broker.ts). */
+  namespace?: string;
 }
 
 /** Slot → supervisor over IPC, besides activity reports. */
@@ -57,7 +64,9 @@ export type SlotRequest =
 export type SupervisorReply =
   | { type: 'image-ready'; id: number; error?: string }
   | { type: 'prewarm'; runId: string; suite: SuiteConfig }
-  | { type: 'run-finished'; runId: string; deadline: number };
+  | { type: 'run-finished'; runId: string; deadline: number }
+  | { type: 'runs-state'; state: RunsState }
+  | { type: 'wake'; wake: WorkWake };
 
 export interface SupervisorOptions {
   brokerUrl: string;
@@ -83,6 +92,8 @@ export interface SupervisorOptions {
   /** This many different jobs breaking their worker environments here within 10 min drain
    * the host (default 3). */
   breakLimit?: number;
+  /** A private Warren's namespace on a shared broker (shared/broker.ts). */
+  namespace?: string;
   log: Logger;
 }
 
@@ -170,24 +181,37 @@ export class Supervisor {
   private breaks: Array<{ at: number; jobId: string; reason: string }> = [];
   /** Why this host takes no more jobs (its environments kept breaking). */
   drained?: string;
+  /** The latest runs in progress (a slot started later is told at once). */
+  private runs?: RunsState;
 
   constructor(private readonly opts: SupervisorOptions) {
     // With docker, a restarted supervisor must find its earlier containers: a stable name.
     this.id = opts.id ?? (opts.driver === 'docker' ? os.hostname() : `${os.hostname()}-${process.pid}`);
     this.dir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'warren-supervisor-'));
-    this.broker = new Broker({ url: opts.brokerUrl, name: `warren supervisor ${this.id}`, log: opts.log });
+    this.broker = new Broker({ url: opts.brokerUrl, name: `warren supervisor ${this.id}`, log: opts.log, namespace: opts.namespace });
   }
 
   async start(): Promise<void> {
     if (this.opts.driver === 'docker') await this.startDocker();
     this.cache = leaseCache(this.opts.cacheDir ?? defaultCacheRoot());
     await this.broker.start();
-    // finished runs: the slots drop their remaining specs and stop their running tests
-    await this.broker.watch(EXCHANGES.reports, FINISHED_BINDING, `warren.finished.${this.id}`, async (d) => {
+    // What the slots take work from (the runs in progress, by shard), where work was just
+    // published, and which runs finished (the slots drop their remaining specs and stop their
+    // running tests).
+    await this.broker.watch(EXCHANGES.reports, [FINISHED_BINDING, ROUTING.runsState, ROUTING.wake], `warren.supervisor.${this.id}.${process.pid}`, async (d) => {
       d.ack();
-      const msg = parseMessage(RunFinished, d.body);
-      if (!msg.ok) return;
-      for (const h of this.slots) tell(h.child, { type: 'run-finished', runId: msg.value.runId, deadline: msg.value.deadline });
+      if (d.routingKey === ROUTING.runsState) {
+        const msg = parseMessage(RunsState, d.body);
+        if (!msg.ok) return;
+        this.runs = msg.value;
+        for (const h of this.slots) tell(h.child, { type: 'runs-state', state: msg.value });
+      } else if (d.routingKey === ROUTING.wake) {
+        const msg = parseMessage(WorkWake, d.body);
+        if (msg.ok) for (const h of this.slots) tell(h.child, { type: 'wake', wake: msg.value });
+      } else {
+        const msg = parseMessage(RunFinished, d.body);
+        if (msg.ok) for (const h of this.slots) tell(h.child, { type: 'run-finished', runId: msg.value.runId, deadline: msg.value.deadline });
+      }
     }, { kind: 'transient' });
     for (let i = 0; i < this.opts.workers; i++) {
       const handle: SlotHandle = { index: i, activity: { state: 'starting' }, startedAt: 0, failures: 0, eventsRead: 0 };
@@ -197,6 +221,11 @@ export class Supervisor {
     this.heartbeat = setInterval(() => void this.beat(), this.opts.heartbeatMs ?? 2000);
     this.state = 'running';
     this.opts.log.info({ supervisor: this.id, workers: this.opts.workers }, 'supervisor running');
+  }
+
+  /** What each slot is doing (tests wait for 'idle': connected and taking work). */
+  get slotStates(): string[] {
+    return this.slots.map((s) => s.activity.state);
   }
 
   /** Drains every slot (running tests finish, or go back to the queue after the grace). */
@@ -268,6 +297,8 @@ export class Supervisor {
       cacheDir: path.join(this.cache!.dir, 'suites'),
       discoveryDir: path.join(this.cache!.root, 'discovery'),
       runnerMaxRssBytes: this.opts.runnerMaxRssBytes ?? 2 * 1024 ** 3,
+      labels: this.opts.labels ?? {},
+      namespace: this.opts.namespace,
     };
     const env = { ...process.env, ...slotEnv, WARREN_SLOT: JSON.stringify(config) };
     const child = fork(SLOT_MAIN, [], { env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
@@ -284,6 +315,7 @@ export class Supervisor {
       else void this.onRequest(child, m);
     });
     child.on('exit', (code, signal) => this.onSlotExit(handle, child, code, signal));
+    if (this.runs) tell(child, { type: 'runs-state', state: this.runs });
   }
 
   /** Every slot of this host is told; the idle ones start the run's warm runner (the

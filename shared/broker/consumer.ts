@@ -73,7 +73,7 @@ export class Consumers {
   /** The last error of a message's handler, by message id (bounded: a hint for the reason). */
   private readonly failures = new Map<string, string>();
 
-  constructor(private readonly connection: Connection, private readonly publisher: Publisher) {}
+  constructor(private readonly connection: Connection, private readonly publisher: Publisher, private readonly name: (n: string) => string = (n) => n) {}
 
   /** The connection setup that subscribes every consumer on a new connection. */
   readonly setup = async (conn: ChannelModel, generation: number): Promise<void> => {
@@ -109,6 +109,28 @@ export class Consumers {
 
   channels(): Channel[] {
     return [...this.open];
+  }
+
+  /** The channel of `get` on the current connection. */
+  private puller?: { ch: Channel; generation: number };
+
+  /**
+   * Takes one message from `queue` (basic.get, manual ack), or null when it is empty: a slot
+   * pulls its next job this way, from whichever queue is next in its rotation, so it never
+   * holds more than the one it asked for. The delivery acks on the channel it came on, as a
+   * consumer's does (a reconnect meanwhile: the broker has requeued it).
+   */
+  async get(queue: string): Promise<Delivery | null> {
+    const { conn, generation } = await this.connection.current();
+    let puller = this.puller;
+    if (!puller || puller.generation !== generation || !this.open.has(puller.ch)) {
+      const ch = await this.connection.channel(conn, generation, 'puller');
+      this.open.add(ch);
+      ch.on('close', () => this.open.delete(ch));
+      puller = this.puller = { ch, generation };
+    }
+    const msg = await puller.ch.get(queue, { noAck: false });
+    return msg ? this.delivery(puller.ch, msg as unknown as ConsumeMessage, queue) : null;
   }
 
   private async subscribe(conn: ChannelModel, spec: ConsumerSpec, generation: number): Promise<void> {
@@ -196,7 +218,7 @@ export class Consumers {
       requeue: () => settle('requeue'),
       deadLetter: async (reason: string) => {
         this.connection.log.warn({ queue, reason, routingKey: msg.fields.routingKey }, 'dead-lettering a message');
-        await this.publisher.publishRaw(EXCHANGES.dlx, `${ROUTING.malformed}.${queue}`, msg.content, {
+        await this.publisher.publishRaw(this.name(EXCHANGES.dlx), `${ROUTING.malformed}.${queue}`, msg.content, {
           headers: {
             'x-warren-reason': reason,
             'x-warren-queue': queue,

@@ -13,6 +13,9 @@
  *     skewed, a ~300 ms helper): `warren run --local --workers 2` (the real CLI, a fresh
  *     cache, then again with its discovery cache and history) beside the framework's own
  *     2-worker mode on the same suite.
+ * (e) Fair sharing: a 20-test run alone, then started while a 2,000-test run is in progress
+ *     on the same 4 slots (real processes): its time beside its time alone, and the time the
+ *     big run still had to go (what first come, first served would have made it wait).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -22,11 +25,12 @@ import amqp from 'amqplib';
 import { Broker } from '../../shared/broker.js';
 import { createLogger } from '../../shared/log.js';
 import { AcceptedRun, RunRequest, SCHEMA_VERSION, type Discovered, type RunAccepted, type RunReport, type TestRef } from '../../shared/messages.js';
-import { EXCHANGES, ROUTING, TOPOLOGY, reportKey } from '../../shared/topology.js';
+import { EXCHANGES, ROUTING, TOPOLOGY, reportKey, specQueue } from '../../shared/topology.js';
 import { Aggregator } from '../../services/aggregator/aggregator.js';
 import { Dispatcher } from '../../services/dispatcher/dispatcher.js';
 import { Supervisor } from '../../services/worker-supervisor/supervisor.js';
 import { createVhost } from '../helpers/rabbit.js';
+import { idleSlots } from '../helpers/slots.js';
 import { BIN, tmpDir } from '../helpers/cli.js';
 import { FRAMEWORKS, generateSuite, nativeParallel, parseCounts, type Command, type Framework } from './suites.js';
 
@@ -39,12 +43,9 @@ async function cluster(url: string, workers: number, driver: 'local' | 'noop', h
   const supervisor = new Supervisor({ brokerUrl: url, workers, driver, log, graceMs: 1000 });
   const broker = new Broker({ url, name: 'bench', log });
   await Promise.all([dispatcher.start(), aggregator.start(), supervisor.start(), broker.start()]);
-  // slots connect asynchronously: wait until all consume, so batch sizing sees them
-  for (;;) {
-    const { consumerCount } = await broker.checkQueue('warren.specs');
-    if (consumerCount >= workers) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  // slots connect asynchronously: wait until all are idle (their heartbeats), so batch
+  // sizing sees them
+  await idleSlots(broker, workers);
   return {
     broker,
     async report(runId: string, start: () => Promise<void>): Promise<{ report: RunReport; ms: number }> {
@@ -156,8 +157,8 @@ async function fleet(url: string, supervisors: number, slots: number, specs: num
   const broker = new Broker({ url, name: 'bench fleet', log });
   await Promise.all([dispatcher.start(), aggregator.start(), broker.start()]);
   try {
-    // every slot consumes before the run starts (the event: the queue's consumer count)
-    while ((await broker.checkQueue('warren.specs')).consumerCount < supervisors * slots) await new Promise((r) => setTimeout(r, 200));
+    // every slot is connected before the run starts (the event: their heartbeats)
+    await idleSlots(broker, supervisors * slots);
     const run = AcceptedRun.parse({
       type: 'run.request', runId: 'bench-fleet', id: 'bench-fleet', adapter: 'command', cwd: '/tmp',
       command: { discover: 'true', run: 'true' }, acceptedAt: Date.now(), deadline: Date.now() + 3_600_000, maxBatch: 1,
@@ -224,7 +225,7 @@ async function versusNative(url: string, framework: Framework) {
 async function raw(url: string, messages: number, consumers: number, withResult: boolean) {
   const conn = await amqp.connect(url);
   const q = `bench.raw.${withResult}`;
-  const specsArgs = TOPOLOGY.queues.find((x) => x.name === 'warren.specs')!.arguments;
+  const specsArgs = TOPOLOGY.queues.find((x) => x.name === specQueue(0))!.arguments;
   const setup = await conn.createChannel();
   await setup.assertQueue(q, { durable: true, arguments: { 'x-queue-type': 'quorum', 'x-delivery-limit': specsArgs['x-delivery-limit'] } });
   await setup.assertQueue(`${q}.results`, { durable: true, arguments: { 'x-queue-type': 'quorum' } });
@@ -278,7 +279,7 @@ async function rawHops(url: string, messages: number, consumers: number) {
   const q = 'bench.hops.jobs';
   const r = 'bench.hops.results';
   const setup = await conn.createChannel();
-  const specsArgs = TOPOLOGY.queues.find((x) => x.name === 'warren.specs')!.arguments;
+  const specsArgs = TOPOLOGY.queues.find((x) => x.name === specQueue(0))!.arguments;
   await setup.assertQueue(q, { durable: true, arguments: { 'x-queue-type': 'quorum', 'x-delivery-limit': specsArgs['x-delivery-limit'] } });
   await setup.assertQueue(r, { durable: true, arguments: { 'x-queue-type': 'quorum' } });
   const body = Buffer.from(JSON.stringify({ type: 'spec', tests: [{ id: 'x', file: '', name: 'x' }] }));
@@ -364,13 +365,45 @@ async function makespan(url: string, batched: boolean, history: boolean) {
   }
 }
 
+/** (e) a small run alone, then behind a big one on the same slots. */
+async function fairSharing(url: string) {
+  const slots = 4;
+  const suite = tmpDir('warren-bench-fair-');
+  const c = await cluster(url, slots, 'local');
+  const request = (runId: string, n: number) => RunRequest.parse({
+    type: 'run.request', runId, adapter: 'command', cwd: suite, maxBatch: 5,
+    command: { discover: `seq 1 ${n}`, run: 'for x in {ids}; do sleep 0.02; done' },
+  });
+  try {
+    const alone = await c.report('fair-small-alone', () => c.broker.publish(EXCHANGES.runs, ROUTING.runRequest, request('fair-small-alone', 20)));
+    // the big run, under way (its first 100 results) before the small one starts
+    let underWay!: () => void;
+    const started = new Promise<void>((r) => (underWay = r));
+    await c.broker.watch(EXCHANGES.reports, reportKey('fair-big', 'progress'), 'bench.fair-big.progress', async (d) => {
+      d.ack();
+      if (JSON.parse(d.body.toString()).done >= 100) underWay();
+    });
+    const bigStart = performance.now();
+    const big = c.report('fair-big', () => c.broker.publish(EXCHANGES.runs, ROUTING.runRequest, request('fair-big', 2000)));
+    await started;
+    const t0 = performance.now();
+    const shared = await c.report('fair-small-shared', () => c.broker.publish(EXCHANGES.runs, ROUTING.runRequest, request('fair-small-shared', 20)));
+    const bigDone = await big;
+    const bigLeftMs = bigStart + bigDone.ms - t0;
+    for (const r of [alone, shared, bigDone]) if (r.report.totals.failed + (r.report.totals.notRun ?? 0) > 0 || r.report.status !== 'passed') throw new Error(`fair-sharing run failed: ${JSON.stringify(r.report.totals)}`);
+    return { alone: alone.ms / 1000, shared: shared.ms / 1000, big: bigDone.ms / 1000, bigLeft: Math.max(0, bigLeftMs) / 1000 };
+  } finally {
+    await c.stop();
+  }
+}
+
 async function main() {
   const vhost = await createVhost('warren-bench');
   try {
     const N = Number(process.env.BENCH_SPECS ?? 5000);
     console.log(`machine: ${os.cpus().length} cores, node ${process.version}; RabbitMQ at localhost, vhost ${vhost.name}\n`);
     // BENCH_PARTS=a,b,c,d (default all): which parts to run
-    const parts = (process.env.BENCH_PARTS ?? 'a,b,c,d').split(',');
+    const parts = (process.env.BENCH_PARTS ?? 'a,b,c,d,e').split(',');
     if (parts.includes('a')) {
       const rawAck = await raw(vhost.url, N, 8, false);
       const rawResult = await raw(vhost.url, N, 8, true);
@@ -415,6 +448,11 @@ async function main() {
         const r = await versusNative(vhost.url, fw);
         console.log(`    ${fw.padEnd(9)} ${r.ideal.toFixed(1).padStart(5)}s ${r.native.toFixed(1).padStart(6)}s ${r.first.toFixed(1).padStart(9)}s ${(r.first / r.native).toFixed(2).padStart(5)} ${r.second.toFixed(1).padStart(7)}s ${(r.second / r.native).toFixed(2).padStart(5)}   ${r.nativeCount} / ${r.firstCount} / ${r.secondCount} of ${r.tests}`);
       }
+    }
+    if (parts.includes('e')) {
+      const f = await fairSharing(vhost.url);
+      console.log('\n(e) fair sharing, 4 slots (real processes): a 20-test run alone, then started while a 2,000-test run is in progress');
+      console.log(`    alone ${f.alone.toFixed(2)} s   behind the big run ${f.shared.toFixed(2)} s   ratio ${(f.shared / f.alone).toFixed(2)}   (the big run: ${f.big.toFixed(1)} s in all, ${f.bigLeft.toFixed(1)} s still to go when the small one started: first come, first served would have made it wait that long)`);
     }
   } finally {
     await vhost.delete();

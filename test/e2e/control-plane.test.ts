@@ -77,15 +77,16 @@ test('a spec of a run whose report is out is dropped by the workers, not run', a
   const { createLogger } = await import('../../shared/log.js');
   const broker = new Broker({ url, name: 'test stale', log: createLogger('test', 'silent') });
   await broker.start();
-  await broker.publish('warren.work', 'job', {
+  await broker.publish('warren.work', 'job.0', {
     type: 'spec', v: 1, id: 'finished-run/r1/s1-again', runId: 'finished-run', round: 1, tests: [{ id: 'a', file: '', name: 'a' }],
     suite: { adapter: 'command', cwd, command: { discover: 'echo a', run: 'echo stale >> "$MARKS/ran"' }, env: { MARKS: marks }, testTimeoutSec: 60 },
-    expiresAt: deadline,
+    expiresAt: deadline, shard: 0,
   });
-  await broker.close();
-  // one worker, one queue: the next run's jobs come after the stale spec
   const second = await runCli(['run', ...common, '--env', 'RUN=second', '--report-dir', tmpDir()]);
   assert.equal(second.code, 0, second.stderr);
+  // the worker takes it (from the run's shard, or sweeping the others) and drops it
+  await waitFor('the stale spec taken', async () => (await broker.checkQueue('warren.specs.0')).messageCount === 0, 60_000);
+  await broker.close();
   assert.deepEqual(fs.readFileSync(path.join(marks, 'ran'), 'utf8').trim().split('\n'), ['first', 'second'], 'the stale spec did not run');
   for (const s of services.splice(0)) await stopService(s);
 });

@@ -22,6 +22,8 @@ async function api(method: string, path: string, body?: unknown): Promise<Respon
 export interface TestVhost {
   name: string;
   url: string;
+  /** The names of the vhost's queues (the management API). */
+  queues(): Promise<string[]>;
   delete(): Promise<void>;
 }
 
@@ -32,6 +34,7 @@ export async function createVhost(prefix = 'warren-test'): Promise<TestVhost> {
   return {
     name,
     url: `amqp://guest:guest@${HOST}/${encodeURIComponent(name)}`,
+    queues: async () => ((await (await api('GET', `/queues/${encodeURIComponent(name)}?columns=name`)).json()) as Array<{ name: string }>).map((q) => q.name),
     delete: async () => {
       await api('DELETE', `/vhosts/${encodeURIComponent(name)}`);
     },

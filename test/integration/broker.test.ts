@@ -36,7 +36,7 @@ test('a consumer with prefetch 1 never holds two messages, across a reconnect', 
   const broker = new Broker({ url: via(proxy.port), name: 'test prefetch', log });
   const side = new Broker({ url: vhost.url, name: 'test side', log });
   await Promise.all([broker.start(), side.start()]);
-  const q = 'warren.specs';
+  const q = 'warren.specs.0';
   let running = 0;
   let most = 0;
   const seen: string[] = [];
@@ -54,14 +54,14 @@ test('a consumer with prefetch 1 never holds two messages, across a reconnect', 
       running--;
       d.ack();
     }, { prefetch: 1 });
-    await side.publishRaw('warren.work', 'job', Buffer.from('one'));
+    await side.publishRaw('warren.work', 'job.0', Buffer.from('one'));
     await first;
     // the link drops while the handler runs; the broker requeues 'one'
     const back = nextConnected(broker);
     await proxy.cut();
     await proxy.listen();
     await back;
-    await side.publishRaw('warren.work', 'job', Buffer.from('two'));
+    await side.publishRaw('warren.work', 'job.0', Buffer.from('two'));
     // both wait in the queue, nobody consumes: the handler still holds the old 'one'
     await waitFor('both messages ready, no consumer', async () => {
       if (most > 1) return true;
@@ -85,14 +85,14 @@ test('an ack made while the connection is still being set up is not lost', async
   await proxy.listen();
   const side = new Broker({ url: vhost.url, name: 'test side', log });
   await side.start();
-  await side.publishRaw('warren.work', 'job', Buffer.from('waiting'));
+  await side.publishRaw('warren.work', 'job.0', Buffer.from('waiting'));
   const connection = new Connection({ url: via(proxy.port), name: 'test ack', log });
   const publisher = new Publisher(connection);
   const consumers = new Consumers(connection, publisher);
   const deliveries: string[] = [];
   let acked!: () => void;
   const ackedOnce = new Promise<void>((r) => (acked = r));
-  await consumers.consume('warren.specs', async (d) => {
+  await consumers.consume('warren.specs.0', async (d) => {
     deliveries.push(`${d.body}${d.redelivered ? ' (again)' : ''}`);
     d.ack();
     acked();
@@ -110,7 +110,7 @@ test('an ack made while the connection is still being set up is not lost', async
     await proxy.cut();
     await proxy.listen();
     await back;
-    await side.publishRaw('warren.work', 'job', Buffer.from('sentinel'));
+    await side.publishRaw('warren.work', 'job.0', Buffer.from('sentinel'));
     await waitFor('the sentinel', () => deliveries.some((d) => d.startsWith('sentinel')), 30_000);
     assert.deepEqual(deliveries, ['waiting', 'sentinel']);
   } finally {

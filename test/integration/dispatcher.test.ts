@@ -8,7 +8,7 @@ import type { ChildProcess } from 'node:child_process';
 import { createLogger } from '../../shared/log.js';
 import { Broker } from '../../shared/broker.js';
 import { AcceptedRun, Job, SCHEMA_VERSION, type Discovered, type RunAccepted, type RunReport, type SpecResult, type TestRef } from '../../shared/messages.js';
-import { EXCHANGES, QUEUES, ROUTING, reportKey } from '../../shared/topology.js';
+import { EXCHANGES, QUEUES, ROUTING, reportKey, specQueue } from '../../shared/topology.js';
 import { Aggregator } from '../../services/aggregator/aggregator.js';
 import { tcpProxy } from '../helpers/proxy.js';
 import { createVhost, drainQueue, queueDepth, waitFor, type TestVhost } from '../helpers/rabbit.js';
@@ -57,23 +57,23 @@ test('a dispatcher SIGKILLed mid-publish loses no test and double-counts none on
     const discovered: Discovered = { type: 'run.discovered', v: SCHEMA_VERSION, id: 'd', runId: run.runId, run, tests, worker: 'test' };
     await broker.publish(EXCHANGES.runs, ROUTING.discovered, discovered);
 
-    await waitFor('the first dispatcher to start publishing specs', async () => (await queueDepth(url, QUEUES.specs)) >= 1, 30_000);
+    await waitFor('the first dispatcher to start publishing specs', async () => (await queueDepth(url, specQueue(run.shard))) >= 1, 30_000);
     first.kill('SIGKILL');
     await new Promise((r) => first.once('exit', r));
     await proxy.cut();
     await waitFor('the broker to see it gone', async () => (await broker.checkQueue(QUEUES.dispatcher)).consumerCount === 0, 30_000);
-    const atKill = await queueDepth(url, QUEUES.specs);
+    const atKill = await queueDepth(url, specQueue(run.shard));
     assert.ok(atKill > 0 && atKill < total, `killed mid-publish (${atKill} of ${total} specs out)`);
 
     const second = startService(['dispatcher', '--broker', url]);
     children.push(second);
     // The unacked discovery comes back to the new dispatcher, which publishes the round again.
-    await waitFor('the round to be published again', async () => (await queueDepth(url, QUEUES.specs)) >= atKill + total, 60_000);
+    await waitFor('the round to be published again', async () => (await queueDepth(url, specQueue(run.shard))) >= atKill + total, 60_000);
     await waitFor('the dispatcher to settle', async () => (await queueDepth(url, QUEUES.dispatcher)) === 0, 30_000);
     await stopService(second);
 
     // A fake worker: every spec on the queue, duplicates included, gets a result.
-    const specs = await drainQueue(url, QUEUES.specs);
+    const specs = await drainQueue(url, specQueue(run.shard));
     const seen = new Map<string, number>();
     for (const m of specs) {
       const job = Job.parse(JSON.parse(m.content.toString()));

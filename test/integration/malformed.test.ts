@@ -8,7 +8,8 @@ import { createLogger } from '../../shared/log.js';
 import { Broker } from '../../shared/broker.js';
 import { UnroutableError } from '../../shared/errors.js';
 import { RunRequest, type RunReport } from '../../shared/messages.js';
-import { EXCHANGES, QUEUES, ROUTING, reportKey } from '../../shared/topology.js';
+import { EXCHANGES, QUEUES, ROUTING, SPEC_SHARDS, jobKey, reportKey, specQueue } from '../../shared/topology.js';
+const SHARD_NUMBERS = Array.from({ length: SPEC_SHARDS }, (_, n) => n);
 import { Aggregator } from '../../services/aggregator/aggregator.js';
 import { Dispatcher } from '../../services/dispatcher/dispatcher.js';
 import { Supervisor } from '../../services/worker-supervisor/supervisor.js';
@@ -40,7 +41,7 @@ test('malformed and unknown messages are dead-lettered with a reason; the servic
     await publishRaw(url, EXCHANGES.runs, ROUTING.runRequest, 'this is not json');
     await publishRaw(url, EXCHANGES.runs, ROUTING.runRequest, JSON.stringify({ type: 'run.request', adapter: 'rspec' }));
     await publishRaw(url, EXCHANGES.runs, ROUTING.runRequest, JSON.stringify({ type: 'run.request', adapter: 'rspec', cwd: '/x', pattern: '([' }));
-    await publishRaw(url, EXCHANGES.work, ROUTING.job, JSON.stringify({ type: 'spec', v: 1 }));
+    await publishRaw(url, EXCHANGES.work, jobKey(0), JSON.stringify({ type: 'spec', v: 1 }));
     await publishRaw(url, EXCHANGES.events, ROUTING.specResult, JSON.stringify({
       type: 'spec.result', v: 1, id: 'x', runId: 'nobody-knows', specId: 's', round: 1, worker: 'w', results: [],
     }));
@@ -57,9 +58,9 @@ test('malformed and unknown messages are dead-lettered with a reason; the servic
     assert.match(reasons[2]!, /^warren.dispatcher: invalid run request: pattern: not a valid regular expression/);
     assert.match(reasons[3]!, /^warren.dispatcher: its handler failed 5 times; last: Invalid regular expression/);
     assert.match(reasons[4]!, /^warren.dispatcher: not JSON/);
-    assert.match(reasons[5]!, /^warren.specs: invalid message \(type "spec"\)/);
+    assert.match(reasons[5]!, /^warren.specs.0: invalid message \(type "spec"\)/);
     assert.equal(dead.find((m) => m.properties.headers?.['x-warren-queue'] === QUEUES.dispatcher && m.content.toString() === 'this is not json')?.content.toString(), 'this is not json', 'the body is kept as it came');
-    for (const q of [QUEUES.dispatcher, QUEUES.specs, QUEUES.aggregator]) assert.equal(await queueDepth(url, q), 0, `${q} holds nothing in a loop`);
+    for (const q of [QUEUES.dispatcher, specQueue(0), QUEUES.aggregator]) assert.equal(await queueDepth(url, q), 0, `${q} holds nothing in a loop`);
     assert.deepEqual([dispatcher.state, aggregator.state, supervisor.state], ['running', 'running', 'running']);
 
     // and a good run still goes through
@@ -118,7 +119,7 @@ test('a test process that cannot start fails the run at once with the OS error (
     const notDir = await waitFor('the ENOTDIR report', () => reports.get('cwd-is-a-file'), 60_000);
     assert.equal(notDir.status, 'error');
     assert.match(notDir.error ?? '', /is not a directory/);
-    assert.equal(await queueDepth(url, QUEUES.specs), 0);
+    for (const n of SHARD_NUMBERS) assert.equal(await queueDepth(url, specQueue(n)), 0);
   } finally {
     await supervisor.stop();
     await Promise.all([dispatcher.stop(), aggregator.stop(), broker.close()]);

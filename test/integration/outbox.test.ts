@@ -41,7 +41,7 @@ test('a re-run round that could not be published is retried on its own; the run 
   const ch = await conn.createChannel();
   try {
     // every client has declared the topology (which binds it back): the slot is connected
-    await waitFor('the slot consuming', async () => (await broker.checkQueue(QUEUES.specs)).consumerCount >= 1, 30_000);
+    await waitFor('the slot connected', () => supervisor.slotStates.every((s) => s === 'idle'), 30_000);
     // nobody receives round requests for now
     await ch.unbindQueue(QUEUES.dispatcher, EXCHANGES.runs, ROUTING.roundRequest);
     const reports: RunReport[] = [];

@@ -40,7 +40,7 @@ test('failures under the threshold are re-run; failed-then-passed is flaky', () 
   assert.deepEqual(report.tests[1]!.attempts, ['failed', 'passed']);
   assert.equal(report.tests[1]!.message, 'flake');
   assert.equal(report.tests[3]!.message, 'real third');
-  assert.deepEqual(report.totals, { total: 4, passed: 1, failed: 1, flaky: 1, pending: 1 });
+  assert.deepEqual(report.totals, { total: 4, passed: 1, failed: 1, flaky: 1, pending: 1, notRun: 0 });
   assert.equal(report.status, 'failed');
   assert.equal(report.rounds, 3);
 });
@@ -101,7 +101,7 @@ test('a deadline after a re-run was decided but before it was planned fails only
   const report = e2[0]!.kind === 'report' ? e2[0]!.report : assert.fail('expected the report');
   assert.deepEqual(report.tests.map((t) => [t.id, t.status]), [['t0', 'passed'], ['t1', 'failed']]);
   assert.equal(report.tests[1]!.message, DROPPED_MESSAGE);
-  assert.deepEqual(report.totals, { total: 2, passed: 1, failed: 1, flaky: 0, pending: 0 });
+  assert.deepEqual(report.totals, { total: 2, passed: 1, failed: 1, flaky: 0, pending: 0, notRun: 0 });
 });
 
 test("a failure that comes after the same round's pass still makes the test flaky (a dead worker's salvaged attempt, late)", () => {
@@ -116,4 +116,40 @@ test("a failure that comes after the same round's pass still makes the test flak
   assert.equal(report.tests[0]!.message, 'first attempt');
   assert.deepEqual(report.tests[0]!.attempts, ['failed', 'passed']);
   assert.equal(report.totals.flaky, 1);
+});
+
+test('a cancel ends the run now: what finished stands, the rest is not run', () => {
+  const l = new RunLedger(run());
+  const ts = tests(4);
+  l.onPlanned(1, ts, undefined, 0);
+  l.onResults(1, 'w', [res(ts[0]!, 'passed'), res(ts[1]!, 'failed', 'boom')], 1);
+  const [effect] = l.onCancel('alice@ci', 2);
+  const report = effect?.kind === 'report' ? effect.report : assert.fail('expected the report');
+  assert.equal(report.status, 'cancelled');
+  assert.equal(report.stopped, 'cancelled by alice@ci');
+  assert.deepEqual(report.tests.map((t) => [t.id, t.status]), [['t0', 'passed'], ['t1', 'failed'], ['t2', 'not_run'], ['t3', 'not_run']]);
+  assert.equal(report.totals.notRun, 2);
+  assert.deepEqual(l.onResults(1, 'w', [res(ts[2]!, 'passed')], 3), [], 'a late result changes nothing');
+});
+
+test('--max-failures counts only failures no re-run can save; --fail-fast counts them as they come', () => {
+  // threshold 0.5 of 6 tests: up to 3 failures are re-run, so 2 failures do not stop round 1
+  const l = new RunLedger(run({ maxFailures: 2, rerunThreshold: 0.5, maxRounds: 2 }));
+  const ts = tests(6);
+  l.onPlanned(1, ts, undefined, 0);
+  assert.deepEqual(l.onResults(1, 'w', [res(ts[0]!, 'failed'), res(ts[1]!, 'failed')], 1), [], 'both may still be re-run');
+  // a fourth failure: more than the threshold, no re-run can save any of them
+  l.onResults(1, 'w', [res(ts[2]!, 'failed')], 2);
+  const [effect] = l.onResults(1, 'w', [res(ts[3]!, 'failed')], 3);
+  const report = effect?.kind === 'report' ? effect.report : assert.fail('expected the run to stop');
+  assert.equal(report.status, 'failed');
+  assert.match(report.stopped ?? '', /^stopped after 4 failed tests \(--max-failures 2\)$/);
+  assert.deepEqual(report.tests.map((t) => t.status), ['failed', 'failed', 'failed', 'failed', 'not_run', 'not_run']);
+
+  const fast = new RunLedger(run({ failFast: true, rerunThreshold: 0.5 }));
+  fast.onPlanned(1, ts, undefined, 0);
+  const [stop] = fast.onResults(1, 'w', [res(ts[0]!, 'passed'), res(ts[1]!, 'failed')], 1);
+  const r2 = stop?.kind === 'report' ? stop.report : assert.fail('--fail-fast stops at the first failure');
+  assert.equal(r2.stopped, 'stopped after 1 failed test (--fail-fast)');
+  assert.equal(r2.totals.notRun, 4);
 });

@@ -6,7 +6,7 @@ import type { RunReport } from '../../shared/messages.js';
 const report: RunReport = {
   type: 'run.report', v: 1, id: 'r/report', runId: 'r', status: 'failed', adapter: 'rspec', cwd: '/s',
   startedAt: 0, finishedAt: 2500, rounds: 2,
-  totals: { total: 4, passed: 1, failed: 1, flaky: 1, pending: 1 },
+  totals: { total: 4, passed: 1, failed: 1, flaky: 1, pending: 1, notRun: 0 },
   tests: [
     { id: 'a', file: 'spec/a_spec.rb', name: 'A works', status: 'passed', durationMs: 10, attempts: ['passed'] },
     { id: 'b', file: 'spec/a_spec.rb', name: 'B <fails> & "quotes"', status: 'failed', durationMs: 10, message: 'RuntimeError: boom <x>', details: 'trace\u0001', attempts: ['failed', 'failed'] },

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { definitions } from '../../shared/definitions.js';
-import { EXCHANGES, QUEUES, TOPOLOGY } from '../../shared/topology.js';
+import { EXCHANGES, QUEUES, SPEC_SHARDS, TOPOLOGY, jobKey, specQueue } from '../../shared/topology.js';
 import { ROOT } from '../helpers/cli.js';
 
 test('rabbitmq/definitions.json agrees with shared/topology.ts (regenerate: npm run definitions)', () => {
@@ -24,8 +24,10 @@ test('every binding joins a declared exchange to a declared queue', () => {
   }
 });
 
-test('the work queue takes a spec out of circulation after its delivery limit, at least once', () => {
-  const specs = TOPOLOGY.queues.find((q) => q.name === QUEUES.specs)!;
+test('every work queue takes a spec out of circulation after its delivery limit, at least once', () => {
+  for (let n = 0; n < SPEC_SHARDS; n++) {
+  const specs = TOPOLOGY.queues.find((q) => q.name === specQueue(n))!;
+  assert.ok(TOPOLOGY.bindings.some((b) => b.queue === specs.name && b.exchange === EXCHANGES.work && b.routingKey === jobKey(n)), `${specs.name} is bound`);
   assert.equal(specs.arguments['x-queue-type'], 'quorum');
   assert.equal(specs.arguments['x-delivery-limit'], 3);
   assert.equal(specs.arguments['x-dead-letter-exchange'], EXCHANGES.dlx);
@@ -34,6 +36,7 @@ test('the work queue takes a spec out of circulation after its delivery limit, a
   assert.equal(specs.arguments['x-overflow'], 'reject-publish');
   const crashedRoute = TOPOLOGY.bindings.find((b) => b.queue === QUEUES.crashed)!;
   assert.equal(crashedRoute.routingKey, specs.arguments['x-dead-letter-routing-key']);
+  }
 });
 
 test('the broker config loads the definitions and enables the management UI', () => {
