@@ -29,8 +29,10 @@ test('bad config is refused at start with the field named', () => {
   assert.throws(() => loadSupervisorConfig({ docker: { network: 'bridge' as 'host' } }), /supervisor config: docker\.network: /);
   assert.throws(() => loadSupervisorConfig({ driver: 'kubernetes' as 'local' }), /supervisor config: driver: /);
   assert.throws(() => loadSupervisorConfig({ config: '/nonexistent.json' }), /--config: cannot read \/nonexistent\.json/);
-  assert.throws(() => parseLabels('rack'), /WARREN_LABELS: expected key=value/);
+  assert.throws(() => parseLabels('=a', 'WARREN_LABELS'), /^UsageError: WARREN_LABELS: expected name or name=value/);
+  assert.throws(() => loadSupervisorConfig({ labels: { 'bad label': '' } }), /supervisor config: labels\.bad label: /);
   assert.deepEqual(parseLabels('rack=a, gpu=no'), { rack: 'a', gpu: 'no' });
+  assert.deepEqual(parseLabels('ruby,os=linux'), { ruby: '', os: 'linux' }, 'a bare name is a label too');
 });
 
 test('an image is pulled once however many slots ask at the same time; failures say which image', async () => {
