@@ -1,7 +1,8 @@
 /**
  * One worker slot: a process of its own (forked by the supervisor) with its own broker
  * connection, taking one job at a time from the work queues of the runs in progress
- * (intake.ts: round-robin over their shards), never two. For each job it runs the batch on a runner (runner/runner.ts: the slot's warm framework
+ * (intake.ts: round-robin over their shards), never two. For each job it runs the batch
+ * on a runner (runner/runner.ts: the slot's warm framework
  * process for this run, or a cold one), turns what happened into results (resolve.ts),
  * publishes them with a confirm, and only then acks.
  *
