@@ -2,9 +2,18 @@
  * Where a slot takes its next job. Each run in progress has its work queue (a shard of
  * `warren.specs.<n>`, topology.ts); the active aggregator says every few seconds which runs
  * are in progress on which shard (`runs.state`), and whoever publishes jobs says which shard
- * got them (`work.wake`). A slot takes one job at a time (basic.get), round-robin over the
- * shards of the runs it may serve: after a job from shard n it looks at the next shard first,
- * so concurrent runs share the workers instead of waiting behind each other.
+ * got them (`work.wake`). A slot takes one job at a time (basic.get) from the shards of the
+ * runs it may serve, so concurrent runs share the workers instead of waiting behind each
+ * other. Which shard first:
+ *
+ * - two takes in three: the one with the fewest jobs waiting, as the last get there said
+ *   (basic.get-ok counts what is left), and first of all a shard just woken (a new run, a
+ *   new round): a small run started during a big one gets most of the workers until it is
+ *   done, and the big one loses little;
+ * - every third take: the one this slot served longest ago, so no run, however big, gets
+ *   less than its turn while small runs keep coming.
+ *
+ * Ties go round-robin, after the shard served last; a shard found empty comes last.
  *
  * With nothing to take it waits: woken at once by a wake or a new state, else it looks again
  * after a backoff (a redelivered job of a dead worker comes without a wake). An idle slot
@@ -21,6 +30,8 @@ import { SPEC_SHARDS, specQueue } from '../../shared/topology.js';
 const WAKE_KEEP_MS = 15_000;
 const POLL_MIN_MS = 100;
 const POLL_MAX_MS = 2_000;
+/** Every this many takes, the shard served longest ago goes first. */
+const TURN_EVERY = 3;
 /** An idle slot looks at every shard this often. */
 const SWEEP_MS = 10_000;
 /** A get under way when the slot stops: waited for this long. */
@@ -39,6 +50,12 @@ export class Intake {
   /** Runs this slot is out of (its setup failed there). */
   private readonly excluded = new Set<string>();
   private lastShard = -1;
+  /** Jobs left on a shard after this slot's last get there (0: found empty); none known: not
+   * looked at since jobs came. */
+  private readonly backlog = new Map<number, number>();
+  /** This slot's takes so far, and the take it last served each shard at (or first saw it). */
+  private takes = 0;
+  private readonly servedAt = new Map<number, number>();
   private lastSweep = Date.now();
   private stopped = false;
   private poke?: () => void;
@@ -46,7 +63,7 @@ export class Intake {
   private readonly stopSignal = new Promise<void>((r) => (this.onStop = r));
 
   constructor(
-    private readonly broker: Broker,
+    private readonly broker: Pick<Broker, 'get'>,
     private readonly labels: Record<string, string>,
     private readonly log: Logger,
   ) {}
@@ -62,6 +79,8 @@ export class Intake {
   wake(runId: string, shard: number, labels: readonly string[]): void {
     if (this.excluded.has(runId) || !labelsMatch(labels, this.labels)) return;
     this.woken.set(shard, Date.now() + WAKE_KEEP_MS);
+    this.backlog.delete(shard);
+    if (!this.servedAt.has(shard)) this.servedAt.set(shard, this.takes);
     this.poke?.();
   }
 
@@ -81,7 +100,7 @@ export class Intake {
     this.poke?.();
   }
 
-  /** The shards to look at, in rotation order (after the last one served). */
+  /** The shards to look at, in the order to look (the header says which first). */
   shards(now = Date.now()): number[] {
     const set = new Set<number>();
     const runs = this.state?.runs ?? [];
@@ -98,20 +117,37 @@ export class Intake {
     }
     const sorted = [...set].sort((a, b) => a - b);
     const from = sorted.findIndex((s) => s > this.lastShard);
-    return from <= 0 ? sorted : [...sorted.slice(from), ...sorted.slice(0, from)];
+    const rotation = from <= 0 ? sorted : [...sorted.slice(from), ...sorted.slice(0, from)];
+    for (const shard of rotation) if (!this.servedAt.has(shard)) this.servedAt.set(shard, this.takes);
+    const empty = (s: number) => (this.backlog.get(s) === 0 ? 1 : 0);
+    const waiting = (s: number) => this.backlog.get(s) ?? -1;
+    const longestAgo = (s: number) => this.servedAt.get(s)!;
+    const turn = this.takes % TURN_EVERY === TURN_EVERY - 1;
+    // a stable sort: ties keep the round-robin order
+    return rotation.sort((a, b) => empty(a) - empty(b) || (turn ? longestAgo(a) - longestAgo(b) : waiting(a) - waiting(b)));
+  }
+
+  /** Notes a take from `shard`, and what the get said is left there. */
+  private served(shard: number, remaining: number | undefined): void {
+    this.lastShard = shard;
+    if (remaining === undefined) this.backlog.delete(shard);
+    else this.backlog.set(shard, remaining);
+    this.servedAt.set(shard, this.takes);
+    this.takes += 1;
   }
 
   /** The next job, waiting while there is none; null once stopped. */
   async take(): Promise<Taken | null> {
     let waitMs = POLL_MIN_MS;
     while (!this.stopped) {
-      let look = this.shards();
+      const eligible = this.shards();
+      let look = eligible;
       if (Date.now() - this.lastSweep > SWEEP_MS) {
         this.lastSweep = Date.now();
         // (not the shards of runs in progress we may not serve: their jobs are not ours)
         const busy = new Set((this.state?.runs ?? []).map((r) => r.shard));
-        const all = Array.from({ length: SPEC_SHARDS }, (_, n) => n).filter((n) => !look.includes(n) && !busy.has(n));
-        look = [...look, ...all];
+        const all = Array.from({ length: SPEC_SHARDS }, (_, n) => n).filter((n) => !eligible.includes(n) && !busy.has(n));
+        look = [...eligible, ...all];
       }
       for (const shard of look) {
         if (this.stopped) break;
@@ -128,9 +164,10 @@ export class Intake {
           break;
         }
         if (delivery) {
-          this.lastShard = shard;
+          this.served(shard, delivery.remaining);
           return { delivery, shard };
         }
+        this.backlog.set(shard, 0);
       }
       const poked = await new Promise<boolean>((resolve) => {
         const timer = setTimeout(() => done(false), waitMs);

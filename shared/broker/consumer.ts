@@ -23,6 +23,8 @@ export interface Delivery {
   /** Deliveries before this one that were not acked (quorum `x-delivery-count`, else 0). */
   readonly deliveryCount: number;
   readonly headers: Record<string, unknown>;
+  /** Taken with get(): the messages still ready in its queue (basic.get-ok's count). */
+  readonly remaining?: number;
   /** Acks, unless the channel this came on is gone (then the broker redelivers it). */
   ack(): void;
   /** Gives it back to the queue (counted as a delivery by a quorum queue). */
@@ -214,6 +216,7 @@ export class Consumers {
       redelivered: msg.fields.redelivered,
       deliveryCount: Number(headers['x-delivery-count'] ?? 0),
       headers,
+      remaining: (msg.fields as { messageCount?: number }).messageCount,
       ack,
       requeue: () => settle('requeue'),
       deadLetter: async (reason: string) => {

@@ -61,7 +61,9 @@ test('the active aggregator and a dispatcher SIGKILLed mid-run: the standbys fin
   const res = await run;
   assert.equal(res.code, 0, `${res.stdout}\n${res.stderr}`);
   assert.deepEqual(shape(readReport(reportDir)), expected, 'the same report as the fault-free run');
-  assert.ok(standby.lines.some((l) => l.includes('"run finished"')), 'the standby finished the run');
+  // the report is published before the line is logged: wait for the line, do not look once
+  const finished = await standby.logged('run finished', 30_000);
+  assert.equal(finished.status, 'passed', 'the standby finished the run');
 
   // a replica started later reads the journal from the checkpoint, not from its start, and
   // still knows the finished runs: a finished run's id is refused
