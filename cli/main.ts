@@ -156,14 +156,19 @@ export function program(): Command {
     .option('--pids-limit <n>', 'docker: processes per container ($WARREN_PIDS_LIMIT)')
     .option('--network <mode>', 'docker: none (default) or host ($WARREN_NETWORK)')
     .option('--user <user>', 'docker: user the tests run as ($WARREN_USER)')
-    .option('--mount-suite', 'docker: mount the suite directory of each run into the containers')
+    .option('--mount-suite', 'docker: mount the suite directory of each run into the containers, read-only')
     .option('--cache-dir <dir>', "caches that outlive runs: the frameworks' own per slot and suite, discovery ($WARREN_SUPERVISOR_CACHE_DIR, default ~/.cache/warren)")
     .option('--runner-max-memory <size>', 'retire a warm runner above this resident size after a batch, e.g. 2g ($WARREN_RUNNER_MAX_MEMORY)')
     .option('--labels <list>', 'what this host offers, e.g. ruby,chrome or os=linux: runs that require labels go only to supervisors with them all ($WARREN_LABELS)')
+    .option('--allow-cwd <dirs>', "directories runs' suites must be in, comma-separated (local driver, --mount-suite; default anywhere) ($WARREN_ALLOW_CWD)")
+    .option('--pass-env <names>', "this process's variables tests see (local driver), e.g. PATH,HOME,LC_* or * (never WARREN_*) ($WARREN_PASS_ENV)")
+    .option('--mount-suite-rw', 'docker: mount the suite directory writable (read-only by default)')
     .action(async (o: Record<string, string | boolean | undefined>) => {
-      const { parseLabels } = await import('../services/worker-supervisor/config.js');
+      const { list, parseLabels } = await import('../services/worker-supervisor/config.js');
       await startSupervisor({
         labels: o.labels === undefined ? undefined : parseLabels(o.labels as string),
+        allowCwd: o.allowCwd === undefined ? undefined : list(o.allowCwd as string),
+        passEnv: o.passEnv === undefined ? undefined : list(o.passEnv as string),
         broker: o.broker as string | undefined,
         config: o.config as string | undefined,
         workers: o.workers as string | undefined,
@@ -181,7 +186,8 @@ export function program(): Command {
           pidsLimit: o.pidsLimit as string | undefined,
           network: o.network as 'none' | 'host' | undefined,
           user: o.user as string | undefined,
-          mountSuite: o.mountSuite as boolean | undefined,
+          mountSuite: o.mountSuite || o.mountSuiteRw ? true : undefined,
+          mountSuiteWritable: o.mountSuiteRw as boolean | undefined,
         },
       });
     });

@@ -185,14 +185,16 @@ async function startLocal(url: string, namespace: string, workers: number, flags
       process.exit(2);
     },
   });
-  // --local --driver docker: the suite directory from --cwd is mounted into the containers
+  // --local --driver docker: the suite directory from --cwd is mounted into the containers,
+  // writable (the user's own directory, as their framework would write it); tests see the
+  // user's environment, but for Warren's own variables (the broker URL)
   const config = loadSupervisorConfig({
-    workers, driver: flags.driver as SupervisorConfigInput['driver'],
-    docker: { mountSuite: true, image: flags.image, memory: flags.memory, isolation: flags.isolation as 'slot' | 'spec' | undefined, network: flags.network as 'none' | 'host' | undefined },
+    workers, driver: flags.driver as SupervisorConfigInput['driver'], passEnv: ['*'],
+    docker: { mountSuite: true, mountSuiteWritable: true, image: flags.image, memory: flags.memory, isolation: flags.isolation as 'slot' | 'spec' | undefined, network: flags.network as 'none' | 'host' | undefined },
   });
   const supervisor = new Supervisor({
     brokerUrl: url, namespace, workers, graceMs: 2000, log: createLogger('worker-supervisor', level), dir: path.join(stateDir, 'slots'),
-    driver: config.driver, docker: config.docker,
+    driver: config.driver, docker: config.docker, passEnv: config.passEnv,
   });
   await Promise.all([dispatcher.start(), aggregator.start(), supervisor.start()]);
   return {

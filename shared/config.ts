@@ -2,12 +2,13 @@
  * Configuration shared by every entry point: the broker URL and the parsing of numeric
  * options, refusing bad values with the option named.
  */
+import { redact } from './broker/connection.js';
 import { UsageError } from './errors.js';
 
 /** `--broker`, else WARREN_BROKER_URL, else the local broker. */
 export function brokerUrl(flag?: string): string {
   const url = flag ?? process.env.WARREN_BROKER_URL ?? 'amqp://localhost';
-  if (!/^amqps?:\/\//.test(url)) throw new UsageError(`--broker: expected an amqp:// or amqps:// URL, got ${JSON.stringify(url)}`);
+  if (!/^amqps?:\/\//.test(url)) throw new UsageError(`--broker: expected an amqp:// or amqps:// URL, got ${JSON.stringify(redact(url))}`);
   return url;
 }
 

@@ -95,8 +95,8 @@ export const RunRequest = SuiteConfig.extend({
   runId: runId.optional(),
   id: z.string().optional(),
   /** Regular expressions matched against a test's id and its full name. */
-  pattern: z.string().optional(),
-  exclude: z.string().optional(),
+  pattern: z.string().max(1000).optional(),
+  exclude: z.string().max(1000).optional(),
   /** Only these test ids (e.g. the failures of an earlier run), before pattern/exclude. */
   only: z.array(z.string()).min(1).optional(),
   /** Another round re-runs the failures while failed/total is at most this. */
@@ -107,8 +107,9 @@ export const RunRequest = SuiteConfig.extend({
   runTimeoutSec: seconds().default(3600),
   /** At most this many tests in one spec (one framework process). */
   maxBatch: z.number().int().min(1).max(1000).default(50),
-  /** Where the aggregator writes report.json, junit.xml, summary.md (a path on its host). */
-  reportDir: z.string().optional(),
+  /** Where the aggregator writes report.json, junit.xml, summary.md: a directory under its
+   * own `--report-dir` (a relative path; default `<runId>`). */
+  reportDir: z.string().max(500).optional(),
   /** Known durations in ms by test id (from an earlier report): batches are then sized by
    * time and the longest go first. */
   durations: z.record(z.string(), z.number().min(0)).optional(),
@@ -121,6 +122,11 @@ export const RunRequest = SuiteConfig.extend({
   startedBy: z.string().max(200).optional(),
 });
 export type RunRequest = z.infer<typeof RunRequest>;
+
+/** A relative path that stays under the directory it is joined to (no `..`, not absolute). */
+export function isConfinedPath(p: string): boolean {
+  return p.length > 0 && !p.startsWith('/') && !p.includes('\0') && !p.split(/[\\/]/).includes('..');
+}
 
 /** One-line problem with a run request that the schema cannot express, or null. */
 export function runRequestProblem(r: RunRequest): string | null {
@@ -135,6 +141,9 @@ export function runRequestProblem(r: RunRequest): string | null {
   }
   if ((r.adapter === 'command' || r.adapter === 'junit') && !r.command) return `command: required with adapter "${r.adapter}" ({ "discover": ..., "run": ... })`;
   if (!r.cwd.startsWith('/')) return `cwd: must be an absolute path, got ${JSON.stringify(r.cwd)}`;
+  if (r.reportDir !== undefined && !isConfinedPath(r.reportDir)) {
+    return `reportDir: must be a relative path under the aggregator's report directory, without "..", got ${JSON.stringify(r.reportDir)}`;
+  }
   return null;
 }
 export type RunRequestInput = z.input<typeof RunRequest>;

@@ -20,7 +20,7 @@ import { Broker, type Delivery, type Lease, type Subscription } from '../../shar
 import type { Logger } from '../../shared/log.js';
 import type { Lifecycle } from '../../shared/lifecycle.js';
 import {
-  AggregatorMessage, Heartbeat, Job, SCHEMA_VERSION, labelsMatch, parseMessage, type RunFinished, type RunsState,
+  AggregatorMessage, Heartbeat, Job, SCHEMA_VERSION, isConfinedPath, labelsMatch, parseMessage, type RunFinished, type RunsState,
   type AcceptedRun, type RoundPlanned, type RunReport, type TestRef, type TestResult,
 } from '../../shared/messages.js';
 import { EXCHANGES, LEASES, QUEUES, SPEC_DELIVERY_LIMIT, ROUTING, reportKey, SERVICE_DELIVERY_LIMIT } from '../../shared/topology.js';
@@ -76,6 +76,8 @@ interface LiveRun {
   /** Decided effects (a round to request, the report) not yet confirmed by the broker, in
    * order: retried on their own until they are (the message that decided them is acked). */
   outbox: Effect[];
+  /** Every worker that could run it left it: the abort is being journaled. */
+  aborting?: boolean;
   flushing?: Promise<void>;
   retry?: NodeJS.Timeout;
   retryMs: number;
@@ -182,7 +184,12 @@ export class Aggregator {
     this.log.info({ from, finishedRuns: this.finished.size }, 'reading the journal');
     await this.broker.watch(EXCHANGES.status, '', `warren.status.aggregator.${randomUUID().slice(0, 8)}`, async (d) => {
       const hb = parseMessage(Heartbeat, d.body);
-      if (hb.ok) this.activity.record(hb.value);
+      if (hb.ok) {
+        this.activity.record(hb.value);
+        // a run some workers left: is any left to run it (a supervisor that was not heard
+        // of yet when they left, or went away since)?
+        if (this.active) for (const live of this.runs.values()) if (live.ledger.setupFailures.length > 0) this.checkWorkersLeft(live);
+      }
       d.ack();
     }, { kind: 'transient' });
     this.lease = this.broker.lease(LEASES.aggregator, this.opts.leasePollMs ?? 1000);
@@ -311,6 +318,8 @@ export class Aggregator {
       effects = live.ledger.onCancel(e.by, e.at);
     } else if (e.k === 'setup-failed') {
       live.ledger.onSetupFailed(e.worker, e.message);
+      // here, once the ledger has it: failures handled at once must not each miss the other
+      if (this.active) this.checkWorkersLeft(live);
     } else if (e.k === 'abort') {
       effects = live.ledger.onAbort(e.error, e.at);
     } else if (e.k === 'report-sent') {
@@ -361,8 +370,7 @@ export class Aggregator {
     if (live.ledger.finished) return d.ack(); // late duplicate of a finished run
     if (msg.type === 'setup.failed') {
       await this.journal.append({ k: 'setup-failed', runId: msg.runId, at: now, worker: msg.worker, message: msg.message });
-      this.log.warn({ runId: msg.runId, worker: msg.worker, error: msg.message }, 'a worker setup failed; that slot is out of the run');
-      this.checkWorkersLeft(live);
+      this.log.warn({ runId: msg.runId, worker: msg.worker, error: msg.message }, 'a worker left the run (its setup failed, or the run is not allowed there)');
     } else if (msg.type === 'round.planned') {
       await this.journal.append({ k: 'planned', runId: msg.runId, at: now, round: msg.round, tests: msg.tests, error: msg.error, discovery: msg.discovery });
     } else {
@@ -398,10 +406,14 @@ export class Aggregator {
     const run = live.ledger.run;
     const failed = new Set(live.ledger.setupFailures.map((f) => f.worker));
     const slots = this.activity.slotsFor(run.labels, Date.now());
-    if (slots.length === 0 || slots.some((w) => !failed.has(w)) || live.ledger.finished) return;
+    if (slots.length === 0 || slots.some((w) => !failed.has(w)) || live.ledger.finished || live.aborting) return;
+    live.aborting = true;
     const first = live.ledger.setupFailures[0]!;
-    const error = `the setup command failed on every worker that could run it (${failed.size}): ${first.worker}: ${first.message}`;
-    void this.journal.append({ k: 'abort', runId: run.runId, at: Date.now(), error }).catch((err) => this.log.warn({ err }, 'could not journal the abort; the next check will'));
+    const error = `no worker is left to run it (${failed.size} that could left the run): ${first.worker}: ${first.message}`;
+    void this.journal.append({ k: 'abort', runId: run.runId, at: Date.now(), error }).catch((err) => {
+      live.aborting = false;
+      this.log.warn({ err }, 'could not journal the abort; the next heartbeat checks again');
+    });
   }
 
   /** A spec dead-lettered by the work queue's delivery limit: it killed its worker each time. */
@@ -514,7 +526,10 @@ export class Aggregator {
     if (overheads.length) report = { ...report, batchOverheadMs: Math.round(overheads[Math.floor(overheads.length / 2)]!) };
     clearTimeout(live.deadline);
     clearTimeout(live.progressTimer);
-    const dir = live.ledger.run.reportDir ?? path.join(this.opts.reportDir, runId);
+    // under our report directory whatever the request says (the dispatcher refuses a
+    // reportDir that is absolute or climbs out; a hand-published acceptance is not trusted)
+    const asked = live.ledger.run.reportDir;
+    const dir = asked !== undefined && isConfinedPath(asked) ? path.join(this.opts.reportDir, asked) : path.join(this.opts.reportDir, runId);
     try {
       writeReportFiles(dir, report);
     } catch (err) {

@@ -22,7 +22,8 @@ import {
 } from '../../shared/messages.js';
 import { EXCHANGES, QUEUES, ROUTING, SERVICE_DELIVERY_LIMIT, SPEC_SHARDS, jobKey } from '../../shared/topology.js';
 import { History } from './history.js';
-import { CHEAP_BATCH_MS, filterTests, minBatchMsFor, planBatches } from './plan.js';
+import { PatternTooSlow, filterTestsBounded } from './filter.js';
+import { CHEAP_BATCH_MS, minBatchMsFor, planBatches } from './plan.js';
 
 export interface DispatcherOptions {
   brokerUrl: string;
@@ -235,7 +236,15 @@ export class Dispatcher {
       await this.publishPlan(run, 1, [], 0, msg.error);
       return;
     }
-    const tests = filterTests(msg.tests, run.pattern, run.exclude, run.only);
+    let tests: TestRef[];
+    try {
+      tests = await filterTestsBounded(msg.tests, run.pattern, run.exclude, run.only);
+    } catch (err) {
+      if (!(err instanceof PatternTooSlow)) throw err;
+      this.log.warn({ runId: run.runId, pattern: run.pattern, exclude: run.exclude }, err.message);
+      await this.publishPlan(run, 1, [], 0, err.message);
+      return;
+    }
     if (tests.length === 0) {
       const error = msg.tests.length === 0
         ? `no tests found in ${run.cwd} by ${run.adapter}`

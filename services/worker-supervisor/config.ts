@@ -16,6 +16,14 @@ const size = z
     return Math.round(Number(m[1]) * unit);
   });
 
+/**
+ * What test processes of the local driver see of the supervisor's own environment besides
+ * the run's `env` and Warren's variables: names, or prefixes ending in `*` (`*`: all).
+ * WARREN_* (the broker URL with its password, registry credentials) never.
+ */
+export const DEFAULT_PASS_ENV = ['PATH', 'HOME', 'USER', 'LOGNAME', 'SHELL', 'LANG', 'LANGUAGE', 'LC_*', 'TZ', 'TERM'];
+const envName = z.string().regex(/^(\*|[A-Za-z_][A-Za-z0-9_]*\*?)$/, 'an environment variable name, or a prefix ending in *');
+
 export const SupervisorConfig = z.object({
   workers: z.coerce.number().int().min(1).max(256).default(2),
   id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'letters, digits, "_", "." or "-"').optional(),
@@ -29,6 +37,10 @@ export const SupervisorConfig = z.object({
   /** What this host offers (`ruby`, `gpu`, `os=linux`): a run that requires labels is served
    * only by supervisors that have them all; shown by `warren hosts`. */
   labels: z.record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:/-]*$/, 'a label name: letters, digits, "_", ".", ":", "/", "-"'), z.string()).default({}),
+  passEnv: z.array(envName).default(DEFAULT_PASS_ENV),
+  /** Directories a run's `cwd` must be under, where it is this host's (the local driver,
+   * --mount-suite); none: anywhere (a warning at start). */
+  allowCwd: z.array(z.string().regex(/^\//, 'an absolute path')).default([]),
   driver: z.enum(['local', 'docker', 'noop']).default('local'),
   docker: z
     .object({
@@ -41,9 +53,11 @@ export const SupervisorConfig = z.object({
       network: z.enum(['none', 'host']).default('none'),
       user: z.string().min(1).optional(),
       mountSuite: z.coerce.boolean().default(false),
+      /** The mounted suite directory writable (read-only unless the operator says so). */
+      mountSuiteWritable: z.coerce.boolean().default(false),
       registryAuth: z.object({ username: z.string(), password: z.string(), serveraddress: z.string().optional() }).optional(),
     })
-    .default({ isolation: 'slot', memory: 0, cpus: 0, pidsLimit: 0, network: 'none', mountSuite: false }),
+    .default({ isolation: 'slot', memory: 0, cpus: 0, pidsLimit: 0, network: 'none', mountSuite: false, mountSuiteWritable: false }),
 });
 export type SupervisorConfig = z.infer<typeof SupervisorConfig>;
 export type SupervisorConfigInput = z.input<typeof SupervisorConfig>;
@@ -71,6 +85,8 @@ export function loadSupervisorConfig(flags: SupervisorConfigInput & { config?: s
     cacheDir: pick(flags.cacheDir, env('WARREN_SUPERVISOR_CACHE_DIR'), file.cacheDir),
     runnerMaxMemory: pick(flags.runnerMaxMemory, env('WARREN_RUNNER_MAX_MEMORY'), file.runnerMaxMemory),
     labels: pick(flags.labels, env('WARREN_LABELS') === undefined ? undefined : parseLabels(env('WARREN_LABELS')!, 'WARREN_LABELS'), file.labels),
+    passEnv: pick(flags.passEnv, env('WARREN_PASS_ENV') === undefined ? undefined : list(env('WARREN_PASS_ENV')!), file.passEnv),
+    allowCwd: pick(flags.allowCwd, env('WARREN_ALLOW_CWD') === undefined ? undefined : list(env('WARREN_ALLOW_CWD')!), file.allowCwd),
     driver: pick(flags.driver, env('WARREN_DRIVER'), file.driver),
     docker: {
       image: pick(flags.docker?.image, env('WARREN_IMAGE'), fileDocker.image),
@@ -80,7 +96,8 @@ export function loadSupervisorConfig(flags: SupervisorConfigInput & { config?: s
       pidsLimit: pick(flags.docker?.pidsLimit, env('WARREN_PIDS_LIMIT'), fileDocker.pidsLimit),
       network: pick(flags.docker?.network, env('WARREN_NETWORK'), fileDocker.network),
       user: pick(flags.docker?.user, env('WARREN_USER'), fileDocker.user),
-      mountSuite: pick(flags.docker?.mountSuite, env('WARREN_MOUNT_SUITE') === undefined ? undefined : env('WARREN_MOUNT_SUITE') === 'true', fileDocker.mountSuite),
+      mountSuite: pick(flags.docker?.mountSuite, env('WARREN_MOUNT_SUITE') === undefined ? undefined : ['true', 'rw'].includes(env('WARREN_MOUNT_SUITE')!), fileDocker.mountSuite),
+      mountSuiteWritable: pick(flags.docker?.mountSuiteWritable, env('WARREN_MOUNT_SUITE') === undefined ? undefined : env('WARREN_MOUNT_SUITE') === 'rw', fileDocker.mountSuiteWritable),
       registryAuth: pick(flags.docker?.registryAuth, auth === undefined ? undefined : parseAuth(auth), fileDocker.registryAuth),
     },
   };
@@ -90,6 +107,11 @@ export function loadSupervisorConfig(flags: SupervisorConfigInput & { config?: s
     throw new UsageError(`supervisor config: ${issue.path.join('.')}: ${issue.message}`);
   }
   return parsed.data;
+}
+
+/** `a,b, c` → ['a', 'b', 'c']. */
+export function list(text: string): string[] {
+  return text.split(',').map((p) => p.trim()).filter(Boolean);
 }
 
 /** `ruby,gpu,os=linux`: a bare name has the value '' (a run requiring `ruby` matches it). */

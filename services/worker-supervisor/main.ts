@@ -22,6 +22,8 @@ export function startSupervisor(opts: { broker?: string; config?: string } & Sup
       driver: config.driver,
       docker: config.docker,
       labels: config.labels,
+      passEnv: config.passEnv,
+      allowCwd: config.allowCwd,
       log,
     }),
   );

@@ -18,6 +18,8 @@ if (!config) {
   process.stderr.write('warren slot: WARREN_SLOT is not set; slots are started by `warren supervisor`\n');
   process.exit(2);
 }
+// read once: nothing this slot starts may see it (the broker URL, registry credentials)
+delete process.env.WARREN_SLOT;
 const log = createLogger('worker-slot').child({ worker: config.workerId });
 survivesClosedChannels(log);
 /**
@@ -64,7 +66,7 @@ function ensureImage(image: string): Promise<void> {
 /** The slot's driver; dockerode is loaded only for docker (a local slot starts faster). */
 async function makeDriver(c: SlotConfig): Promise<WorkerDriver> {
   if (c.driver === 'noop') return new NoopDriver();
-  if (c.driver === 'local') return new LocalDriver();
+  if (c.driver === 'local') return new LocalDriver({ passEnv: c.passEnv, env: c.env });
   const [{ default: Docker }, { DockerDriver }] = await Promise.all([import('dockerode'), import('./drivers/docker.js')]);
   return new DockerDriver({
     docker: new Docker(),
@@ -81,6 +83,7 @@ async function makeDriver(c: SlotConfig): Promise<WorkerDriver> {
     network: c.docker.network,
     user: c.docker.user,
     mountSuite: c.docker.mountSuite,
+    mountSuiteWritable: c.docker.mountSuiteWritable,
     env: c.env,
     ensureImage,
     log,

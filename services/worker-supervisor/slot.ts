@@ -30,6 +30,7 @@ import type { FrameworkEvent } from './runner/protocol.js';
 import { RunnerLostError, WarmRunner, WorkerBrokenError, runCold, type Batch, type BatchOutcome } from './runner/runner.js';
 import { DiscoveryCache } from './discovery-cache.js';
 import { junitEvents } from './adapters/junit.js';
+import { cwdProblem } from './confine.js';
 import { Intake } from './intake.js';
 import { RunSetups } from './setup.js';
 
@@ -55,6 +56,10 @@ export interface SlotOptions {
   labels?: Record<string, string>;
   /** A private Warren's namespace on a shared broker (shared/broker.ts). */
   namespace?: string;
+  /** Directories a run's cwd must be under where it is this host's (the local driver, a
+   * mounted suite): a slot leaves a run outside them (confine.ts). */
+  allowCwd?: string[];
+  docker?: { mountSuite: boolean };
   log: Logger;
   /** Told what the slot is doing (the supervisor forwards it in heartbeats). */
   onState?: (state: SlotActivity) => void;
@@ -229,6 +234,12 @@ export class Slot {
       await this.publishJob(job, shard);
       return d.ack();
     }
+    const hostPath = this.opts.driver.name === 'local' || (this.opts.driver.name === 'docker' && this.opts.docker?.mountSuite);
+    const outside = hostPath ? cwdProblem(suite.cwd, this.opts.allowCwd ?? []) : null;
+    if (outside) {
+      await this.leaveRun(job, outside, shard);
+      return d.ack();
+    }
     let resolveDone!: () => void;
     this.current = { done: new Promise<void>((r) => (resolveDone = r)) };
     this.currentRun = attemptOf(job);
@@ -261,6 +272,19 @@ export class Slot {
       resolveDone();
       if (this.state === 'running') this.idle();
     }
+  }
+
+  /**
+   * This slot cannot serve the run (its setup failed, its directory is not allowed here):
+   * it takes no more of its work, the job goes back for the other slots, and the aggregator
+   * is told (the report says why; a run no slot is left for fails).
+   */
+  private async leaveRun(job: Job, reason: string, shard: number): Promise<void> {
+    this.log(job).warn({ error: reason }, 'this slot leaves the run');
+    this.intake.exclude(job.runId);
+    const msg: SetupFailed = { type: 'setup.failed', v: SCHEMA_VERSION, id: `${job.runId}/setup/${this.opts.workerId}`, runId: job.runId, worker: this.opts.workerId, message: reason };
+    await this.broker.publish(EXCHANGES.events, ROUTING.setupFailed, msg, { timeoutMs: 600_000 });
+    await this.publishJob(job, shard);
   }
 
   /** Between jobs: a warm runner waits for the next batch of its run, for a while. */
@@ -362,12 +386,7 @@ export class Slot {
     }
     const setupError = await this.setups.ensure(attemptOf(job), job.suite);
     if (setupError) {
-      // out of this run: the spec goes back for the other slots, the aggregator is told
-      log.warn({ error: setupError }, 'setup failed; this slot takes no more work of the run');
-      this.intake.exclude(job.runId);
-      const msg: SetupFailed = { type: 'setup.failed', v: SCHEMA_VERSION, id: `${job.runId}/setup/${this.opts.workerId}`, runId: job.runId, worker: this.opts.workerId, message: setupError };
-      await this.broker.publish(EXCHANGES.events, ROUTING.setupFailed, msg, { timeoutMs: 600_000 });
-      await this.publishJob(job, job.shard);
+      await this.leaveRun(job, setupError, job.shard);
       return d.ack();
     }
     const adapter = adapterFor(job.suite.adapter);

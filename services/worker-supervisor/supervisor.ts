@@ -21,7 +21,7 @@ import {
 import { EXCHANGES, FINISHED_BINDING, ROUTING } from '../../shared/topology.js';
 import { finishedResults, parseEvents } from './resolve.js';
 import { RUNNING_FILE, type SlotActivity } from './slot.js';
-import type { SupervisorConfig } from './config.js';
+import { DEFAULT_PASS_ENV, type SupervisorConfig } from './config.js';
 import { assetsDir } from './adapters/adapter.js';
 import { LABELS, removeContainers } from './drivers/docker.js';
 import { ImagePuller, dockerImageStore } from './drivers/images.js';
@@ -48,6 +48,10 @@ export interface SlotConfig {
   runnerMaxRssBytes: number;
   /** The supervisor's labels (the runs the slot may take work of). */
   labels: Record<string, string>;
+  /** What test processes see of the supervisor's environment (local driver). */
+  passEnv: string[];
+  /** Directories a run's cwd must be under; none: anywhere. */
+  allowCwd: string[];
   /** A private Warren's namespace on a shared broker (shared/broker.ts). */
   namespace?: string;
 }
@@ -89,6 +93,10 @@ export interface SupervisorOptions {
   driver?: SupervisorConfig['driver'];
   docker?: SupervisorConfig['docker'];
   labels?: Record<string, string>;
+  /** What tests of the local driver see of this process's environment (confine.ts). */
+  passEnv?: readonly string[];
+  /** Directories a run's cwd must be under (confine.ts); none: anywhere. */
+  allowCwd?: readonly string[];
   /** This many different jobs breaking their worker environments here within 10 min drain
    * the host (default 3). */
   breakLimit?: number;
@@ -220,7 +228,11 @@ export class Supervisor {
     }
     this.heartbeat = setInterval(() => void this.beat(), this.opts.heartbeatMs ?? 2000);
     this.state = 'running';
-    this.opts.log.info({ supervisor: this.id, workers: this.opts.workers }, 'supervisor running');
+    this.opts.log.info({ supervisor: this.id, workers: this.opts.workers, allowCwd: this.opts.allowCwd, passEnv: this.opts.passEnv ?? DEFAULT_PASS_ENV }, 'supervisor running');
+    const hostPaths = (this.opts.driver ?? 'local') === 'local' || this.opts.docker?.mountSuite;
+    if (hostPaths && !this.opts.allowCwd?.length && !this.opts.namespace) {
+      this.opts.log.warn('runs may use any directory of this host as their suite (--allow-cwd confines them)');
+    }
   }
 
   /** What each slot is doing (tests wait for 'idle': connected and taking work). */
@@ -290,7 +302,8 @@ export class Supervisor {
     const config: SlotConfig = {
       brokerUrl: this.opts.brokerUrl, index: handle.index, workerId, supervisorId: this.id, dir,
       graceMs: this.opts.graceMs ?? 30_000, driver: this.opts.driver ?? 'local',
-      docker: this.opts.docker ?? { isolation: 'slot', memory: 0, cpus: 0, pidsLimit: 0, network: 'none', mountSuite: false },
+      docker: this.opts.docker ?? { isolation: 'slot', memory: 0, cpus: 0, pidsLimit: 0, network: 'none', mountSuite: false, mountSuiteWritable: false },
+      passEnv: [...(this.opts.passEnv ?? DEFAULT_PASS_ENV)], allowCwd: [...(this.opts.allowCwd ?? [])],
       assetsDir: this.assets, env: slotEnv,
       // shared by this supervisor's slots: the frameworks' caches are made for concurrent
       // workers (jest's, go's, pytest's), and one slot's discovery warms them for all

@@ -227,6 +227,7 @@ export function splitUrls(url: string): string[] {
   return urls;
 }
 
+/** The URL(s) with every password replaced by ***, for messages and logs. */
 export function redact(url: string): string {
-  return url.replace(/\/\/([^:/@]+):([^@]+)@/, '//$1:***@');
+  return url.replace(/\/\/([^:/@,]+):([^@,]+)@/g, '//$1:***@');
 }

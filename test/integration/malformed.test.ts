@@ -41,6 +41,8 @@ test('malformed and unknown messages are dead-lettered with a reason; the servic
     await publishRaw(url, EXCHANGES.runs, ROUTING.runRequest, 'this is not json');
     await publishRaw(url, EXCHANGES.runs, ROUTING.runRequest, JSON.stringify({ type: 'run.request', adapter: 'rspec' }));
     await publishRaw(url, EXCHANGES.runs, ROUTING.runRequest, JSON.stringify({ type: 'run.request', adapter: 'rspec', cwd: '/x', pattern: '([' }));
+    // a report directory outside the aggregator's
+    await publishRaw(url, EXCHANGES.runs, ROUTING.runRequest, JSON.stringify({ type: 'run.request', adapter: 'rspec', cwd: '/x', reportDir: '../../etc/cron.d' }));
     await publishRaw(url, EXCHANGES.work, jobKey(0), JSON.stringify({ type: 'spec', v: 1 }));
     await publishRaw(url, EXCHANGES.events, ROUTING.specResult, JSON.stringify({
       type: 'spec.result', v: 1, id: 'x', runId: 'nobody-knows', specId: 's', round: 1, worker: 'w', results: [],
@@ -49,16 +51,17 @@ test('malformed and unknown messages are dead-lettered with a reason; the servic
     // it comes back a bounded number of times, then is dead-lettered with the error
     const run = { type: 'run.request', runId: 'bad-pattern', id: 'bad-pattern', adapter: 'command', cwd: '/tmp', command: { discover: 'true', run: 'true' }, pattern: '(', acceptedAt: 1, deadline: Date.now() + 60_000 };
     await publishRaw(url, EXCHANGES.runs, ROUTING.discovered, JSON.stringify({ type: 'run.discovered', v: 1, id: 'd', runId: 'bad-pattern', run, tests: [{ id: 'a', file: '', name: 'a' }], worker: 'hand' }));
-    await waitFor('six dead letters', async () => (await queueDepth(url, QUEUES.deadLetters)) >= 6, 30_000);
+    await waitFor('seven dead letters', async () => (await queueDepth(url, QUEUES.deadLetters)) >= 7, 30_000);
     const dead = await drainQueue(url, QUEUES.deadLetters);
     const reasons = dead.map((m) => `${m.properties.headers?.['x-warren-queue']}: ${m.properties.headers?.['x-warren-reason']}`).sort();
-    assert.equal(reasons.length, 6);
+    assert.equal(reasons.length, 7);
     assert.match(reasons[0]!, /^warren.aggregator: unknown run nobody-knows/);
     assert.match(reasons[1]!, /^warren.dispatcher: invalid message \(type "run.request"\): cwd: /);
     assert.match(reasons[2]!, /^warren.dispatcher: invalid run request: pattern: not a valid regular expression/);
-    assert.match(reasons[3]!, /^warren.dispatcher: its handler failed 5 times; last: Invalid regular expression/);
-    assert.match(reasons[4]!, /^warren.dispatcher: not JSON/);
-    assert.match(reasons[5]!, /^warren.specs.0: invalid message \(type "spec"\)/);
+    assert.match(reasons[3]!, /^warren.dispatcher: invalid run request: reportDir: must be a relative path under the aggregator's report directory, without "..", got "..\/..\/etc\/cron.d"/);
+    assert.match(reasons[4]!, /^warren.dispatcher: its handler failed 5 times; last: Invalid regular expression/);
+    assert.match(reasons[5]!, /^warren.dispatcher: not JSON/);
+    assert.match(reasons[6]!, /^warren.specs.0: invalid message \(type "spec"\)/);
     assert.equal(dead.find((m) => m.properties.headers?.['x-warren-queue'] === QUEUES.dispatcher && m.content.toString() === 'this is not json')?.content.toString(), 'this is not json', 'the body is kept as it came');
     for (const q of [QUEUES.dispatcher, specQueue(0), QUEUES.aggregator]) assert.equal(await queueDepth(url, q), 0, `${q} holds nothing in a loop`);
     assert.deepEqual([dispatcher.state, aggregator.state, supervisor.state], ['running', 'running', 'running']);

@@ -101,13 +101,18 @@ export function shellQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-/** The user's run template with `{ids}`, `{id}` and `{junit}` filled in, shell-quoted. */
-function template(run: string, tests: TestRef[], files?: RunFiles): string {
-  const ids = tests.map((t) => shellQuote(t.id)).join(' ');
-  return run
-    .replaceAll('{ids}', ids)
-    .replaceAll('{id}', shellQuote(tests[0]!.id))
-    .replaceAll('{junit}', files ? shellQuote(files.junit) : '');
+/**
+ * The user's run template with `{ids}`, `{id}` and `{junit}` filled in, in one pass and each
+ * value shell-quoted: a test id is never read as shell, nor as a placeholder (an id holding
+ * `{id}` stays that text).
+ */
+export function template(run: string, tests: TestRef[], files?: RunFiles): string {
+  const values: Record<string, string> = {
+    ids: tests.map((t) => shellQuote(t.id)).join(' '),
+    id: shellQuote(tests[0]!.id),
+    junit: files ? shellQuote(files.junit) : '',
+  };
+  return run.replace(/\{(ids|id|junit)\}/g, (_, name: string) => values[name]!);
 }
 
 const listedIds = (stdout: string): TestRef[] =>

@@ -43,6 +43,8 @@ export interface DockerSlotOptions {
   user?: string;
   /** Mount the suite directory (same path) into the container: for local use. */
   mountSuite: boolean;
+  /** The mounted suite writable (default read-only). */
+  mountSuiteWritable?: boolean;
   /** Environment of every process in the container (worker index, TEST_ENV_NUMBER). */
   env: Record<string, string>;
   /** Makes sure an image is present (pulled once, host-wide, by the supervisor). */
@@ -242,7 +244,7 @@ export class DockerDriver implements WorkerDriver {
     const binds = [`${this.opts.slotDir}:${this.opts.slotDir}`, `${this.opts.assetsDir}:${this.opts.assetsDir}:ro`];
     // the slot's caches that outlive runs (WARREN_CACHE_DIR of its processes)
     if (this.opts.cacheDir) binds.push(`${this.opts.cacheDir}:${this.opts.cacheDir}`);
-    if (this.opts.mountSuite) binds.push(`${cwd}:${cwd}`);
+    if (this.opts.mountSuite) binds.push(`${cwd}:${cwd}${this.opts.mountSuiteWritable ? '' : ':ro'}`);
     const container = await this.opts.docker.createContainer({
       Image: image,
       // a do-nothing init that outlives the tests; tests come in through exec

@@ -6,19 +6,33 @@ import { spawn } from 'node:child_process';
 import type { AdapterContext, Invocation, ProcessExit, RunningProcess, WorkerDriver } from './driver.js';
 import { Tail } from './driver.js';
 import { assetsDir } from '../adapters/adapter.js';
+import { passedEnv } from '../confine.js';
+
+export interface LocalDriverOptions {
+  /** What tests see of this process's environment (confine.ts; default: nothing). */
+  passEnv?: readonly string[];
+  /** Warren's variables of the slot (worker index, TEST_ENV_NUMBER). */
+  env?: Record<string, string>;
+}
 
 export class LocalDriver implements WorkerDriver {
   readonly name = 'local';
   readonly context: AdapterContext = { node: process.execPath, assets: assetsDir() };
+  /** Computed once: the slot's environment does not change. */
+  private readonly base: Record<string, string>;
+
+  constructor(opts: LocalDriverOptions = { passEnv: ['*'] }) {
+    // never the supervisor's secrets (WARREN_*: the broker URL, registry credentials) nor,
+    // when Warren itself runs under `node --test`, NODE_TEST_CONTEXT (a suite's own
+    // `node --test` would take itself for a child of that runner and report nothing)
+    this.base = { ...passedEnv(process.env, opts.passEnv ?? []), ...opts.env };
+  }
 
   async prepare(): Promise<void> {}
 
   async start(inv: Invocation): Promise<RunningProcess> {
     const [cmd, ...args] = inv.argv;
-    const env: NodeJS.ProcessEnv = { ...process.env, ...inv.env };
-    // Set when Warren itself runs under `node --test`: a suite's own `node --test` would take
-    // itself for a child of that runner and report nothing.
-    delete env.NODE_TEST_CONTEXT;
+    const env: NodeJS.ProcessEnv = { ...this.base, ...inv.env };
     let child: ReturnType<typeof spawn>;
     try {
       child = spawn(cmd!, args, {
