@@ -164,6 +164,8 @@ export function printSummary(report: RunReport, files: string[]): void {
 
 /** One line for a run that ended (from its notice: `warren follow` of an ended run, `warren cancel`). */
 export function endLine(e: RunFinished): string {
+  // refused before it started (a notice with only the reason)
+  if (!e.finishedAt && !e.totals && e.error) return `warren: run ${e.runId}: ${e.error}`;
   const t = e.totals;
   const counts = t ? `: ${t.total} tests, ${t.passed} passed, ${t.failed} failed, ${t.flaky} flaky${t.notRun ? `, ${t.notRun} not run` : ''}` : '';
   const when = e.finishedAt ? ` at ${new Date(e.finishedAt).toISOString()}` : '';

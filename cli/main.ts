@@ -44,6 +44,8 @@ export function program(): Command {
     .option('--max-batch <n>', 'at most this many tests per spec (one message, one batch of a runner)', '50')
     .option('--fresh-process', "a cold framework process for every batch instead of each worker's warm runner (for suites that leave global state behind)")
     .option('--env <KEY=VALUE>', 'environment for the test processes (repeatable)', collect, [])
+    .option('--secret-env <NAME>', "pass this variable of warren's own environment to the tests sealed: never in clear in messages, journals, logs, reports (repeatable; needs a signing key)", collect, [])
+    .option('--signing-key-file <file>', 'sign the run request with this key (default: $WARREN_SIGNING_KEY_FILE, then $WARREN_SIGNING_KEY)')
     .option('--discover-command <cmd>', 'command/junit adapters: prints one test id per line')
     .option('--run-command <template>', 'command/junit adapters: {id} one test id, {ids} several, {junit} the JUnit XML file to write')
     .option('--only-failures-from <report.json>', 're-run only the tests that failed in an earlier report')
@@ -135,7 +137,8 @@ export function program(): Command {
     .option('--broker <url>', 'RabbitMQ URL (default: $WARREN_BROKER_URL, then amqp://localhost)')
     .option('--history <file>', 'per-test durations from earlier runs, for balanced plans (default: $WARREN_HISTORY, then ./.warren/dispatcher/history.sqlite)')
     .option('--no-history', 'keep no history')
-    .action(async (o: { broker?: string; history?: string | false }) => {
+    .option('--signing-key-file <file>', 'accept only run requests signed with this key (default: $WARREN_SIGNING_KEY_FILE, then $WARREN_SIGNING_KEY)')
+    .action(async (o: { broker?: string; history?: string | false; signingKeyFile?: string }) => {
       await startDispatcher(o);
     });
 
@@ -163,12 +166,16 @@ export function program(): Command {
     .option('--allow-cwd <dirs>', "directories runs' suites must be in, comma-separated (local driver, --mount-suite; default anywhere) ($WARREN_ALLOW_CWD)")
     .option('--pass-env <names>', "this process's variables tests see (local driver), e.g. PATH,HOME,LC_* or * (never WARREN_*) ($WARREN_PASS_ENV)")
     .option('--mount-suite-rw', 'docker: mount the suite directory writable (read-only by default)')
+    .option('--allow-image <patterns>', "images runs may name, comma-separated, * a wildcard, e.g. 'registry.local/*' (default: any) ($WARREN_ALLOW_IMAGE)")
+    .option('--signing-key-file <file>', 'run only suites signed with this key, and open their secret env (default: $WARREN_SIGNING_KEY_FILE, then $WARREN_SIGNING_KEY)')
     .action(async (o: Record<string, string | boolean | undefined>) => {
       const { list, parseLabels } = await import('../services/worker-supervisor/config.js');
       await startSupervisor({
         labels: o.labels === undefined ? undefined : parseLabels(o.labels as string),
         allowCwd: o.allowCwd === undefined ? undefined : list(o.allowCwd as string),
         passEnv: o.passEnv === undefined ? undefined : list(o.passEnv as string),
+        allowImage: o.allowImage === undefined ? undefined : list(o.allowImage as string),
+        signingKeyFile: o.signingKeyFile as string | undefined,
         broker: o.broker as string | undefined,
         config: o.config as string | undefined,
         workers: o.workers as string | undefined,

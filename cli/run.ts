@@ -15,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Broker, redact } from '../shared/broker.js';
+import { loadSigningKey, sealSecrets, signRequest } from '../shared/signing.js';
 import { brokerUrl, fraction, positiveInt, positiveNumber } from '../shared/config.js';
 import { UsageError, errorMessage } from '../shared/errors.js';
 import { createLogger } from '../shared/log.js';
@@ -64,6 +65,8 @@ export interface RunFlags {
   failFast?: boolean;
   setupCommand?: string;
   teardownCommand?: string;
+  secretEnv: string[];
+  signingKeyFile?: string;
 }
 
 function buildRequest(flags: RunFlags): RunRequest {
@@ -124,6 +127,20 @@ function buildRequest(flags: RunFlags): RunRequest {
   return parsed.data;
 }
 
+/** The request with `--secret-env` values sealed and, with a key, signed. */
+function sealAndSign(request: RunRequest, names: string[], key: Buffer | undefined): RunRequest {
+  if (names.length > 0 && !key) throw new UsageError('--secret-env: needs a signing key (WARREN_SIGNING_KEY or --signing-key-file), the one the supervisors have');
+  const secrets: Record<string, string> = {};
+  for (const name of names) {
+    const value = process.env[name];
+    if (value === undefined) throw new UsageError(`--secret-env ${name}: not set in this environment`);
+    if (name in request.env) throw new UsageError(`--secret-env ${name}: also given with --env`);
+    secrets[name] = value;
+  }
+  const sealed = names.length > 0 ? { ...request, secretEnv: sealSecrets(secrets, key!) } : request;
+  return key ? signRequest(sealed, key) : sealed;
+}
+
 /** The ids of the tests that failed in an earlier report (what a red build re-runs). */
 function failuresFrom(file: string): string[] {
   let report: { tests?: Array<{ id: string; status: string }> };
@@ -168,7 +185,7 @@ interface LocalServices {
   stop(): Promise<void>;
 }
 
-async function startLocal(url: string, namespace: string, workers: number, flags: RunFlags): Promise<LocalServices> {
+async function startLocal(url: string, namespace: string, workers: number, flags: RunFlags, signingKey: Buffer | undefined): Promise<LocalServices> {
   // The person at the terminal reads the progress line and the summary (which says what
   // crashed or timed out); services and their slots log only errors unless
   // WARREN_LOG_LEVEL says otherwise.
@@ -176,7 +193,7 @@ async function startLocal(url: string, namespace: string, workers: number, flags
   const level = process.env.WARREN_LOG_LEVEL;
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-local-'));
   // the history outlives the run's temporary directory: the next run is balanced by it
-  const dispatcher = new Dispatcher({ brokerUrl: url, namespace, log: createLogger('dispatcher', level), historyFile: path.join(defaultCacheRoot(), 'history.sqlite') });
+  const dispatcher = new Dispatcher({ brokerUrl: url, namespace, log: createLogger('dispatcher', level), historyFile: path.join(defaultCacheRoot(), 'history.sqlite'), signingKey });
   const aggregator = new Aggregator({
     brokerUrl: url, namespace, reportDir: path.join(stateDir, 'reports'),
     log: createLogger('aggregator', level),
@@ -194,7 +211,7 @@ async function startLocal(url: string, namespace: string, workers: number, flags
   });
   const supervisor = new Supervisor({
     brokerUrl: url, namespace, workers, graceMs: 2000, log: createLogger('worker-supervisor', level), dir: path.join(stateDir, 'slots'),
-    driver: config.driver, docker: config.docker, passEnv: config.passEnv,
+    driver: config.driver, docker: config.docker, passEnv: config.passEnv, signingKey,
   });
   await Promise.all([dispatcher.start(), aggregator.start(), supervisor.start()]);
   return {
@@ -224,6 +241,10 @@ export async function run(flags: RunFlags): Promise<number> {
   }
   const runId = request.runId!;
   const url = brokerUrl(flags.broker);
+  // --local with secrets and no key: a key of this run's own, for its own services
+  let key = loadSigningKey(flags.signingKeyFile);
+  if (!key && flags.local && flags.secretEnv.length > 0) key = Buffer.from(randomBytes(32).toString('hex'));
+  request = sealAndSign(request, flags.secretEnv, key);
   const workers = flags.workers !== undefined ? positiveInt('--workers', flags.workers) : os.availableParallelism();
   if (flags.workers !== undefined && !flags.local) throw new UsageError('--workers: only with --local (remote supervisors have their own --workers)');
   if (flags.driver !== undefined && !flags.local) throw new UsageError('--driver: only with --local (remote supervisors have their own --driver)');
@@ -237,7 +258,7 @@ export async function run(flags: RunFlags): Promise<number> {
   let onInterrupt: (() => void) | undefined;
   const progress = new ProgressView(process.stderr);
   try {
-    if (namespace) local = await startLocal(url, namespace, workers, flags);
+    if (namespace) local = await startLocal(url, namespace, workers, flags, key);
     const following = await followRun(broker, runId, {
       timeoutMs: request.runTimeoutSec * 1000 + 120_000,
       onProgress: (p) => progress.show(p),

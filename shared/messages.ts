@@ -73,14 +73,29 @@ export const SuiteConfig = z.object({
   teardownCommand: z.string().min(1).optional(),
   /** Only supervisors with every one of these labels run it (`gpu`, or `os=linux`). */
   labels: z.array(label).max(20).default([]),
+  /** Environment values sealed with the cluster's key (`--secret-env`, shared/signing.ts):
+   * opened only by the slot that runs the tests, never in clear in a message, a journal, a
+   * dead letter or a log. */
+  secretEnv: z.record(z.string(), z.string()).default({}),
+  /** The submitter's signature (shared/signing.ts): checked by the dispatcher (the whole
+   * request) and by every slot (this suite, bound to the run id) when a key is configured. */
+  auth: z.object({
+    alg: z.literal('hmac-sha256'),
+    at: z.number(),
+    nonce: z.string().regex(/^[0-9a-f]{32}$/),
+    request: z.string().regex(/^[0-9a-f]{64}$/),
+    suite: z.string().regex(/^[0-9a-f]{64}$/),
+  }).optional(),
 });
 export type SuiteConfig = z.infer<typeof SuiteConfig>;
+export type RunAuth = NonNullable<SuiteConfig['auth']>;
 
 /** The part of a run that travels with its specs (and keys a slot's warm runner). */
 export function suiteOf(run: SuiteConfig): SuiteConfig {
   return {
     adapter: run.adapter, cwd: run.cwd, command: run.command, env: run.env, testTimeoutSec: run.testTimeoutSec, image: run.image,
     freshProcess: run.freshProcess, setupCommand: run.setupCommand, teardownCommand: run.teardownCommand, labels: run.labels,
+    secretEnv: run.secretEnv, auth: run.auth,
   };
 }
 

@@ -18,9 +18,10 @@ import type { Lifecycle } from '../../shared/lifecycle.js';
 import {
   DispatcherMessage, Heartbeat, RunReport, RunsState, SCHEMA_VERSION, WARM_ADAPTERS, labelsMatch, parseMessage, runRequestProblem,
   type AcceptedRun, type DiscoverJob, type Discovered, type RoundPlanned, type RunAccepted,
-  type RunRequest, type SpecJob, type TestRef, type WorkWake, suiteOf,
+  type RunFinished, type RunRequest, type SpecJob, type TestRef, type WorkWake, suiteOf,
 } from '../../shared/messages.js';
-import { EXCHANGES, QUEUES, ROUTING, SERVICE_DELIVERY_LIMIT, SPEC_SHARDS, jobKey } from '../../shared/topology.js';
+import { NonceCache, requestProblem } from '../../shared/signing.js';
+import { EXCHANGES, QUEUES, ROUTING, SERVICE_DELIVERY_LIMIT, SPEC_SHARDS, jobKey, reportKey } from '../../shared/topology.js';
 import { History } from './history.js';
 import { PatternTooSlow, filterTestsBounded } from './filter.js';
 import { CHEAP_BATCH_MS, minBatchMsFor, planBatches } from './plan.js';
@@ -33,6 +34,8 @@ export interface DispatcherOptions {
   historyFile?: string;
   /** A private Warren's namespace on a shared broker (shared/broker.ts). */
   namespace?: string;
+  /** With a key, only signed, intact, fresh run requests are accepted (shared/signing.ts). */
+  signingKey?: Buffer;
 }
 
 /** A supervisor heard from this lately is live (heartbeats come every 2 s). */
@@ -46,6 +49,7 @@ export class Dispatcher {
   private readonly log: Logger;
   /** Rounds already planned by this process, so a duplicate discovery adds no work. */
   private readonly planned = new Set<string>();
+  private readonly nonces = new NonceCache();
   private inFlight = 0;
   private idle?: () => void;
   private history?: History;
@@ -141,6 +145,8 @@ export class Dispatcher {
       case 'run.request': {
         const problem = runRequestProblem(msg);
         if (problem) return d.deadLetter(`invalid run request: ${problem}`);
+        const refused = this.opts.signingKey ? requestProblem(msg, this.opts.signingKey, this.nonces) : null;
+        if (refused) return this.refuse(msg, refused, d);
         await this.accept(msg, d);
         break;
       }
@@ -152,6 +158,20 @@ export class Dispatcher {
         break;
     }
     d.ack();
+  }
+
+  /**
+   * A run request this cluster does not take (unsigned, altered, stale, replayed): kept in
+   * the dead letters with the reason, and its requester (following the run id it asked
+   * for) told at once instead of waiting for its timeout.
+   */
+  private async refuse(req: RunRequest, reason: string, d: Delivery): Promise<void> {
+    this.log.warn({ runId: req.runId, reason }, 'run request refused');
+    if (req.runId) {
+      const notice: RunFinished = { type: 'run.finished', v: SCHEMA_VERSION, runId: req.runId, status: 'error', deadline: 0, error: `run request refused: ${reason}` };
+      await this.broker.publish(EXCHANGES.reports, reportKey(req.runId, 'finished'), notice, { mandatory: false, persistent: false }).catch(() => undefined);
+    }
+    await d.deadLetter(`run request refused: ${reason}`);
   }
 
   private async accept(req: RunRequest, d: Delivery): Promise<void> {

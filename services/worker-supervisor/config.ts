@@ -41,6 +41,8 @@ export const SupervisorConfig = z.object({
   /** Directories a run's `cwd` must be under, where it is this host's (the local driver,
    * --mount-suite); none: anywhere (a warning at start). */
   allowCwd: z.array(z.string().regex(/^\//, 'an absolute path')).default([]),
+  /** Images a run may name (`*` a wildcard); none: any. The supervisor's own --image always. */
+  allowImage: z.array(z.string().min(1)).default([]),
   driver: z.enum(['local', 'docker', 'noop']).default('local'),
   docker: z
     .object({
@@ -87,6 +89,7 @@ export function loadSupervisorConfig(flags: SupervisorConfigInput & { config?: s
     labels: pick(flags.labels, env('WARREN_LABELS') === undefined ? undefined : parseLabels(env('WARREN_LABELS')!, 'WARREN_LABELS'), file.labels),
     passEnv: pick(flags.passEnv, env('WARREN_PASS_ENV') === undefined ? undefined : list(env('WARREN_PASS_ENV')!), file.passEnv),
     allowCwd: pick(flags.allowCwd, env('WARREN_ALLOW_CWD') === undefined ? undefined : list(env('WARREN_ALLOW_CWD')!), file.allowCwd),
+    allowImage: pick(flags.allowImage, env('WARREN_ALLOW_IMAGE') === undefined ? undefined : list(env('WARREN_ALLOW_IMAGE')!), file.allowImage),
     driver: pick(flags.driver, env('WARREN_DRIVER'), file.driver),
     docker: {
       image: pick(flags.docker?.image, env('WARREN_IMAGE'), fileDocker.image),

@@ -1,6 +1,7 @@
 /**
  * What a run may reach of the host it runs on: the directories its tests may run in
- * (`--allow-cwd`) and what they see of the supervisor's own environment (`--pass-env`). A
+ * (`--allow-cwd`), the images it may name (`--allow-image`) and what its tests see of the
+ * supervisor's own environment (`--pass-env`). A
  * run request comes from whoever may publish to the broker; these are the operator's bounds
  * on it.
  */
@@ -34,4 +35,10 @@ export function passedEnv(env: NodeJS.ProcessEnv, pass: readonly string[]): Reco
     if (allowed(name)) out[name] = value;
   }
   return out;
+}
+
+/** `registry.local/*` matches `registry.local/app:1` (`*`: any run of characters, `/` too). */
+export function globMatch(pattern: string, value: string): boolean {
+  const re = new RegExp(`^${pattern.split('*').map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+  return re.test(value);
 }

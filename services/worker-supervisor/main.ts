@@ -2,10 +2,11 @@
 import { createLogger } from '../../shared/log.js';
 import { brokerUrl } from '../../shared/config.js';
 import { runService } from '../../shared/service.js';
+import { loadSigningKey } from '../../shared/signing.js';
 import { loadSupervisorConfig, type SupervisorConfigInput } from './config.js';
 import { Supervisor } from './supervisor.js';
 
-export function startSupervisor(opts: { broker?: string; config?: string } & SupervisorConfigInput) {
+export function startSupervisor(opts: { broker?: string; config?: string; signingKeyFile?: string } & SupervisorConfigInput) {
   const log = createLogger('worker-supervisor');
   const url = brokerUrl(opts.broker);
   const config = loadSupervisorConfig(opts);
@@ -24,6 +25,8 @@ export function startSupervisor(opts: { broker?: string; config?: string } & Sup
       labels: config.labels,
       passEnv: config.passEnv,
       allowCwd: config.allowCwd,
+      allowImage: config.allowImage,
+      signingKey: loadSigningKey(opts.signingKeyFile),
       log,
     }),
   );

@@ -92,6 +92,7 @@ async function makeDriver(c: SlotConfig): Promise<WorkerDriver> {
 
 const slot = new Slot({
   ...config,
+  signingKey: config.signingKey === undefined ? undefined : Buffer.from(config.signingKey, 'utf8'),
   labels: config.labels,
   namespace: config.namespace,
   driver: await makeDriver(config),

@@ -30,7 +30,8 @@ import type { FrameworkEvent } from './runner/protocol.js';
 import { RunnerLostError, WarmRunner, WorkerBrokenError, runCold, type Batch, type BatchOutcome } from './runner/runner.js';
 import { DiscoveryCache } from './discovery-cache.js';
 import { junitEvents } from './adapters/junit.js';
-import { cwdProblem } from './confine.js';
+import { openSecrets, suiteProblem } from '../../shared/signing.js';
+import { cwdProblem, globMatch } from './confine.js';
 import { Intake } from './intake.js';
 import { RunSetups } from './setup.js';
 
@@ -59,7 +60,11 @@ export interface SlotOptions {
   /** Directories a run's cwd must be under where it is this host's (the local driver, a
    * mounted suite): a slot leaves a run outside them (confine.ts). */
   allowCwd?: string[];
-  docker?: { mountSuite: boolean };
+  /** Images a run may name (`*` a wildcard; the driver's default image always); none: any. */
+  allowImage?: string[];
+  /** With a key: only suites signed with it are run, and their secret env is opened. */
+  signingKey?: Buffer;
+  docker?: { mountSuite: boolean; image?: string };
   log: Logger;
   /** Told what the slot is doing (the supervisor forwards it in heartbeats). */
   onState?: (state: SlotActivity) => void;
@@ -234,10 +239,12 @@ export class Slot {
       await this.publishJob(job, shard);
       return d.ack();
     }
-    const hostPath = this.opts.driver.name === 'local' || (this.opts.driver.name === 'docker' && this.opts.docker?.mountSuite);
-    const outside = hostPath ? cwdProblem(suite.cwd, this.opts.allowCwd ?? []) : null;
-    if (outside) {
-      await this.leaveRun(job, outside, shard);
+    // not signed by the submitter (with a key): a forged or altered job, kept for an operator
+    const forged = this.opts.signingKey ? suiteProblem(job.runId, suite, this.opts.signingKey) : null;
+    if (forged) return d.deadLetter(`refused by ${this.opts.workerId}: ${forged}`);
+    const refusal = this.refusal(suite);
+    if (refusal) {
+      await this.leaveRun(job, refusal, shard);
       return d.ack();
     }
     let resolveDone!: () => void;
@@ -272,6 +279,23 @@ export class Slot {
       resolveDone();
       if (this.state === 'running') this.idle();
     }
+  }
+
+  /** Why this host does not run `suite` (the operator's bounds: directories, images, keys), or null. */
+  private refusal(suite: SuiteConfig): string | null {
+    const hostPath = this.opts.driver.name === 'local' || (this.opts.driver.name === 'docker' && this.opts.docker?.mountSuite);
+    const outside = hostPath ? cwdProblem(suite.cwd, this.opts.allowCwd ?? []) : null;
+    if (outside) return outside;
+    const allowed = this.opts.allowImage ?? [];
+    if (suite.image && allowed.length > 0 && suite.image !== this.opts.docker?.image && !allowed.some((p) => globMatch(p, suite.image!))) {
+      return `image ${suite.image} is not one this supervisor runs (--allow-image ${allowed.join(',')})`;
+    }
+    try {
+      openSecrets(suite.secretEnv, this.opts.signingKey);
+    } catch (err) {
+      return (err as Error).message;
+    }
+    return null;
   }
 
   /**
@@ -546,6 +570,7 @@ export class Slot {
       image: suite.image,
       env: {
         ...suite.env,
+        ...openSecrets(suite.secretEnv, this.opts.signingKey),
         ...(files ? { WARREN_EVENTS: files.events, WARREN_IDS_FILE: files.ids, WARREN_JUNIT_FILE: files.junit } : {}),
         WARREN_SLOT_PID: String(process.pid),
         WARREN_CACHE_DIR: cache,
@@ -651,7 +676,7 @@ const attemptOf = (job: Job) => attempt(job.runId, job.type === 'spec' ? job.exp
 
 /** What makes two specs' suites the same for one warm runner. */
 function suiteKey(suite: SuiteConfig): string {
-  return hash([suite.adapter, suite.cwd, suite.image ?? null, suite.command ?? null, Object.entries(suite.env).sort()]);
+  return hash([suite.adapter, suite.cwd, suite.image ?? null, suite.command ?? null, Object.entries(suite.env).sort(), Object.entries(suite.secretEnv).sort()]);
 }
 
 function hash(value: unknown): string {

@@ -52,6 +52,9 @@ export interface SlotConfig {
   passEnv: string[];
   /** Directories a run's cwd must be under; none: anywhere. */
   allowCwd: string[];
+  allowImage: string[];
+  /** The signing key (shared/signing.ts), as text. */
+  signingKey?: string;
   /** A private Warren's namespace on a shared broker (shared/broker.ts). */
   namespace?: string;
 }
@@ -97,6 +100,10 @@ export interface SupervisorOptions {
   passEnv?: readonly string[];
   /** Directories a run's cwd must be under (confine.ts); none: anywhere. */
   allowCwd?: readonly string[];
+  /** Images a run may name (`*` a wildcard); none: any. */
+  allowImage?: readonly string[];
+  /** With a key, slots run only suites signed with it, and open their secret env. */
+  signingKey?: Buffer;
   /** This many different jobs breaking their worker environments here within 10 min drain
    * the host (default 3). */
   breakLimit?: number;
@@ -304,6 +311,7 @@ export class Supervisor {
       graceMs: this.opts.graceMs ?? 30_000, driver: this.opts.driver ?? 'local',
       docker: this.opts.docker ?? { isolation: 'slot', memory: 0, cpus: 0, pidsLimit: 0, network: 'none', mountSuite: false, mountSuiteWritable: false },
       passEnv: [...(this.opts.passEnv ?? DEFAULT_PASS_ENV)], allowCwd: [...(this.opts.allowCwd ?? [])],
+      allowImage: [...(this.opts.allowImage ?? [])], signingKey: this.opts.signingKey?.toString('utf8'),
       assetsDir: this.assets, env: slotEnv,
       // shared by this supervisor's slots: the frameworks' caches are made for concurrent
       // workers (jest's, go's, pytest's), and one slot's discovery warms them for all
