@@ -27,7 +27,17 @@ export function program(): Command {
     .description('Distributed test runner on RabbitMQ: spreads a suite over many isolated workers, re-runs flaky failures, loses no test.')
     .version('0.1.0')
     .exitOverride()
-    .configureOutput({ outputError: (str, write) => write(str.split('\n')[0] + '\n') });
+    .configureOutput({ outputError: (str, write) => write(str.split('\n')[0] + '\n') })
+    // TLS for amqps:// brokers, for every command (and the services it starts)
+    .option('--tls-ca <file>', 'amqps: the CA that signed the broker\'s certificate ($WARREN_TLS_CA; default: the system\'s)')
+    .option('--tls-cert <file>', 'amqps: a client certificate, for a broker that asks for one ($WARREN_TLS_CERT)')
+    .option('--tls-key <file>', 'amqps: the client certificate\'s key ($WARREN_TLS_KEY)')
+    .hook('preAction', (root) => {
+      const o = root.opts<{ tlsCa?: string; tlsCert?: string; tlsKey?: string }>();
+      if (o.tlsCa) process.env.WARREN_TLS_CA = o.tlsCa;
+      if (o.tlsCert) process.env.WARREN_TLS_CERT = o.tlsCert;
+      if (o.tlsKey) process.env.WARREN_TLS_KEY = o.tlsKey;
+    });
 
   cmd
     .command('run')

@@ -20,7 +20,7 @@ import { Lease } from './broker/lease.js';
 export type { ConsumeOptions, Delivery, DeliveryHandler, Subscription } from './broker/consumer.js';
 export type { Lease } from './broker/lease.js';
 export type { PublishOptions } from './broker/publisher.js';
-export { redact } from './broker/connection.js';
+export { redact } from './config.js';
 export { sleep } from './broker/publisher.js';
 export type BrokerState = ConnectionState;
 

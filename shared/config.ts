@@ -2,8 +2,38 @@
  * Configuration shared by every entry point: the broker URL and the parsing of numeric
  * options, refusing bad values with the option named.
  */
-import { redact } from './broker/connection.js';
+import fs from 'node:fs';
 import { UsageError } from './errors.js';
+
+/** The URL(s) with every password replaced by ***, for messages and logs. */
+export function redact(url: string): string {
+  return url.replace(/\/\/([^:/@,]+):([^@,]+)@/g, '//$1:***@');
+}
+
+/**
+ * TLS for amqps:// brokers, from files named by WARREN_TLS_CA (the CA that signed the
+ * broker's certificate; default: the system's), WARREN_TLS_CERT and WARREN_TLS_KEY (a client
+ * certificate, for a broker that asks for one; WARREN_TLS_KEY_PASSPHRASE if the key has
+ * one). The CLI's --tls-ca, --tls-cert, --tls-key set these. An unreadable file is refused
+ * with its variable named.
+ */
+export function tlsSocketOptions(env: NodeJS.ProcessEnv = process.env): { ca?: Buffer[]; cert?: Buffer; key?: Buffer; passphrase?: string } {
+  const read = (name: string) => {
+    const file = env[name];
+    if (!file) return undefined;
+    try {
+      return fs.readFileSync(file);
+    } catch (err) {
+      const flag = `--${name.slice('WARREN_'.length).toLowerCase().replace('_', '-')}`;
+      throw new UsageError(`${name} (${flag}): cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+  };
+  const ca = read('WARREN_TLS_CA');
+  const cert = read('WARREN_TLS_CERT');
+  const key = read('WARREN_TLS_KEY');
+  if (!!cert !== !!key) throw new UsageError('WARREN_TLS_CERT and WARREN_TLS_KEY: give both (a client certificate and its key) or neither');
+  return { ...(ca ? { ca: [ca] } : {}), ...(cert ? { cert, key } : {}), ...(env.WARREN_TLS_KEY_PASSPHRASE ? { passphrase: env.WARREN_TLS_KEY_PASSPHRASE } : {}) };
+}
 
 /** `--broker`, else WARREN_BROKER_URL, else the local broker. */
 export function brokerUrl(flag?: string): string {

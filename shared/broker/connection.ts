@@ -12,6 +12,7 @@ import { EventEmitter } from 'node:events';
 import amqp, { type Channel, type ChannelModel } from 'amqplib';
 import pRetry from 'p-retry';
 import type { Logger } from '../log.js';
+import { redact, tlsSocketOptions } from '../config.js';
 import { InfrastructureError, errorMessage } from '../errors.js';
 
 export type ConnectionState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed';
@@ -40,10 +41,13 @@ export class Connection extends EventEmitter {
   /** A channel of the connection being set up closed: that attempt must fail. */
   private brokenSetup?: { generation: number; why: string };
   private connected!: { promise: Promise<void>; resolve: () => void; reject: (e: Error) => void };
+  private tls?: ReturnType<typeof tlsSocketOptions>;
 
   constructor(private readonly opts: ConnectionOptions) {
     super();
     this.urls = splitUrls(opts.url);
+    // bad TLS files are refused at once, naming the variable (not retried as a broker away)
+    if (this.urls.some((u) => u.startsWith('amqps:'))) this.tls = tlsSocketOptions();
     // Services given a cluster's nodes spread over them instead of all using the first:
     // one node's death then takes a part of the clients, not all of them.
     this.next = Math.floor(Math.random() * this.urls.length);
@@ -70,7 +74,7 @@ export class Connection extends EventEmitter {
       });
     } catch (err) {
       this.state = 'closed';
-      throw new InfrastructureError(`cannot reach RabbitMQ at ${this.urls.map(redact).join(', ')}: ${errorMessage(err)}`, { cause: err });
+      throw new InfrastructureError(`cannot reach RabbitMQ at ${this.urls.map(redact).join(', ')}: ${tlsHint(err) ?? errorMessage(err).split('\n')[0]}`, { cause: err });
     }
   }
 
@@ -182,7 +186,9 @@ export class Connection extends EventEmitter {
 
   private async connectOnce(): Promise<void> {
     const url = withHeartbeat(this.urls[this.next++ % this.urls.length]!);
-    const conn = await amqp.connect(url, { clientProperties: { connection_name: this.opts.name } });
+    // amqps://: the CA, client certificate and key of WARREN_TLS_* (read once, at start)
+    const tls = url.startsWith('amqps:') ? (this.tls ??= tlsSocketOptions()) : undefined;
+    const conn = await amqp.connect(url, { clientProperties: { connection_name: this.opts.name }, ...tls });
     const generation = ++this.generation;
     conn.on('error', (err) => this.log.warn({ err }, 'broker connection error'));
     conn.on('blocked', (reason) => this.log.warn({ reason }, 'broker blocked publishing (resource alarm)'));
@@ -227,7 +233,16 @@ export function splitUrls(url: string): string[] {
   return urls;
 }
 
-/** The URL(s) with every password replaced by ***, for messages and logs. */
-export function redact(url: string): string {
-  return url.replace(/\/\/([^:/@,]+):([^@,]+)@/g, '//$1:***@');
+
+/** What a TLS failure means for the one who configures it, or undefined for another error. */
+function tlsHint(err: unknown): string | undefined {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code ?? '';
+  if (/CERTIFICATE_REQUIRED/.test(code)) return 'the broker asks for a client certificate: give one (WARREN_TLS_CERT and WARREN_TLS_KEY, or --tls-cert and --tls-key)';
+  if (/ALERT_(BAD|UNKNOWN)_CERTIFICATE|CERTIFICATE_UNKNOWN|UNKNOWN_CA/.test(code)) return `the broker refused our client certificate (${code})`;
+  if (/SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|CERT_UNTRUSTED/.test(code)) {
+    return `the broker's certificate is not signed by a CA we trust: give its CA (WARREN_TLS_CA or --tls-ca) (${code})`;
+  }
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return `the broker's certificate is not for this host name (${errorMessage(err).split('\n')[0]})`;
+  if (/CERT_HAS_EXPIRED/.test(code)) return "the broker's certificate has expired";
+  return undefined;
 }

@@ -27,8 +27,9 @@ const nodeName = (port: number) => `warren-test-${port}@localhost`;
  * A node of the test's own; with `peers` (the other nodes' ports), a node of a cluster that
  * forms at boot (classic config peer discovery).
  */
-export function privateRabbit(port: number, peers: number[] = []): PrivateRabbit {
+export function privateRabbit(port: number, peers: number[] = [], extra: { config?: (dir: string) => string; files?: Record<string, string> } = {}): PrivateRabbit {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-rabbit-'));
+  for (const [name, text] of Object.entries(extra.files ?? {})) fs.writeFileSync(path.join(dir, name), text);
   const node = nodeName(port);
   fs.mkdirSync(path.join(dir, 'mnesia'));
   fs.mkdirSync(path.join(dir, 'log'));
@@ -37,7 +38,7 @@ export function privateRabbit(port: number, peers: number[] = []): PrivateRabbit
     ...[port, ...peers].sort().map((p, i) => `cluster_formation.classic_config.nodes.${i + 1} = ${nodeName(p)}`),
     '',
   ].join('\n');
-  fs.writeFileSync(path.join(dir, 'rabbitmq.conf'), `listeners.tcp.default = ${port}\nloopback_users = none\n${cluster}`);
+  fs.writeFileSync(path.join(dir, 'rabbitmq.conf'), `listeners.tcp.default = ${port}\nloopback_users = none\n${cluster}${extra.config?.(dir) ?? ''}`);
   fs.writeFileSync(path.join(dir, 'enabled_plugins'), '[].\n');
   fs.chmodSync(dir, 0o755);
   execFileSync('chown', ['-R', 'rabbitmq:rabbitmq', dir]);

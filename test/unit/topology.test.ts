@@ -53,3 +53,15 @@ test("a cluster node's config is the single node's plus the cluster formation", 
   const nodes = cluster.match(/^cluster_formation\.classic_config\.nodes\.\d+ = \S+$/gm) ?? [];
   assert.equal(nodes.length, 3);
 });
+
+test("the TLS broker config is the single node's with plain AMQP off and a TLS listener asking for client certificates", () => {
+  const single = fs.readFileSync(path.join(ROOT, 'rabbitmq/rabbitmq.conf'), 'utf8');
+  const tls = fs.readFileSync(path.join(ROOT, 'rabbitmq/tls.conf'), 'utf8');
+  assert.ok(tls.startsWith(single), 'rabbitmq/tls.conf begins with rabbitmq/rabbitmq.conf');
+  for (const line of ['listeners.tcp = none', 'listeners.ssl.default = 5671', 'ssl_options.verify = verify_peer', 'ssl_options.fail_if_no_peer_cert = true']) {
+    assert.ok(tls.split('\n').includes(line), line);
+  }
+  const compose = fs.readFileSync(path.join(ROOT, 'deploy/tls.compose.yml'), 'utf8');
+  assert.match(compose, /\.\.\/rabbitmq\/tls\.conf:\/etc\/rabbitmq\/rabbitmq\.conf:ro/);
+  assert.equal(compose.match(/WARREN_BROKER_URL: amqps:/g)?.length, 2, 'the dispatcher and the aggregator use amqps');
+});
