@@ -148,7 +148,8 @@ export function program(): Command {
     .option('--history <file>', 'per-test durations from earlier runs, for balanced plans (default: $WARREN_HISTORY, then ./.warren/dispatcher/history.sqlite)')
     .option('--no-history', 'keep no history')
     .option('--signing-key-file <file>', 'accept only run requests signed with this key (default: $WARREN_SIGNING_KEY_FILE, then $WARREN_SIGNING_KEY)')
-    .action(async (o: { broker?: string; history?: string | false; signingKeyFile?: string }) => {
+    .option('--require-roles', 'take each message only from the roles allowed to send it (RabbitMQ-checked user ids; see warren broker-users) ($WARREN_REQUIRE_ROLES=1)')
+    .action(async (o: { broker?: string; history?: string | false; signingKeyFile?: string; requireRoles?: boolean }) => {
       await startDispatcher(o);
     });
 
@@ -178,6 +179,7 @@ export function program(): Command {
     .option('--mount-suite-rw', 'docker: mount the suite directory writable (read-only by default)')
     .option('--allow-image <patterns>', "images runs may name, comma-separated, * a wildcard, e.g. 'registry.local/*' (default: any) ($WARREN_ALLOW_IMAGE)")
     .option('--signing-key-file <file>', 'run only suites signed with this key, and open their secret env (default: $WARREN_SIGNING_KEY_FILE, then $WARREN_SIGNING_KEY)')
+    .option('--require-roles', 'take each message only from the roles allowed to send it (RabbitMQ-checked user ids; see warren broker-users) ($WARREN_REQUIRE_ROLES=1)')
     .action(async (o: Record<string, string | boolean | undefined>) => {
       const { list, parseLabels } = await import('../services/worker-supervisor/config.js');
       await startSupervisor({
@@ -186,6 +188,7 @@ export function program(): Command {
         passEnv: o.passEnv === undefined ? undefined : list(o.passEnv as string),
         allowImage: o.allowImage === undefined ? undefined : list(o.allowImage as string),
         signingKeyFile: o.signingKeyFile as string | undefined,
+        requireRoles: o.requireRoles as boolean | undefined,
         broker: o.broker as string | undefined,
         config: o.config as string | undefined,
         workers: o.workers as string | undefined,
@@ -214,8 +217,24 @@ export function program(): Command {
     .description('start an aggregator: collects results, re-runs failures, writes reports')
     .option('--broker <url>', 'RabbitMQ URL (default: $WARREN_BROKER_URL, then amqp://localhost)')
     .option('--report-dir <dir>', 'reports go to <dir>/<run id>/ (default: $WARREN_REPORT_DIR, then ./warren-reports)')
-    .action(async (o: { broker?: string; reportDir?: string }) => {
+    .option('--require-roles', 'take each message only from the roles allowed to send it (RabbitMQ-checked user ids; see warren broker-users) ($WARREN_REQUIRE_ROLES=1)')
+    .action(async (o: { broker?: string; reportDir?: string; requireRoles?: boolean }) => {
       await startAggregator(o);
+    });
+  cmd
+    .command('broker-users')
+    .description("give a broker Warren's topology and one user per role, with generated passwords (an operator's step, with an administrator)")
+    .requiredOption('--admin-url <url>', 'the management API as an administrator, e.g. http://admin:PASSWORD@broker:15672')
+    .option('--amqp-url <url>', 'what the written URLs point at (default: amqp://<the admin URL host>:5672)')
+    .option('--vhost <name>', 'the virtual host', '/')
+    .option('--out <dir>', "where to write each user's URL (<user>.url, mode 600); an existing file keeps its password", 'warren-users')
+    .option('--suffix <name>', 'name the users <role>.<suffix> (several clusters on one broker)')
+    .option('--submitter <name>', 'a submitter of its own, e.g. submitter.team-a (repeatable; each reads only its own runs)', collect, [])
+    .action(async (o: { adminUrl: string; amqpUrl?: string; vhost: string; out: string; suffix?: string; submitter: string[] }) => {
+      const { brokerUsers } = await import('./users.js');
+      const made = await brokerUsers({ adminUrl: o.adminUrl, amqpUrl: o.amqpUrl, vhost: o.vhost, outDir: o.out, suffix: o.suffix, submitters: o.submitter });
+      for (const m of made) process.stdout.write(`${m.role.padEnd(10)} ${m.user.padEnd(28)} ${m.file}${m.created ? '' : ' (kept its password)'}\n`);
+      process.exitCode = 0;
     });
   cmd
     .command('deploy')

@@ -15,6 +15,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Broker, redact } from '../shared/broker.js';
+import { userOf } from '../shared/broker/connection.js';
+import { runIdPrefix } from '../shared/roles.js';
 import { loadSigningKey, sealSecrets, signRequest } from '../shared/signing.js';
 import { brokerUrl, fraction, positiveInt, positiveNumber } from '../shared/config.js';
 import { UsageError, errorMessage } from '../shared/errors.js';
@@ -69,7 +71,7 @@ export interface RunFlags {
   signingKeyFile?: string;
 }
 
-function buildRequest(flags: RunFlags): RunRequest {
+function buildRequest(flags: RunFlags, runIdPrefix = 'run-'): RunRequest {
   const cwd = path.resolve(flags.cwd);
   // With an image and remote workers, --cwd is a path inside the image: nothing to check here.
   const inImage = flags.image !== undefined && !flags.local;
@@ -94,7 +96,7 @@ function buildRequest(flags: RunFlags): RunRequest {
   }
   const input = {
     type: 'run.request',
-    runId: flags.runId ?? `run-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}-${randomBytes(3).toString('hex')}`,
+    runId: flags.runId ?? `${runIdPrefix}${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}-${randomBytes(3).toString('hex')}`,
     adapter,
     cwd,
     pattern: flags.pattern,
@@ -233,7 +235,8 @@ async function startLocal(url: string, namespace: string, workers: number, flags
 export async function run(flags: RunFlags): Promise<number> {
   let request: RunRequest;
   try {
-    request = buildRequest(flags);
+    // a submitter's runs are named after it (shared/roles.ts: it reads only those reports)
+    request = buildRequest(flags, runIdPrefix(userOf(brokerUrl(flags.broker).split(',')[0]!)));
   } catch (err) {
     if (!(err instanceof NothingToRun)) throw err;
     process.stderr.write(`warren: ${err.message}\n`);

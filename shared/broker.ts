@@ -8,7 +8,8 @@
  * This file puts them together with the topology declared on every connection.
  */
 import { EventEmitter } from 'node:events';
-import type { Channel } from 'amqplib';
+import type { Channel, ChannelModel } from 'amqplib';
+import { InfrastructureError } from './errors.js';
 import type { Logger } from './log.js';
 import { TOPOLOGY } from './topology.js';
 import { Connection, type ConnectionState } from './broker/connection.js';
@@ -70,8 +71,12 @@ export class Broker extends EventEmitter {
       ch.on('error', () => undefined);
       try {
         await declareTopology(ch, opts.namespace);
-      } finally {
         await ch.close().catch(() => undefined);
+      } catch (err) {
+        // a user with least privilege may not declare (403: configure rights would let it
+        // delete queues too): the operator declared the topology; check that it is there
+        if (!/ACCESS_REFUSED|403/.test(String((err as Error).message))) throw err;
+        await checkTopology(conn, opts.namespace);
       }
     });
     void this.connection.addSetup(this.publisher.setup);
@@ -198,6 +203,26 @@ export class Broker extends EventEmitter {
 }
 
 /** Declares every exchange, queue and binding of `TOPOLOGY` (idempotent), in a namespace if given. */
+/** Passive checks of every exchange and queue (no rights needed); names the first missing one. */
+async function checkTopology(conn: ChannelModel, namespace?: string): Promise<void> {
+  const name = namespaced(namespace);
+  const names = [...TOPOLOGY.exchanges.map((e) => ['exchange', name(e.name)] as const), ...TOPOLOGY.queues.map((q) => ['queue', name(q.name)] as const)];
+  const ch = await conn.createChannel();
+  ch.on('error', () => undefined);
+  try {
+    for (const [kind, n] of names) {
+      try {
+        if (kind === 'exchange') await ch.checkExchange(n);
+        else await ch.checkQueue(n);
+      } catch (err) {
+        throw new InfrastructureError(`the broker has no ${kind} ${n} and this user may not declare it: load rabbitmq/definitions.json, or run \`warren broker-users\` with an administrator (${String((err as Error).message).split('\n')[0]})`);
+      }
+    }
+  } finally {
+    await ch.close().catch(() => undefined);
+  }
+}
+
 export async function declareTopology(ch: Channel, namespace?: string): Promise<void> {
   const name = namespaced(namespace);
   for (const ex of TOPOLOGY.exchanges) await ch.assertExchange(name(ex.name), ex.type, { durable: ex.durable });

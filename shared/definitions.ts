@@ -16,10 +16,11 @@ export function rabbitPasswordHash(password: string, salt = Buffer.from([0x57, 0
 export function definitions(vhost = '/') {
   return {
     rabbit_version: '3.10.8',
-    // The control plane's user; change its password in production (rabbitmqctl change_password).
-    users: [{ name: 'warren', password_hash: rabbitPasswordHash('warren'), hashing_algorithm: 'rabbit_password_hashing_sha256', tags: ['administrator'], limits: {} }],
+    // No users: the file is applied at every boot, and would put back a password an operator
+    // changed. Users are made at deploy time, one per role (`warren broker-users`).
+    users: [],
     vhosts: [{ name: vhost }],
-    permissions: [{ user: 'warren', vhost, configure: '.*', write: '.*', read: '.*' }],
+    permissions: [],
     exchanges: TOPOLOGY.exchanges.map((e) => ({ name: e.name, vhost, type: e.type, durable: e.durable, auto_delete: false, internal: false, arguments: {} })),
     queues: TOPOLOGY.queues.map((q) => ({ name: q.name, vhost, durable: q.durable, auto_delete: false, arguments: q.arguments })),
     bindings: TOPOLOGY.bindings.map((b) => ({ source: b.exchange, vhost, destination: b.queue, destination_type: 'queue', routing_key: b.routingKey, arguments: {} })),

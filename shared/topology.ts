@@ -11,7 +11,7 @@
  *   dispatcher/slot --work.wake--> warren.reports --> supervisors (a shard has work: idle slots look)
  *   aggregator --runs.state--> warren.reports --> supervisors, dispatchers, `warren status`
  *   CLI --run.cancel--> warren.runs --> warren.aggregator
- *   slot --run.discovered--> warren.runs --> warren.dispatcher
+ *   slot --run.discovered--> warren.events --> warren.dispatcher (slots never write warren.runs)
  *   dispatcher/slot --round.planned, spec.result--> warren.events --> warren.aggregator
  *   aggregator --round.request--> warren.runs --> warren.dispatcher
  *   aggregator --run.<id>.progress|report--> warren.reports --> (CLI's own exclusive queue)
@@ -179,7 +179,7 @@ export const TOPOLOGY: { exchanges: ExchangeDef[]; queues: QueueDef[]; bindings:
   bindings: [
     { exchange: EXCHANGES.runs, queue: QUEUES.dispatcher, routingKey: ROUTING.runRequest },
     { exchange: EXCHANGES.runs, queue: QUEUES.dispatcher, routingKey: ROUTING.roundRequest },
-    { exchange: EXCHANGES.runs, queue: QUEUES.dispatcher, routingKey: ROUTING.discovered },
+    { exchange: EXCHANGES.events, queue: QUEUES.dispatcher, routingKey: ROUTING.discovered },
     ...SHARDS.map((n) => ({ exchange: EXCHANGES.work, queue: specQueue(n), routingKey: jobKey(n) })),
     { exchange: EXCHANGES.runs, queue: QUEUES.aggregator, routingKey: ROUTING.runCancel },
     { exchange: EXCHANGES.events, queue: QUEUES.aggregator, routingKey: ROUTING.runAccepted },

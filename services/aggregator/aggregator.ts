@@ -19,6 +19,7 @@ import { randomUUID } from 'node:crypto';
 import { Broker, type Delivery, type Lease, type Subscription } from '../../shared/broker.js';
 import type { Logger } from '../../shared/log.js';
 import type { Lifecycle } from '../../shared/lifecycle.js';
+import { senderProblem } from '../../shared/roles.js';
 import {
   AggregatorMessage, Heartbeat, Job, SCHEMA_VERSION, isConfinedPath, labelsMatch, parseMessage, type RunFinished, type RunsState,
   type AcceptedRun, type RoundPlanned, type RunReport, type TestRef, type TestResult,
@@ -36,6 +37,8 @@ export interface AggregatorOptions {
   log: Logger;
   /** Minimum time between two progress messages of one run. */
   progressIntervalMs?: number;
+  /** Take each message only from the roles allowed to send it (shared/roles.ts). */
+  requireRoles?: boolean;
   /** How often a standby asks for the lease (default 1 s: the time a takeover can take
    * once the broker has seen the active one's connection go). */
   leasePollMs?: number;
@@ -338,6 +341,8 @@ export class Aggregator {
     const parsed = parseMessage(AggregatorMessage, d.body);
     if (!parsed.ok) return d.deadLetter(parsed.reason);
     const msg = parsed.value;
+    const forged = this.opts.requireRoles ? senderProblem(msg.type, d.userId, msg.runId) : null;
+    if (forged) return d.deadLetter(`refused: ${forged}`);
     const now = Date.now();
     if (msg.type === 'run.accepted') {
       const done = this.finished.get(msg.runId);
@@ -421,6 +426,8 @@ export class Aggregator {
     const parsed = parseMessage(Job, d.body);
     if (!parsed.ok) return d.deadLetter(parsed.reason);
     const job = parsed.value;
+    const forged = this.opts.requireRoles ? senderProblem(job.type, d.userId) : null;
+    if (forged) return d.deadLetter(`refused: ${forged}`);
     const live = this.runs.get(job.runId);
     if (!live || live.ledger.finished) return d.ack();
     const deaths = deathCount(d.headers) ?? SPEC_DELIVERY_LIMIT + 1;

@@ -20,6 +20,7 @@ import {
   type AcceptedRun, type DiscoverJob, type Discovered, type RoundPlanned, type RunAccepted,
   type RunFinished, type RunRequest, type SpecJob, type TestRef, type WorkWake, suiteOf,
 } from '../../shared/messages.js';
+import { senderProblem } from '../../shared/roles.js';
 import { NonceCache, requestProblem } from '../../shared/signing.js';
 import { EXCHANGES, QUEUES, ROUTING, SERVICE_DELIVERY_LIMIT, SPEC_SHARDS, jobKey, reportKey } from '../../shared/topology.js';
 import { History } from './history.js';
@@ -36,6 +37,8 @@ export interface DispatcherOptions {
   namespace?: string;
   /** With a key, only signed, intact, fresh run requests are accepted (shared/signing.ts). */
   signingKey?: Buffer;
+  /** Take each message only from the roles allowed to send it (shared/roles.ts). */
+  requireRoles?: boolean;
 }
 
 /** A supervisor heard from this lately is live (heartbeats come every 2 s). */
@@ -141,6 +144,9 @@ export class Dispatcher {
     const parsed = parseMessage(DispatcherMessage, d.body);
     if (!parsed.ok) return d.deadLetter(parsed.reason);
     const msg = parsed.value;
+    // (a submitter's request must name its run: its id says whose it is)
+    const forged = this.opts.requireRoles ? senderProblem(msg.type, d.userId, msg.type === 'run.request' ? msg.runId ?? '' : undefined) : null;
+    if (forged) return d.deadLetter(`refused: ${forged}`);
     switch (msg.type) {
       case 'run.request': {
         const problem = runRequestProblem(msg);

@@ -2,11 +2,12 @@
 import { createLogger } from '../../shared/log.js';
 import { brokerUrl } from '../../shared/config.js';
 import { runService } from '../../shared/service.js';
+import { rolesRequired } from '../../shared/roles.js';
 import { loadSigningKey } from '../../shared/signing.js';
 import { loadSupervisorConfig, type SupervisorConfigInput } from './config.js';
 import { Supervisor } from './supervisor.js';
 
-export function startSupervisor(opts: { broker?: string; config?: string; signingKeyFile?: string } & SupervisorConfigInput) {
+export function startSupervisor(opts: { broker?: string; config?: string; signingKeyFile?: string; requireRoles?: boolean } & SupervisorConfigInput) {
   const log = createLogger('worker-supervisor');
   const url = brokerUrl(opts.broker);
   const config = loadSupervisorConfig(opts);
@@ -27,6 +28,7 @@ export function startSupervisor(opts: { broker?: string; config?: string; signin
       allowCwd: config.allowCwd,
       allowImage: config.allowImage,
       signingKey: loadSigningKey(opts.signingKeyFile),
+      requireRoles: rolesRequired(opts.requireRoles),
       log,
     }),
   );

@@ -30,6 +30,7 @@ import type { FrameworkEvent } from './runner/protocol.js';
 import { RunnerLostError, WarmRunner, WorkerBrokenError, runCold, type Batch, type BatchOutcome } from './runner/runner.js';
 import { DiscoveryCache } from './discovery-cache.js';
 import { junitEvents } from './adapters/junit.js';
+import { senderProblem } from '../../shared/roles.js';
 import { openSecrets, suiteProblem } from '../../shared/signing.js';
 import { cwdProblem, globMatch } from './confine.js';
 import { Intake } from './intake.js';
@@ -64,6 +65,8 @@ export interface SlotOptions {
   allowImage?: string[];
   /** With a key: only suites signed with it are run, and their secret env is opened. */
   signingKey?: Buffer;
+  /** Jobs only from the roles allowed to send them (shared/roles.ts). */
+  requireRoles?: boolean;
   docker?: { mountSuite: boolean; image?: string };
   log: Logger;
   /** Told what the slot is doing (the supervisor forwards it in heartbeats). */
@@ -227,6 +230,8 @@ export class Slot {
     const parsed = parseMessage(Job, d.body);
     if (!parsed.ok) return d.deadLetter(parsed.reason);
     const job = parsed.value;
+    const sender = this.opts.requireRoles ? senderProblem(job.type, d.userId) : null;
+    if (sender) return d.deadLetter(`refused by ${this.opts.workerId}: ${sender}`);
     if (this.finished.has(attemptOf(job))) {
       this.opts.log.info({ runId: job.runId, specId: job.id }, 'skipping a job of a finished run');
       return d.ack();
@@ -368,7 +373,7 @@ export class Slot {
     };
     // Confirm before ack: if we die in between, the discovery runs again (the dispatcher
     // ignores a second plan for the same round).
-    await this.broker.publish(EXCHANGES.runs, ROUTING.discovered, msg, { timeoutMs: 600_000 });
+    await this.broker.publish(EXCHANGES.events, ROUTING.discovered, msg, { timeoutMs: 600_000 });
     log.info({ tests: tests.length, error, cached }, 'discovery published');
     d.ack();
   }
@@ -622,7 +627,7 @@ export class Slot {
         type: 'run.discovered', v: SCHEMA_VERSION, id: `${job.id}/discovered`, runId: job.runId,
         run: job.run, tests: [], error: `discovery failed: ${why}`, worker: this.opts.workerId,
       };
-      await this.broker.publish(EXCHANGES.runs, ROUTING.discovered, msg, { timeoutMs: 600_000 });
+      await this.broker.publish(EXCHANGES.events, ROUTING.discovered, msg, { timeoutMs: 600_000 });
       return;
     }
     const msg: SpecResult = {

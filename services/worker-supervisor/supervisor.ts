@@ -55,6 +55,7 @@ export interface SlotConfig {
   allowImage: string[];
   /** The signing key (shared/signing.ts), as text. */
   signingKey?: string;
+  requireRoles: boolean;
   /** A private Warren's namespace on a shared broker (shared/broker.ts). */
   namespace?: string;
 }
@@ -104,6 +105,8 @@ export interface SupervisorOptions {
   allowImage?: readonly string[];
   /** With a key, slots run only suites signed with it, and open their secret env. */
   signingKey?: Buffer;
+  /** Slots take jobs only from the roles allowed to send them (shared/roles.ts). */
+  requireRoles?: boolean;
   /** This many different jobs breaking their worker environments here within 10 min drain
    * the host (default 3). */
   breakLimit?: number;
@@ -311,7 +314,7 @@ export class Supervisor {
       graceMs: this.opts.graceMs ?? 30_000, driver: this.opts.driver ?? 'local',
       docker: this.opts.docker ?? { isolation: 'slot', memory: 0, cpus: 0, pidsLimit: 0, network: 'none', mountSuite: false, mountSuiteWritable: false },
       passEnv: [...(this.opts.passEnv ?? DEFAULT_PASS_ENV)], allowCwd: [...(this.opts.allowCwd ?? [])],
-      allowImage: [...(this.opts.allowImage ?? [])], signingKey: this.opts.signingKey?.toString('utf8'),
+      allowImage: [...(this.opts.allowImage ?? [])], signingKey: this.opts.signingKey?.toString('utf8'), requireRoles: this.opts.requireRoles ?? false,
       assetsDir: this.assets, env: slotEnv,
       // shared by this supervisor's slots: the frameworks' caches are made for concurrent
       // workers (jest's, go's, pytest's), and one slot's discovery warms them for all

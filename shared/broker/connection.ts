@@ -42,6 +42,7 @@ export class Connection extends EventEmitter {
   private brokenSetup?: { generation: number; why: string };
   private connected!: { promise: Promise<void>; resolve: () => void; reject: (e: Error) => void };
   private tls?: ReturnType<typeof tlsSocketOptions>;
+  private currentUser = 'guest';
 
   constructor(private readonly opts: ConnectionOptions) {
     super();
@@ -56,6 +57,11 @@ export class Connection extends EventEmitter {
 
   get log(): Logger {
     return this.opts.log;
+  }
+
+  /** The user this connection logs in as (what RabbitMQ checks a publish's user_id against). */
+  get user(): string {
+    return this.currentUser;
   }
 
   /** Connects, retrying with backoff; rejects (one line) only when the attempts run out. */
@@ -185,7 +191,9 @@ export class Connection extends EventEmitter {
   }
 
   private async connectOnce(): Promise<void> {
-    const url = withHeartbeat(this.urls[this.next++ % this.urls.length]!);
+    const raw = this.urls[this.next++ % this.urls.length]!;
+    const url = withHeartbeat(raw);
+    this.currentUser = userOf(raw);
     // amqps://: the CA, client certificate and key of WARREN_TLS_* (read once, at start)
     const tls = url.startsWith('amqps:') ? (this.tls ??= tlsSocketOptions()) : undefined;
     const conn = await amqp.connect(url, { clientProperties: { connection_name: this.opts.name }, ...tls });
@@ -221,6 +229,15 @@ export class Connection extends EventEmitter {
  * about 20 s instead of two minutes, so its exclusive queues (the aggregator's lease) and
  * unacked messages are released that much sooner.
  */
+/** The user of an AMQP URL (amqplib's default: guest). */
+export function userOf(url: string): string {
+  try {
+    return decodeURIComponent(new URL(url).username) || 'guest';
+  } catch {
+    return 'guest';
+  }
+}
+
 function withHeartbeat(url: string): string {
   if (/[?&]heartbeat=/.test(url)) return url;
   return `${url}${url.includes('?') ? '&' : '?'}heartbeat=${HEARTBEAT_SEC}`;

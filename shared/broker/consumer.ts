@@ -23,6 +23,8 @@ export interface Delivery {
   /** Deliveries before this one that were not acked (quorum `x-delivery-count`, else 0). */
   readonly deliveryCount: number;
   readonly headers: Record<string, unknown>;
+  /** Who sent it (the user_id property, which RabbitMQ checks against the sender's login). */
+  readonly userId?: string;
   /** Taken with get(): the messages still ready in its queue (basic.get-ok's count). */
   readonly remaining?: number;
   /** Acks, unless the channel this came on is gone (then the broker redelivers it). */
@@ -217,6 +219,7 @@ export class Consumers {
       deliveryCount: Number(headers['x-delivery-count'] ?? 0),
       headers,
       remaining: (msg.fields as { messageCount?: number }).messageCount,
+      userId: msg.properties.userId as string | undefined,
       ack,
       requeue: () => settle('requeue'),
       deadLetter: async (reason: string) => {

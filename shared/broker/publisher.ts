@@ -95,6 +95,9 @@ export class Publisher {
       mandatory: opts.mandatory ?? true,
       contentType: 'application/json',
       messageId,
+      // who sends it: RabbitMQ refuses a user_id that is not the connection's user, so a
+      // consumer can trust it (shared/roles.ts)
+      userId: this.connection.user,
       headers: opts.headers,
     };
     await new Promise<void>((resolve, reject) => {

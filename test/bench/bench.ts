@@ -80,7 +80,7 @@ async function pipeline(url: string, specs: number) {
       const accepted: RunAccepted = { type: 'run.accepted', v: SCHEMA_VERSION, id: 'a', runId: run.runId, run };
       await c.broker.publish(EXCHANGES.events, ROUTING.runAccepted, accepted);
       const discovered: Discovered = { type: 'run.discovered', v: SCHEMA_VERSION, id: 'd', runId: run.runId, run, tests, worker: 'bench' };
-      await c.broker.publish(EXCHANGES.runs, ROUTING.discovered, discovered);
+      await c.broker.publish(EXCHANGES.events, ROUTING.discovered, discovered);
     }));
     if (report.totals.passed !== specs) throw new Error(`pipeline lost tests: ${JSON.stringify(report.totals)}`);
     return { specsPerSec: specs / (ms / 1000), ms, cpu: perSpec(cpu, specs) };
@@ -172,7 +172,7 @@ async function fleet(url: string, supervisors: number, slots: number, specs: num
     });
     const t0 = performance.now();
     await broker.publish(EXCHANGES.events, ROUTING.runAccepted, { type: 'run.accepted', v: SCHEMA_VERSION, id: 'a', runId: run.runId, run } satisfies RunAccepted);
-    await broker.publish(EXCHANGES.runs, ROUTING.discovered, { type: 'run.discovered', v: SCHEMA_VERSION, id: 'd', runId: run.runId, run, tests, worker: 'bench' } satisfies Discovered);
+    await broker.publish(EXCHANGES.events, ROUTING.discovered, { type: 'run.discovered', v: SCHEMA_VERSION, id: 'd', runId: run.runId, run, tests, worker: 'bench' } satisfies Discovered);
     const report = await got;
     const ms = performance.now() - t0;
     if (report.totals.passed !== specs) throw new Error(`fleet lost tests: ${JSON.stringify(report.totals)}`);

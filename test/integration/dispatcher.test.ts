@@ -55,7 +55,7 @@ test('a dispatcher SIGKILLed mid-publish loses no test and double-counts none on
     await waitFor('the first dispatcher to consume', async () => (await broker.checkQueue(QUEUES.dispatcher)).consumerCount === 1, 30_000);
     proxy.stallAfter(1_000_000);
     const discovered: Discovered = { type: 'run.discovered', v: SCHEMA_VERSION, id: 'd', runId: run.runId, run, tests, worker: 'test' };
-    await broker.publish(EXCHANGES.runs, ROUTING.discovered, discovered);
+    await broker.publish(EXCHANGES.events, ROUTING.discovered, discovered);
 
     await waitFor('the first dispatcher to start publishing specs', async () => (await queueDepth(url, specQueue(run.shard))) >= 1, 30_000);
     first.kill('SIGKILL');

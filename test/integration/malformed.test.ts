@@ -50,7 +50,7 @@ test('malformed and unknown messages are dead-lettered with a reason; the servic
     // a hand-written run.discovered whose pattern is no regex: the dispatcher's handler throws;
     // it comes back a bounded number of times, then is dead-lettered with the error
     const run = { type: 'run.request', runId: 'bad-pattern', id: 'bad-pattern', adapter: 'command', cwd: '/tmp', command: { discover: 'true', run: 'true' }, pattern: '(', acceptedAt: 1, deadline: Date.now() + 60_000 };
-    await publishRaw(url, EXCHANGES.runs, ROUTING.discovered, JSON.stringify({ type: 'run.discovered', v: 1, id: 'd', runId: 'bad-pattern', run, tests: [{ id: 'a', file: '', name: 'a' }], worker: 'hand' }));
+    await publishRaw(url, EXCHANGES.events, ROUTING.discovered, JSON.stringify({ type: 'run.discovered', v: 1, id: 'd', runId: 'bad-pattern', run, tests: [{ id: 'a', file: '', name: 'a' }], worker: 'hand' }));
     await waitFor('seven dead letters', async () => (await queueDepth(url, QUEUES.deadLetters)) >= 7, 30_000);
     const dead = await drainQueue(url, QUEUES.deadLetters);
     const reasons = dead.map((m) => `${m.properties.headers?.['x-warren-queue']}: ${m.properties.headers?.['x-warren-reason']}`).sort();
