@@ -28,6 +28,9 @@ export const Matrix = z.object({
   broker: z.string().regex(/^amqps?:\/\//, 'an amqp:// URL'),
   /** Warren's services image. */
   image: z.string().min(1),
+  /** The supervisors take jobs only from the dispatcher's and supervisors' users
+   * (shared/roles.ts): `broker` is then the supervisor role's URL (warren broker-users). */
+  requireRoles: z.boolean().default(true),
   /** Default suite image for runs that name none. */
   suiteImage: z.string().min(1).optional(),
   hosts: z
@@ -124,6 +127,7 @@ function envFile(matrix: Matrix, host: Host): string {
     WARREN_IMAGE: matrix.image,
     WARREN_SUITE_IMAGE: matrix.suiteImage,
     WARREN_BROKER_URL: matrix.broker,
+    WARREN_REQUIRE_ROLES: matrix.requireRoles ? '1' : '0',
     WARREN_WORKERS: String(host.workers),
     WARREN_SUPERVISOR_ID: host.name,
     WARREN_LABELS: Object.entries(host.labels).map(([k, v]) => (v ? `${k}=${v}` : k)).join(','),

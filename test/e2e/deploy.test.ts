@@ -44,7 +44,7 @@ after(async () => {
 test('the compose files pass docker-compose config', () => {
   for (const file of ['deploy/control-plane.compose.yml', 'deploy/worker.compose.yml', 'deploy/cluster-node.compose.yml']) {
     const r = spawnSync('docker-compose', ['-f', path.join(ROOT, file), 'config', '-q'], {
-      encoding: 'utf8', env: { ...process.env, WARREN_BROKER_URL: 'amqp://x', WARREN_BROKER_HOST: 'warren-broker-1', RABBITMQ_ERLANG_COOKIE: 'x' },
+      encoding: 'utf8', env: { ...process.env, WARREN_BROKER_URL: 'amqp://x', WARREN_DISPATCHER_URL: 'amqp://d', WARREN_AGGREGATOR_URL: 'amqp://a', WARREN_BROKER_HOST: 'warren-broker-1', RABBITMQ_ERLANG_COOKIE: 'x' },
     });
     assert.equal(r.status, 0, `${file}: ${r.stderr}`);
   }
@@ -53,7 +53,8 @@ test('the compose files pass docker-compose config', () => {
 test('deploy brings a supervisor up over SSH; it takes part in a run; hosts shows it; --down removes it', async () => {
   const matrixFile = path.join(tmpDir(), 'matrix.json');
   fs.writeFileSync(matrixFile, JSON.stringify({
-    broker: vhost.url, image: SERVICES_IMAGE, suiteImage: SUITE_IMAGE,
+    // (the test vhost's guest user has no role: no --require-roles)
+    broker: vhost.url, image: SERVICES_IMAGE, suiteImage: SUITE_IMAGE, requireRoles: false,
     hosts: [{ name: hostName, address: '127.0.0.1', port: sshd.port, user: 'root', key: sshd.key, workers: 2, labels: { rack: 'test' } }],
   }));
   const compose = path.join(ROOT, 'deploy/worker.compose.yml');

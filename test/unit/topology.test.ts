@@ -63,5 +63,5 @@ test("the TLS broker config is the single node's with plain AMQP off and a TLS l
   }
   const compose = fs.readFileSync(path.join(ROOT, 'deploy/tls.compose.yml'), 'utf8');
   assert.match(compose, /\.\.\/rabbitmq\/tls\.conf:\/etc\/rabbitmq\/rabbitmq\.conf:ro/);
-  assert.equal(compose.match(/WARREN_BROKER_URL: amqps:/g)?.length, 2, 'the dispatcher and the aggregator use amqps');
+  assert.equal(compose.match(/WARREN_TLS_CERT: /g)?.length, 2, 'the dispatcher and the aggregator show a client certificate');
 });
