@@ -165,11 +165,11 @@ export function program(): Command {
     .option('--driver <name>', 'local (child processes), docker (a container per worker) ($WARREN_DRIVER)')
     .option('--image <name>', 'docker: image when a run names none ($WARREN_IMAGE)')
     .option('--isolation <level>', 'docker: slot (one container per worker, default) or spec (a fresh one per spec)')
-    .option('--memory <size>', 'docker: memory limit per container, e.g. 512m ($WARREN_MEMORY)')
-    .option('--cpus <n>', 'docker: CPUs per container, e.g. 1.5 ($WARREN_CPUS)')
-    .option('--pids-limit <n>', 'docker: processes per container ($WARREN_PIDS_LIMIT)')
+    .option('--memory <size>', 'docker: memory limit per container, e.g. 512m; 0 for none ($WARREN_MEMORY, default 4g)')
+    .option('--cpus <n>', "docker: CPUs per container, e.g. 1.5; 0 for no limit ($WARREN_CPUS, default: the host's cores shared by the workers)")
+    .option('--pids-limit <n>', 'docker: processes per container; 0 for no limit ($WARREN_PIDS_LIMIT, default 2048)')
     .option('--network <mode>', 'docker: none (default) or host ($WARREN_NETWORK)')
-    .option('--user <user>', 'docker: user the tests run as ($WARREN_USER)')
+    .option('--user <user>', "docker: user the tests run as ($WARREN_USER; default: not root: the supervisor's own user, or 10001)")
     .option('--mount-suite', 'docker: mount the suite directory of each run into the containers, read-only')
     .option('--cache-dir <dir>', "caches that outlive runs: the frameworks' own per slot and suite, discovery ($WARREN_SUPERVISOR_CACHE_DIR, default ~/.cache/warren)")
     .option('--runner-max-memory <size>', 'retire a warm runner above this resident size after a batch, e.g. 2g ($WARREN_RUNNER_MAX_MEMORY)')
@@ -177,6 +177,8 @@ export function program(): Command {
     .option('--allow-cwd <dirs>', "directories runs' suites must be in, comma-separated (local driver, --mount-suite; default anywhere) ($WARREN_ALLOW_CWD)")
     .option('--pass-env <names>', "this process's variables tests see (local driver), e.g. PATH,HOME,LC_* or * (never WARREN_*) ($WARREN_PASS_ENV)")
     .option('--mount-suite-rw', 'docker: mount the suite directory writable (read-only by default)')
+    .option('--cap-add <caps>', 'docker: capabilities to give back, comma-separated (all are dropped) ($WARREN_CAP_ADD)')
+    .option('--read-only', "docker: the image's filesystem read-only (the slot's directory, HOME and /tmp stay writable) ($WARREN_READ_ONLY)")
     .option('--allow-image <patterns>', "images runs may name, comma-separated, * a wildcard, e.g. 'registry.local/*' (default: any) ($WARREN_ALLOW_IMAGE)")
     .option('--signing-key-file <file>', 'run only suites signed with this key, and open their secret env (default: $WARREN_SIGNING_KEY_FILE, then $WARREN_SIGNING_KEY)')
     .option('--require-roles', 'take each message only from the roles allowed to send it (RabbitMQ-checked user ids; see warren broker-users) ($WARREN_REQUIRE_ROLES=1)')
@@ -206,6 +208,8 @@ export function program(): Command {
           pidsLimit: o.pidsLimit as string | undefined,
           network: o.network as 'none' | 'host' | undefined,
           user: o.user as string | undefined,
+          capAdd: o.capAdd === undefined ? undefined : list(o.capAdd as string),
+          readOnly: o.readOnly as boolean | undefined,
           mountSuite: o.mountSuite || o.mountSuiteRw ? true : undefined,
           mountSuiteWritable: o.mountSuiteRw as boolean | undefined,
         },

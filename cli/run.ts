@@ -209,7 +209,8 @@ async function startLocal(url: string, namespace: string, workers: number, flags
   // user's environment, but for Warren's own variables (the broker URL)
   const config = loadSupervisorConfig({
     workers, driver: flags.driver as SupervisorConfigInput['driver'], passEnv: ['*'],
-    docker: { mountSuite: true, mountSuiteWritable: true, image: flags.image, memory: flags.memory, isolation: flags.isolation as 'slot' | 'spec' | undefined, network: flags.network as 'none' | 'host' | undefined },
+    // (as the caller's own user: the suite directory is theirs)
+    docker: { user: `${process.getuid?.() ?? 0}:${process.getgid?.() ?? 0}`, mountSuite: true, mountSuiteWritable: true, image: flags.image, memory: flags.memory, isolation: flags.isolation as 'slot' | 'spec' | undefined, network: flags.network as 'none' | 'host' | undefined },
   });
   const supervisor = new Supervisor({
     brokerUrl: url, namespace, workers, graceMs: 2000, log: createLogger('worker-supervisor', level), dir: path.join(stateDir, 'slots'),

@@ -24,6 +24,12 @@ const size = z
 export const DEFAULT_PASS_ENV = ['PATH', 'HOME', 'USER', 'LOGNAME', 'SHELL', 'LANG', 'LANGUAGE', 'LC_*', 'TZ', 'TERM'];
 const envName = z.string().regex(/^(\*|[A-Za-z_][A-Za-z0-9_]*\*?)$/, 'an environment variable name, or a prefix ending in *');
 
+/** A worker container's limits unless the operator says otherwise. */
+export const DEFAULT_MEMORY = 4 * 1024 ** 3;
+export const DEFAULT_PIDS_LIMIT = 2048;
+/** Who tests run as in a container when the supervisor (as root) is not told: not root. */
+export const DEFAULT_CONTAINER_USER = '10001:10001';
+
 export const SupervisorConfig = z.object({
   workers: z.coerce.number().int().min(1).max(256).default(2),
   id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'letters, digits, "_", "." or "-"').optional(),
@@ -49,17 +55,24 @@ export const SupervisorConfig = z.object({
       /** Image when a run names none. */
       image: z.string().min(1).optional(),
       isolation: z.enum(['slot', 'spec']).default('slot'),
-      memory: size.default(0),
-      cpus: z.coerce.number().min(0).default(0),
-      pidsLimit: z.coerce.number().int().min(0).default(0),
+      /** Limits per container, on by default (0: none). */
+      memory: size.default(DEFAULT_MEMORY),
+      /** CPUs per container; default: this host's cores shared by the slots. */
+      cpus: z.coerce.number().min(0).optional(),
+      pidsLimit: z.coerce.number().int().min(0).default(DEFAULT_PIDS_LIMIT),
       network: z.enum(['none', 'host']).default('none'),
+      /** uid[:gid] (or a name of the image's) the tests run as; default: not root. */
       user: z.string().min(1).optional(),
+      /** Capabilities given back (every one is dropped: `CapDrop: ALL`). */
+      capAdd: z.array(z.string().regex(/^[A-Z_]+$/, 'a capability name like NET_BIND_SERVICE')).default([]),
+      /** The image's filesystem read-only (the slot's directory, TMPDIR, HOME and /tmp stay writable). */
+      readOnly: z.coerce.boolean().default(false),
       mountSuite: z.coerce.boolean().default(false),
       /** The mounted suite directory writable (read-only unless the operator says so). */
       mountSuiteWritable: z.coerce.boolean().default(false),
       registryAuth: z.object({ username: z.string(), password: z.string(), serveraddress: z.string().optional() }).optional(),
     })
-    .default({ isolation: 'slot', memory: 0, cpus: 0, pidsLimit: 0, network: 'none', mountSuite: false, mountSuiteWritable: false }),
+    .default({ isolation: 'slot', memory: DEFAULT_MEMORY, pidsLimit: DEFAULT_PIDS_LIMIT, network: 'none', mountSuite: false, mountSuiteWritable: false, capAdd: [], readOnly: false }),
 });
 export type SupervisorConfig = z.infer<typeof SupervisorConfig>;
 export type SupervisorConfigInput = z.input<typeof SupervisorConfig>;
@@ -99,6 +112,8 @@ export function loadSupervisorConfig(flags: SupervisorConfigInput & { config?: s
       pidsLimit: pick(flags.docker?.pidsLimit, env('WARREN_PIDS_LIMIT'), fileDocker.pidsLimit),
       network: pick(flags.docker?.network, env('WARREN_NETWORK'), fileDocker.network),
       user: pick(flags.docker?.user, env('WARREN_USER'), fileDocker.user),
+      capAdd: pick(flags.docker?.capAdd, env('WARREN_CAP_ADD') === undefined ? undefined : list(env('WARREN_CAP_ADD')!), fileDocker.capAdd),
+      readOnly: pick(flags.docker?.readOnly, env('WARREN_READ_ONLY') === undefined ? undefined : env('WARREN_READ_ONLY') === 'true', fileDocker.readOnly),
       mountSuite: pick(flags.docker?.mountSuite, env('WARREN_MOUNT_SUITE') === undefined ? undefined : ['true', 'rw'].includes(env('WARREN_MOUNT_SUITE')!), fileDocker.mountSuite),
       mountSuiteWritable: pick(flags.docker?.mountSuiteWritable, env('WARREN_MOUNT_SUITE') === undefined ? undefined : env('WARREN_MOUNT_SUITE') === 'rw', fileDocker.mountSuiteWritable),
       registryAuth: pick(flags.docker?.registryAuth, auth === undefined ? undefined : parseAuth(auth), fileDocker.registryAuth),

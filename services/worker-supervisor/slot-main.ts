@@ -4,7 +4,9 @@
  * (the IPC channel disconnects, even after a SIGKILL of the supervisor) the slot kills its
  * test process and exits at once: its unacked job is redelivered to a live worker.
  */
+import os from 'node:os';
 import { createLogger } from '../../shared/log.js';
+import { DEFAULT_CONTAINER_USER } from './config.js';
 import { survivesClosedChannels } from '../../shared/service.js';
 import { LocalDriver } from './drivers/local.js';
 import { NoopDriver } from './drivers/noop.js';
@@ -78,10 +80,14 @@ async function makeDriver(c: SlotConfig): Promise<WorkerDriver> {
     defaultImage: c.docker.image,
     isolation: c.docker.isolation,
     memory: c.docker.memory,
-    nanoCpus: Math.round(c.docker.cpus * 1e9),
+    // default: this host's cores shared by its slots
+    nanoCpus: Math.round((c.docker.cpus ?? Math.max(0.5, os.availableParallelism() / c.workers)) * 1e9),
     pidsLimit: c.docker.pidsLimit,
     network: c.docker.network,
-    user: c.docker.user,
+    // default: the supervisor's own user, or (root) one that is not root and owns the slot
+    user: c.docker.user ?? (process.getuid?.() === 0 ? DEFAULT_CONTAINER_USER : `${process.getuid?.()}:${process.getgid?.()}`),
+    capAdd: c.docker.capAdd,
+    readOnly: c.docker.readOnly,
     mountSuite: c.docker.mountSuite,
     mountSuiteWritable: c.docker.mountSuiteWritable,
     env: c.env,

@@ -259,6 +259,8 @@ export class Slot {
     try {
       if (job.type === 'discover') await this.discover(job, d);
       else await this.spec(job, d);
+      // what the job's processes left running goes before the next job comes
+      if (this.state === 'running') await this.opts.driver.cleanup?.(!!this.runner?.usable);
     } catch (err) {
       // Stopping mid-job closes the connection under the publish: the job is unacked and
       // goes back to the queue, which is the point of stopping.
@@ -567,6 +569,7 @@ export class Slot {
     if (!cache) {
       cache = path.join(this.opts.cacheDir, hash([suite.adapter, suite.cwd, suite.image ?? null]).slice(0, 16));
       fs.mkdirSync(cache, { recursive: true });
+      this.opts.driver.own?.(cache);
       this.caches.set(name, cache);
     }
     return {

@@ -30,6 +30,8 @@ import { ImagePuller, dockerImageStore } from './drivers/images.js';
 export interface SlotConfig {
   brokerUrl: string;
   index: number;
+  /** How many slots its supervisor has (they share the host's CPUs). */
+  workers: number;
   workerId: string;
   supervisorId: string;
   dir: string;
@@ -310,9 +312,9 @@ export class Supervisor {
       WARREN_SLOT_DIR: dir,
     };
     const config: SlotConfig = {
-      brokerUrl: this.opts.brokerUrl, index: handle.index, workerId, supervisorId: this.id, dir,
+      brokerUrl: this.opts.brokerUrl, index: handle.index, workers: this.opts.workers, workerId, supervisorId: this.id, dir,
       graceMs: this.opts.graceMs ?? 30_000, driver: this.opts.driver ?? 'local',
-      docker: this.opts.docker ?? { isolation: 'slot', memory: 0, cpus: 0, pidsLimit: 0, network: 'none', mountSuite: false, mountSuiteWritable: false },
+      docker: this.opts.docker ?? { isolation: 'slot', memory: 0, cpus: 0, pidsLimit: 0, network: 'none', mountSuite: false, mountSuiteWritable: false, capAdd: [], readOnly: false },
       passEnv: [...(this.opts.passEnv ?? DEFAULT_PASS_ENV)], allowCwd: [...(this.opts.allowCwd ?? [])],
       allowImage: [...(this.opts.allowImage ?? [])], signingKey: this.opts.signingKey?.toString('utf8'), requireRoles: this.opts.requireRoles ?? false,
       assetsDir: this.assets, env: slotEnv,

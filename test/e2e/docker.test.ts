@@ -187,10 +187,11 @@ test('a host whose worker containers keep dying is drained; its jobs pass elsewh
   await Promise.all([dispatcher.start(), aggregator.start()]);
   const suite = tmpDir('warren-suite-');
   fs.chmodSync(suite, 0o777);
+  // (the tests write markers into their suite: mounted writable)
   // The sick host: every one of its containers that starts a test is killed under it (its
   // engine, say, keeps losing them). Until the fix, each death was counted against the test
   // in hand and healthy tests failed "crashed its worker 4 times".
-  const sick = watchService(['supervisor', '--broker', url, '--workers', '2', '--driver', 'docker', '--mount-suite', '--id', 'sick']);
+  const sick = watchService(['supervisor', '--broker', url, '--workers', '2', '--driver', 'docker', '--mount-suite-rw', '--id', 'sick']);
   let well: ReturnType<typeof startService> | undefined;
   let injecting = true;
   const killed = new Set<string>();
@@ -217,7 +218,7 @@ test('a host whose worker containers keep dying is drained; its jobs pass elsewh
     assert.match(String(drained.reason), /3 worker environments broke under different jobs within 10 min; last: container [0-9a-f]{12} died/);
     injecting = false;
     await injector;
-    well = startService(['supervisor', '--broker', url, '--workers', '2', '--driver', 'docker', '--mount-suite', '--id', 'well']);
+    well = startService(['supervisor', '--broker', url, '--workers', '2', '--driver', 'docker', '--mount-suite-rw', '--id', 'well']);
     const res = await run;
     assert.equal(res.code, 0, `${res.stdout}\n${res.stderr}`);
     const report = readReport(reportDir);

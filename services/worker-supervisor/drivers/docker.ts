@@ -15,7 +15,15 @@
  *   earlier process of the same slot left behind.
  * - The slot's directory (events files, TMPDIR) and the plug-ins directory are bind-mounted
  *   at the same paths, so paths mean the same inside and out.
+ * - Hardened by default: tests run as a user that is not root (the supervisor's own, or
+ *   10001 owning the slot's directories when the supervisor is root), every capability
+ *   dropped (`--cap-add` gives some back), no-new-privileges, memory, CPU and pids limits,
+ *   optionally a read-only image filesystem (`--read-only`: the slot's directory, HOME and
+ *   /tmp stay writable), never the Docker socket. What a spec leaves running is killed
+ *   before the next one.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import Docker from 'dockerode';
 import type { Logger } from '../../../shared/log.js';
@@ -41,6 +49,10 @@ export interface DockerSlotOptions {
   pidsLimit: number;
   network: 'none' | 'host';
   user?: string;
+  /** Capabilities given back; every other is dropped. */
+  capAdd?: string[];
+  /** The image's filesystem read-only. */
+  readOnly?: boolean;
   /** Mount the suite directory (same path) into the container: for local use. */
   mountSuite: boolean;
   /** The mounted suite writable (default read-only). */
@@ -70,9 +82,49 @@ export class DockerDriver implements WorkerDriver {
   readonly context: AdapterContext;
   private live?: Live;
 
+  /** The tests' uid/gid when the slot (as root) must hand them what it makes. */
+  private readonly owner?: { uid: number; gid: number };
+
   constructor(private readonly opts: DockerSlotOptions) {
     // The node of the suite image, on its PATH; our plug-ins where we mounted them.
     this.context = { node: 'node', assets: opts.assetsDir };
+    const numeric = /^(\d+)(?::(\d+))?$/.exec(opts.user ?? '');
+    if (numeric && process.getuid?.() === 0 && Number(numeric[1]) !== 0) {
+      this.owner = { uid: Number(numeric[1]), gid: Number(numeric[2] ?? numeric[1]) };
+    }
+  }
+
+  own(p: string): void {
+    if (!this.owner) return;
+    try {
+      fs.chownSync(p, this.owner.uid, this.owner.gid);
+    } catch {
+      // gone already, or not ours to give
+    }
+  }
+
+  /** Whatever is left running in the slot's container after a spec goes (its init stays). */
+  async cleanup(keepRunner: boolean): Promise<void> {
+    const live = this.live;
+    if (!live || this.opts.isolation === 'spec') return;
+    // all of the tests' processes (kill -1: all the caller may signal but init and itself),
+    // twice for what forked meanwhile; with a warm runner alive, only orphans (init's
+    // children) go: the runner and what it still waits for are not leftovers yet
+    const script = keepRunner
+      ? 'for d in /proc/[0-9]*; do p=${d#/proc/}; [ "$p" = 1 ] || [ "$p" = $$ ] && continue; while read k v; do [ "$k" = PPid: ] && { [ "$v" = 1 ] && kill -9 "$p"; break; }; done < "$d/status"; done 2>/dev/null; true'
+      : 'kill -9 -1 2>/dev/null; kill -9 -1 2>/dev/null; true';
+    try {
+      const exec = await live.container.exec({ Cmd: ['sh', '-c', script], AttachStdout: true, AttachStderr: true, ...(this.opts.user ? { User: this.opts.user } : {}) });
+      const stream = await exec.start({ hijack: true, stdin: false });
+      await new Promise<void>((resolve) => {
+        stream.on('end', resolve).on('close', resolve).on('error', resolve);
+        stream.resume();
+      });
+      // the output's end can come a moment before the exec's
+      for (let i = 0; i < 50 && (await exec.inspect()).Running; i++) await new Promise((r) => setTimeout(r, 20));
+    } catch {
+      // the container is gone: the next spec gets a fresh one
+    }
   }
 
   async prepare(): Promise<void> {
@@ -242,6 +294,12 @@ export class DockerDriver implements WorkerDriver {
     await this.removeLive();
     await this.opts.ensureImage(image);
     const binds = [`${this.opts.slotDir}:${this.opts.slotDir}`, `${this.opts.assetsDir}:${this.opts.assetsDir}:ro`];
+    // the tests' own writable places when they are another user than the slot
+    const home = path.join(this.opts.slotDir, 'home');
+    for (const dir of [this.opts.slotDir, path.join(this.opts.slotDir, 'tmp'), home, ...(this.opts.cacheDir ? [this.opts.cacheDir] : [])]) {
+      fs.mkdirSync(dir, { recursive: true });
+      this.own(dir);
+    }
     // the slot's caches that outlive runs (WARREN_CACHE_DIR of its processes)
     if (this.opts.cacheDir) binds.push(`${this.opts.cacheDir}:${this.opts.cacheDir}`);
     if (this.opts.mountSuite) binds.push(`${cwd}:${cwd}${this.opts.mountSuiteWritable ? '' : ':ro'}`);
@@ -251,11 +309,16 @@ export class DockerDriver implements WorkerDriver {
       Entrypoint: ['sh', '-c', 'trap "exit 0" TERM; while :; do sleep 3600 & wait $!; done'],
       Cmd: [],
       WorkingDir: cwd,
-      Env: Object.entries(this.opts.env).map(([k, v]) => `${k}=${v}`),
+      Env: Object.entries({ ...(this.owner ? { HOME: home } : {}), ...this.opts.env }).map(([k, v]) => `${k}=${v}`),
+      ...(this.opts.user ? { User: this.opts.user } : {}),
       Labels: { [LABELS.supervisor]: this.opts.supervisorId, [LABELS.slot]: String(this.opts.slotIndex) },
       HostConfig: {
         Binds: binds,
         NetworkMode: this.opts.network,
+        CapDrop: ['ALL'],
+        ...(this.opts.capAdd?.length ? { CapAdd: this.opts.capAdd } : {}),
+        SecurityOpt: ['no-new-privileges'],
+        ...(this.opts.readOnly ? { ReadonlyRootfs: true, Tmpfs: { '/tmp': 'rw,nosuid,nodev' } } : {}),
         ...(this.opts.memory ? { Memory: this.opts.memory, MemorySwap: this.opts.memory } : {}),
         ...(this.opts.nanoCpus ? { NanoCpus: this.opts.nanoCpus } : {}),
         ...(this.opts.pidsLimit ? { PidsLimit: this.opts.pidsLimit } : {}),

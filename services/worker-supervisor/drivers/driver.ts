@@ -61,6 +61,15 @@ export interface WorkerDriver {
    * image's id, the code being baked into it); undefined: walk the suite directory on this
    * host; null: it cannot be known (no caching). */
   fingerprint?(image: string | undefined): Promise<string | null | undefined>;
+  /** Makes a file or directory the slot made usable by the test processes (docker: theirs,
+   * when they run as another user than the slot). */
+  own?(p: string): void;
+  /**
+   * After a spec: stops whatever its processes left behind, so the next spec starts clean
+   * (docker's long-lived slot container). `keepRunner`: a warm runner lives on in there;
+   * only what no process of ours is the parent of goes.
+   */
+  cleanup?(keepRunner: boolean): Promise<void>;
   /** Prepares the slot (a directory, a container). Called once per slot process. */
   prepare(): Promise<void>;
   start(inv: Invocation): Promise<RunningProcess>;

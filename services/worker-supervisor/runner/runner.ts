@@ -65,7 +65,10 @@ export class RunnerLostError extends Error {
 /** Runs one batch in a process of its own. */
 export async function runCold(driver: WorkerDriver, inv: Invocation, batch: Batch): Promise<BatchOutcome> {
   const started = Date.now();
-  if (batch.watchEvents) fs.writeFileSync(batch.events, '');
+  if (batch.watchEvents) {
+    fs.writeFileSync(batch.events, '');
+    driver.own?.(batch.events);
+  }
   const proc = await driver.start(inv);
   batch.onStarted?.(proc.pgid);
   batch.onProcess?.(() => proc.kill('SIGKILL'));
@@ -113,6 +116,7 @@ export class WarmRunner {
     if (this.dead) throw new Error('[runner] run() on a runner that is gone');
     const started = Date.now();
     fs.writeFileSync(batch.events, '');
+    this.opts.driver.own?.(batch.events);
     const proc = await this.start();
     proc.resetTails();
     const n = ++this.batches;
