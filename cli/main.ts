@@ -178,6 +178,7 @@ export function program(): Command {
     .option('--pass-env <names>', "this process's variables tests see (local driver), e.g. PATH,HOME,LC_* or * (never WARREN_*) ($WARREN_PASS_ENV)")
     .option('--mount-suite-rw', 'docker: mount the suite directory writable (read-only by default)')
     .option('--cap-add <caps>', 'docker: capabilities to give back, comma-separated (all are dropped) ($WARREN_CAP_ADD)')
+    .option('--tmp-size <size>', "docker: the tests' TMPDIR is a tmpfs this big, emptied between specs; 0: on the host's disk ($WARREN_TMP_SIZE, default 1g)")
     .option('--read-only', "docker: the image's filesystem read-only (the slot's directory, HOME and /tmp stay writable) ($WARREN_READ_ONLY)")
     .option('--allow-image <patterns>', "images runs may name, comma-separated, * a wildcard, e.g. 'registry.local/*' (default: any) ($WARREN_ALLOW_IMAGE)")
     .option('--signing-key-file <file>', 'run only suites signed with this key, and open their secret env (default: $WARREN_SIGNING_KEY_FILE, then $WARREN_SIGNING_KEY)')
@@ -210,6 +211,7 @@ export function program(): Command {
           user: o.user as string | undefined,
           capAdd: o.capAdd === undefined ? undefined : list(o.capAdd as string),
           readOnly: o.readOnly as boolean | undefined,
+          tmpSize: o.tmpSize as string | undefined,
           mountSuite: o.mountSuite || o.mountSuiteRw ? true : undefined,
           mountSuiteWritable: o.mountSuiteRw as boolean | undefined,
         },

@@ -478,7 +478,12 @@ export type Heartbeat = z.infer<typeof Heartbeat>;
 export type ParseResult<T> = { ok: true; value: T } | { ok: false; reason: string };
 
 /** Parses a message body: bad JSON or a schema mismatch becomes a one-line reason. */
+/** No Warren message is near this: one above it is refused before it is parsed. */
+export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
+
 export function parseMessage<T>(schema: z.ZodType<T>, body: Buffer | string): ParseResult<T> {
+  const size = typeof body === 'string' ? Buffer.byteLength(body) : body.length;
+  if (size > MAX_MESSAGE_BYTES) return { ok: false, reason: `too big: ${(size / 1048576).toFixed(1)} MiB, over the ${MAX_MESSAGE_BYTES / 1048576} MiB a Warren message may have` };
   let json: unknown;
   try {
     json = JSON.parse(typeof body === 'string' ? body : body.toString('utf8'));

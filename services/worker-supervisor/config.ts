@@ -27,6 +27,7 @@ const envName = z.string().regex(/^(\*|[A-Za-z_][A-Za-z0-9_]*\*?)$/, 'an environ
 /** A worker container's limits unless the operator says otherwise. */
 export const DEFAULT_MEMORY = 4 * 1024 ** 3;
 export const DEFAULT_PIDS_LIMIT = 2048;
+export const DEFAULT_TMP_SIZE = 1024 ** 3;
 /** Who tests run as in a container when the supervisor (as root) is not told: not root. */
 export const DEFAULT_CONTAINER_USER = '10001:10001';
 
@@ -67,12 +68,14 @@ export const SupervisorConfig = z.object({
       capAdd: z.array(z.string().regex(/^[A-Z_]+$/, 'a capability name like NET_BIND_SERVICE')).default([]),
       /** The image's filesystem read-only (the slot's directory, TMPDIR, HOME and /tmp stay writable). */
       readOnly: z.coerce.boolean().default(false),
+      /** The tests' TMPDIR: a tmpfs of this size, emptied between specs (0: a directory on the host's disk). */
+      tmpSize: size.default(DEFAULT_TMP_SIZE),
       mountSuite: z.coerce.boolean().default(false),
       /** The mounted suite directory writable (read-only unless the operator says so). */
       mountSuiteWritable: z.coerce.boolean().default(false),
       registryAuth: z.object({ username: z.string(), password: z.string(), serveraddress: z.string().optional() }).optional(),
     })
-    .default({ isolation: 'slot', memory: DEFAULT_MEMORY, pidsLimit: DEFAULT_PIDS_LIMIT, network: 'none', mountSuite: false, mountSuiteWritable: false, capAdd: [], readOnly: false }),
+    .default({ isolation: 'slot', memory: DEFAULT_MEMORY, pidsLimit: DEFAULT_PIDS_LIMIT, network: 'none', mountSuite: false, mountSuiteWritable: false, capAdd: [], readOnly: false, tmpSize: DEFAULT_TMP_SIZE }),
 });
 export type SupervisorConfig = z.infer<typeof SupervisorConfig>;
 export type SupervisorConfigInput = z.input<typeof SupervisorConfig>;
@@ -113,6 +116,7 @@ export function loadSupervisorConfig(flags: SupervisorConfigInput & { config?: s
       network: pick(flags.docker?.network, env('WARREN_NETWORK'), fileDocker.network),
       user: pick(flags.docker?.user, env('WARREN_USER'), fileDocker.user),
       capAdd: pick(flags.docker?.capAdd, env('WARREN_CAP_ADD') === undefined ? undefined : list(env('WARREN_CAP_ADD')!), fileDocker.capAdd),
+      tmpSize: pick(flags.docker?.tmpSize, env('WARREN_TMP_SIZE'), fileDocker.tmpSize),
       readOnly: pick(flags.docker?.readOnly, env('WARREN_READ_ONLY') === undefined ? undefined : env('WARREN_READ_ONLY') === 'true', fileDocker.readOnly),
       mountSuite: pick(flags.docker?.mountSuite, env('WARREN_MOUNT_SUITE') === undefined ? undefined : ['true', 'rw'].includes(env('WARREN_MOUNT_SUITE')!), fileDocker.mountSuite),
       mountSuiteWritable: pick(flags.docker?.mountSuiteWritable, env('WARREN_MOUNT_SUITE') === undefined ? undefined : env('WARREN_MOUNT_SUITE') === 'rw', fileDocker.mountSuiteWritable),

@@ -88,6 +88,7 @@ async function makeDriver(c: SlotConfig): Promise<WorkerDriver> {
     user: c.docker.user ?? (process.getuid?.() === 0 ? DEFAULT_CONTAINER_USER : `${process.getuid?.()}:${process.getgid?.()}`),
     capAdd: c.docker.capAdd,
     readOnly: c.docker.readOnly,
+    tmpSize: c.docker.tmpSize,
     mountSuite: c.docker.mountSuite,
     mountSuiteWritable: c.docker.mountSuiteWritable,
     env: c.env,

@@ -314,7 +314,7 @@ export class Supervisor {
     const config: SlotConfig = {
       brokerUrl: this.opts.brokerUrl, index: handle.index, workers: this.opts.workers, workerId, supervisorId: this.id, dir,
       graceMs: this.opts.graceMs ?? 30_000, driver: this.opts.driver ?? 'local',
-      docker: this.opts.docker ?? { isolation: 'slot', memory: 0, cpus: 0, pidsLimit: 0, network: 'none', mountSuite: false, mountSuiteWritable: false, capAdd: [], readOnly: false },
+      docker: this.opts.docker ?? { isolation: 'slot', memory: 0, cpus: 0, pidsLimit: 0, network: 'none', mountSuite: false, mountSuiteWritable: false, capAdd: [], readOnly: false, tmpSize: 0 },
       passEnv: [...(this.opts.passEnv ?? DEFAULT_PASS_ENV)], allowCwd: [...(this.opts.allowCwd ?? [])],
       allowImage: [...(this.opts.allowImage ?? [])], signingKey: this.opts.signingKey?.toString('utf8'), requireRoles: this.opts.requireRoles ?? false,
       assetsDir: this.assets, env: slotEnv,

@@ -80,7 +80,7 @@ export class Connection extends EventEmitter {
       });
     } catch (err) {
       this.state = 'closed';
-      throw new InfrastructureError(`cannot reach RabbitMQ at ${this.urls.map(redact).join(', ')}: ${tlsHint(err) ?? errorMessage(err).split('\n')[0]}`, { cause: err });
+      throw new InfrastructureError(`cannot reach RabbitMQ at ${this.urls.map(redact).join(', ')}: ${tlsHint(err) ?? loginHint(err, this.currentUser) ?? errorMessage(err).split('\n')[0]}`, { cause: err });
     }
   }
 
@@ -250,6 +250,14 @@ export function splitUrls(url: string): string[] {
   return urls;
 }
 
+
+/** A login the broker refused, said plainly (not "cannot reach"). */
+function loginHint(err: unknown, user: string): string | undefined {
+  const text = errorMessage(err);
+  if (/ACCESS.REFUSED/.test(text) && /Login was refused/.test(text)) return `the broker refused the login of user ${user}: a wrong user name or password (ACCESS_REFUSED)`;
+  if (/not_allowed|NOT_ALLOWED|access to vhost/i.test(text)) return `user ${user} may not use this virtual host (${text.split('\n')[0]})`;
+  return undefined;
+}
 
 /** What a TLS failure means for the one who configures it, or undefined for another error. */
 function tlsHint(err: unknown): string | undefined {

@@ -79,17 +79,20 @@ test('containers are hardened by default; a fork bomb hits the pids limit and th
   }
 });
 
-test("what a spec leaves running is killed before the slot's next spec; --read-only keeps the image read-only", async () => {
-  const supervisor = startService(['supervisor', '--broker', vhost.url, '--workers', '1', '--driver', 'docker', '--id', 'clean', '--read-only']);
+test("what a spec leaves running is killed, and its TMPDIR (a bounded tmpfs) emptied, before the slot's next spec; --read-only keeps the image read-only", async () => {
+  const supervisor = startService(['supervisor', '--broker', vhost.url, '--workers', '1', '--driver', 'docker', '--id', 'clean', '--read-only', '--tmp-size', '8m']);
   try {
     const res = await run({
       // (the numbers computed: the command line, which every test's process shows, must not
       // hold what b looks for)
       'a-leaves': '(sleep $((999 + 1)) &) ; (sleep $((1000 + 1)) &) ; true',
       'b-finds-none': 'ps | grep "sleep 100[01]" >&2 && exit 3; touch "$TMPDIR/t" || exit 4; touch /tmp/t || exit 5; touch /x 2>/dev/null && exit 6; true',
+      // TMPDIR is a tmpfs of --tmp-size: filling it fails the writer, not the host's disk
+      'c-fills-tmp': 'head -c 20000000 /dev/zero > "$TMPDIR/big" 2>/dev/null && exit 7; [ -s "$TMPDIR/big" ]',
+      'd-clean-tmp': '[ -z "$(ls -A "$TMPDIR")" ]',
     });
     assert.equal(res.code, 0, `${res.stdout}\n${res.stderr}`);
-    assert.deepEqual(readReport(res.reportDir).tests.map((t) => [t.id, t.status]), [['a-leaves', 'passed'], ['b-finds-none', 'passed']]);
+    assert.deepEqual(readReport(res.reportDir).tests.map((t) => [t.id, t.status]), [['a-leaves', 'passed'], ['b-finds-none', 'passed'], ['c-fills-tmp', 'passed'], ['d-clean-tmp', 'passed']]);
     const [id] = containersWithLabel('warren.supervisor=clean');
     assert.equal((JSON.parse(docker('inspect', id!))[0] as { HostConfig: { ReadonlyRootfs: boolean } }).HostConfig.ReadonlyRootfs, true);
   } finally {

@@ -20,7 +20,8 @@
  *   dropped (`--cap-add` gives some back), no-new-privileges, memory, CPU and pids limits,
  *   optionally a read-only image filesystem (`--read-only`: the slot's directory, HOME and
  *   /tmp stay writable), never the Docker socket. What a spec leaves running is killed
- *   before the next one.
+ *   before the next one; its TMPDIR is a tmpfs of bounded size (a test that fills it fails
+ *   with ENOSPC, the host's disk is not touched), emptied between specs.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -53,6 +54,8 @@ export interface DockerSlotOptions {
   capAdd?: string[];
   /** The image's filesystem read-only. */
   readOnly?: boolean;
+  /** Bytes of the tmpfs that is the tests' TMPDIR (the slot's tmp/), emptied between specs; 0: the host's disk. */
+  tmpSize?: number;
   /** Mount the suite directory (same path) into the container: for local use. */
   mountSuite: boolean;
   /** The mounted suite writable (default read-only). */
@@ -65,6 +68,9 @@ export interface DockerSlotOptions {
 }
 
 export const LABELS = { supervisor: 'warren.supervisor', slot: 'warren.slot' } as const;
+/** The tests' TMPDIR in a container with --tmp-size: a tmpfs of its own (one nested in the
+ * slot's bind-mounted directory does not take its mode). */
+const CONTAINER_TMP = '/warren-tmp';
 
 interface Live {
   container: Docker.Container;
@@ -110,9 +116,10 @@ export class DockerDriver implements WorkerDriver {
     // all of the tests' processes (kill -1: all the caller may signal but init and itself),
     // twice for what forked meanwhile; with a warm runner alive, only orphans (init's
     // children) go: the runner and what it still waits for are not leftovers yet
+    const tmp = CONTAINER_TMP;
     const script = keepRunner
       ? 'for d in /proc/[0-9]*; do p=${d#/proc/}; [ "$p" = 1 ] || [ "$p" = $$ ] && continue; while read k v; do [ "$k" = PPid: ] && { [ "$v" = 1 ] && kill -9 "$p"; break; }; done < "$d/status"; done 2>/dev/null; true'
-      : 'kill -9 -1 2>/dev/null; kill -9 -1 2>/dev/null; true';
+      : `kill -9 -1 2>/dev/null; kill -9 -1 2>/dev/null; ${this.opts.tmpSize ? `rm -rf ${tmp}/* ${tmp}/.[!.]* 2>/dev/null; ` : ''}true`;
     try {
       const exec = await live.container.exec({ Cmd: ['sh', '-c', script], AttachStdout: true, AttachStderr: true, ...(this.opts.user ? { User: this.opts.user } : {}) });
       const stream = await exec.start({ hijack: true, stdin: false });
@@ -153,7 +160,7 @@ export class DockerDriver implements WorkerDriver {
     try {
       exec = await live.container.exec({
       Cmd: inv.argv,
-      Env: Object.entries({ ...this.opts.env, ...inv.env }).map(([k, v]) => `${k}=${v}`),
+      Env: Object.entries({ ...this.opts.env, ...inv.env, ...(this.opts.tmpSize ? { TMPDIR: CONTAINER_TMP } : {}) }).map(([k, v]) => `${k}=${v}`),
       WorkingDir: inv.cwd,
       AttachStdout: true,
       AttachStderr: true,
@@ -318,7 +325,11 @@ export class DockerDriver implements WorkerDriver {
         CapDrop: ['ALL'],
         ...(this.opts.capAdd?.length ? { CapAdd: this.opts.capAdd } : {}),
         SecurityOpt: ['no-new-privileges'],
-        ...(this.opts.readOnly ? { ReadonlyRootfs: true, Tmpfs: { '/tmp': 'rw,nosuid,nodev' } } : {}),
+        ...(this.opts.readOnly ? { ReadonlyRootfs: true } : {}),
+        Tmpfs: {
+          ...(this.opts.readOnly ? { '/tmp': 'rw,nosuid,nodev' } : {}),
+          ...(this.opts.tmpSize ? { [CONTAINER_TMP]: `rw,nosuid,nodev,mode=1777,size=${this.opts.tmpSize}` } : {}),
+        },
         ...(this.opts.memory ? { Memory: this.opts.memory, MemorySwap: this.opts.memory } : {}),
         ...(this.opts.nanoCpus ? { NanoCpus: this.opts.nanoCpus } : {}),
         ...(this.opts.pidsLimit ? { PidsLimit: this.opts.pidsLimit } : {}),
