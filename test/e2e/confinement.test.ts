@@ -23,7 +23,7 @@ before(async () => {
   services.push(startService(['dispatcher', '--broker', vhost.url, '--no-history']));
   services.push(startService(['aggregator', '--broker', vhost.url, '--report-dir', tmpDir()]));
   // the broker URL and registry credentials in the supervisor's environment, as deployed
-  services.push(startService(['supervisor', '--workers', '2', '--allow-cwd', allowed], {
+  services.push(startService(['supervisor', '--workers', '2', '--allow-cwd', allowed, '--allow-image', 'registry.local/*'], {
     WARREN_BROKER_URL: vhost.url,
     WARREN_REGISTRY_AUTH: JSON.stringify({ username: 'ci', password: 'registry-secret' }),
     HOST_ONLY_SECRET: 'host-secret',
@@ -85,4 +85,12 @@ test('a pattern that backtracks catastrophically fails its own run, and another 
   assert.match(readReport(slow.reportDir).error ?? '', /took more than 5 s \(a pattern that backtracks/);
   assert.equal(other.code, 0, `${other.stdout}\n${other.stderr}`);
   assert.equal(readReport(other.reportDir).totals.passed, 3);
+});
+
+test('an image outside --allow-image is refused by every worker: the run fails naming it', async () => {
+  const refused = await run(allowed, 'echo t1', 'true', ['--image', 'docker.io/someone/miner:latest']);
+  assert.equal(refused.code, 2, `${refused.stdout}\n${refused.stderr}`);
+  assert.match(readReport(refused.reportDir).error ?? '', /image docker\.io\/someone\/miner:latest is not one this supervisor runs \(--allow-image registry\.local\/\*\)/);
+  const allowedImage = await run(allowed, 'echo t1', 'true', ['--image', 'registry.local/app:1']);
+  assert.equal(allowedImage.code, 0, `${allowedImage.stdout}\n${allowedImage.stderr}`);
 });

@@ -14,7 +14,11 @@ export interface PrivateRabbit {
   node: string;
   /** Its files (log/ holds the broker's log). */
   dir: string;
-  start(): Promise<void>;
+  /** Boots the node; resolves once `url` logs in (or, `{ noLogin }`, once the node is up:
+   * a node without users). */
+  start(opts?: { noLogin?: boolean }): Promise<void>;
+  /** rabbitmqctl against this node. */
+  ctl(...args: string[]): string;
   stop(): void;
   /** kill -9 of the node's Erlang VM (no goodbye to its peers or clients). */
   kill(): void;
@@ -57,9 +61,25 @@ export function privateRabbit(port: number, peers: number[] = [], extra: { confi
     url,
     node,
     dir,
-    async start() {
+    ctl(...args: string[]) {
+      const r = spawnSync('rabbitmqctl', ['-n', node, ...args], { env, encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`rabbitmqctl ${args.join(' ')}: ${r.stderr || r.stdout}`);
+      return r.stdout;
+    },
+    async start(opts = {}) {
       const r = spawnSync('rabbitmq-server', ['-detached'], { env, encoding: 'utf8' });
       if (r.status !== 0) throw new Error(`rabbitmq-server -detached: ${r.stderr}`);
+      if (opts.noLogin) {
+        // (the node's distribution comes up a moment after the start: until then every
+        // rabbitmqctl fails at once)
+        const until = Date.now() + 90_000;
+        for (;;) {
+          const up = spawnSync('rabbitmqctl', ['-n', node, 'await_startup', '--timeout', '60'], { env, encoding: 'utf8' });
+          if (up.status === 0) return;
+          if (Date.now() > until) throw new Error(`private RabbitMQ on ${port} did not start: ${up.stderr}`);
+          await new Promise((res) => setTimeout(res, 250));
+        }
+      }
       const until = Date.now() + 90_000;
       for (;;) {
         try {
