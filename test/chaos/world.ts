@@ -186,7 +186,7 @@ export class World {
     await add('supervisor-local', 'supervisor', ['--workers', String(this.opts.workers), '--id', 'chaos-local', '--grace', '5'], 'local');
     if (this.opts.docker) {
       await add('supervisor-docker', 'supervisor', [
-        '--workers', String(this.opts.workers), '--id', 'chaos-docker', '--driver', 'docker', '--image', this.opts.image, '--mount-suite', '--grace', '5',
+        '--workers', String(this.opts.workers), '--id', 'chaos-docker', '--driver', 'docker', '--image', this.opts.image, '--mount-suite-rw', '--grace', '5',
       ], 'docker');
     }
     for (const s of this.services) s.start();
