@@ -56,6 +56,8 @@ export function program(): Command {
     .option('--env <KEY=VALUE>', 'environment for the test processes (repeatable)', collect, [])
     .option('--secret-env <NAME>', "pass this variable of warren's own environment to the tests sealed: never in clear in messages, journals, logs, reports (repeatable; needs a signing key)", collect, [])
     .option('--signing-key-file <file>', 'sign the run request with this key (default: $WARREN_SIGNING_KEY_FILE, then $WARREN_SIGNING_KEY)')
+    .option('--github-pr <owner/repo#n>', 'post the result on this pull request: one comment, updated on later runs, and a commit status ($GITHUB_TOKEN, $GITHUB_API_URL)')
+    .option('--report-url <url>', 'where the report can be read (linked from the pull request comment and status)')
     .option('--discover-command <cmd>', 'command/junit adapters: prints one test id per line')
     .option('--run-command <template>', 'command/junit adapters: {id} one test id, {ids} several, {junit} the JUnit XML file to write')
     .option('--only-failures-from <report.json>', 're-run only the tests that failed in an earlier report')

@@ -18,6 +18,7 @@ import { Broker, redact } from '../shared/broker.js';
 import { userOf } from '../shared/broker/connection.js';
 import { runIdPrefix } from '../shared/roles.js';
 import { loadSigningKey, sealSecrets, signRequest } from '../shared/signing.js';
+import { GitHubReporter, actionsAnnotations, parsePullRequest, reporterFromEnv } from '../services/github/reporter.js';
 import { brokerUrl, fraction, positiveInt, positiveNumber } from '../shared/config.js';
 import { UsageError, errorMessage } from '../shared/errors.js';
 import { createLogger } from '../shared/log.js';
@@ -69,6 +70,8 @@ export interface RunFlags {
   teardownCommand?: string;
   secretEnv: string[];
   signingKeyFile?: string;
+  githubPr?: string;
+  reportUrl?: string;
 }
 
 function buildRequest(flags: RunFlags, runIdPrefix = 'run-'): RunRequest {
@@ -249,6 +252,9 @@ export async function run(flags: RunFlags): Promise<number> {
   let key = loadSigningKey(flags.signingKeyFile);
   if (!key && flags.local && flags.secretEnv.length > 0) key = Buffer.from(randomBytes(32).toString('hex'));
   request = sealAndSign(request, flags.secretEnv, key);
+  // the pull request first: a wrong token or number is said before anything runs
+  const github = flags.githubPr ? new GitHubReporter(parsePullRequest(flags.githubPr), reporterFromEnv(flags.reportUrl)) : undefined;
+  if (github) await github.started(runId);
   const workers = flags.workers !== undefined ? positiveInt('--workers', flags.workers) : os.availableParallelism();
   if (flags.workers !== undefined && !flags.local) throw new UsageError('--workers: only with --local (remote supervisors have their own --workers)');
   if (flags.driver !== undefined && !flags.local) throw new UsageError('--driver: only with --local (remote supervisors have their own --driver)');
@@ -291,12 +297,15 @@ export async function run(flags: RunFlags): Promise<number> {
     if (outcome === 'detached') return EXIT.cancelled;
     if (outcome.type === 'run.finished') {
       process.stdout.write(`${endLine(outcome as RunFinished)}\n`);
+      await github?.ended(outcome as RunFinished);
       return EXIT[outcome.status as keyof typeof EXIT] ?? EXIT.error;
     }
     const report = outcome;
     progress.end();
     const files = writeReportFiles(path.resolve(flags.reportDir), report);
     printSummary(report, files);
+    if (process.env.GITHUB_ACTIONS === 'true') for (const line of actionsAnnotations(report)) process.stdout.write(`${line}\n`);
+    if (github) process.stdout.write(`warren: the result is on ${flags.githubPr}: ${await github.finished(report)}\n`);
     await local?.recorded(runId);
     return EXIT[report.status];
   } finally {
