@@ -46,7 +46,7 @@ export function program(): Command {
     .option('--cwd <dir>', 'suite directory (the same path on every worker host)', '.')
     .option('--pattern <regex>', 'run only tests whose id or full name matches')
     .option('--exclude <regex>', 'skip tests whose id or full name matches')
-    .option('--report-dir <dir>', 'where to write report.json, junit.xml, summary.md', 'warren-report')
+    .option('--report-dir <dir>', 'where to write report.json, junit.xml, summary.md, report.html', 'warren-report')
     .option('--rerun-threshold <fraction>', 're-run the failures while failed/total is at most this', '0.1')
     .option('--max-rounds <n>', 'rounds in all, the first included', '3')
     .option('--test-timeout <sec>', 'kill a test running longer than this and fail it', '300')
@@ -86,7 +86,7 @@ export function program(): Command {
     .description('follow a run started elsewhere to its report (exit code as warren run)')
     .argument('<run-id>')
     .option('--broker <url>', 'RabbitMQ URL (default: $WARREN_BROKER_URL, then amqp://localhost)')
-    .option('--report-dir <dir>', 'where to write report.json, junit.xml, summary.md', 'warren-report')
+    .option('--report-dir <dir>', 'where to write report.json, junit.xml, summary.md, report.html', 'warren-report')
     .option('--timeout <sec>', 'give up after this long', String(7 * 24 * 3600))
     .action(async (id: string, o: { broker?: string; reportDir: string; timeout: string }) => {
       const [{ follow }, { runIdArgument }, { writeReportFiles }, path] = await Promise.all([

@@ -357,6 +357,18 @@ export const RunReport = z.object({
     notRun: z.number().default(0),
   }),
   tests: z.array(ReportTest),
+  /** Each batch's results as they came (the report's per-worker timeline): its worker, when
+   * it ran (ended when its results came; began its wall time before), how it went. */
+  batches: z.array(z.object({
+    worker: z.string(),
+    round: z.number(),
+    startedAt: z.number(),
+    finishedAt: z.number(),
+    tests: z.number(),
+    failed: z.number(),
+    timedOut: z.boolean().optional(),
+    crashed: z.boolean().optional(),
+  })).optional(),
   /** What a batch cost beyond its tests' own durations (median over the run's specs, ms):
    * the dispatcher sizes later runs' batches by it. */
   batchOverheadMs: z.number().optional(),

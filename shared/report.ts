@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ReportTest, RunReport } from './messages.js';
+import { htmlReport } from './report-html.js';
 
 const xml = (s: string) =>
   s
@@ -95,6 +96,7 @@ export function writeReportFiles(dir: string, report: RunReport): string[] {
     ['report.json', JSON.stringify(report, null, 2) + '\n'],
     ['junit.xml', junitXml(report)],
     ['summary.md', summaryMarkdown(report)],
+    ['report.html', htmlReport(report)],
   ];
   return files.map(([name, text]) => {
     const file = path.join(dir, name);

@@ -57,7 +57,7 @@ export interface AggregatorOptions {
 type JournalEntry =
   | { k: 'accepted'; runId: string; run: AcceptedRun }
   | { k: 'planned'; runId: string; at: number; round: number; tests: TestRef[]; error?: string; discovery?: RoundPlanned['discovery'] }
-  | { k: 'results'; runId: string; at: number; round: number; worker: string; results: TestResult[]; overheadMs?: number }
+  | { k: 'results'; runId: string; at: number; round: number; worker: string; results: TestResult[]; overheadMs?: number; elapsedMs?: number }
   | { k: 'deadline'; runId: string; at: number }
   | { k: 'round-sent'; runId: string; round: number }
   | { k: 'cancel'; runId: string; at: number; by: string }
@@ -312,7 +312,7 @@ export class Aggregator {
       effects = live.ledger.onPlanned(e.round, e.tests, e.error, e.at);
     } else if (e.k === 'results') {
       if (e.overheadMs !== undefined) live.overheads.push(e.overheadMs);
-      effects = live.ledger.onResults(e.round, e.worker, e.results, e.at);
+      effects = live.ledger.onResults(e.round, e.worker, e.results, e.at, e.elapsedMs);
     } else if (e.k === 'deadline') {
       effects = live.ledger.onDeadline(e.at);
     } else if (e.k === 'round-sent') {
@@ -381,7 +381,7 @@ export class Aggregator {
     } else {
       const overheadMs = msg.elapsedMs !== undefined && msg.results.length > 0
         ? Math.max(0, msg.elapsedMs - msg.results.reduce((s, r) => s + r.durationMs, 0)) : undefined;
-      await this.journal.append({ k: 'results', runId: msg.runId, at: now, round: msg.round, worker: msg.worker, results: msg.results, overheadMs });
+      await this.journal.append({ k: 'results', runId: msg.runId, at: now, round: msg.round, worker: msg.worker, results: msg.results, overheadMs, elapsedMs: msg.elapsedMs });
     }
     d.ack();
   }

@@ -12,6 +12,8 @@ import {
 
 /** The worker name on results the aggregator made for a spec that crashed its workers. */
 export const CRASHED = 'crashed';
+/** Batches kept for a report's timeline (a bigger run's report shows its first ones). */
+const MAX_BATCHES = 5000;
 
 export const DROPPED_MESSAGE = "Example didn't run because of a timeout or a drop";
 
@@ -49,6 +51,8 @@ export class RunLedger {
   private cancelled = false;
   /** Slots whose setup command failed (out of the run). */
   readonly setupFailures: Array<{ worker: string; message: string }> = [];
+  /** The batches' results as they came, for the report's timeline (at most MAX_BATCHES). */
+  private readonly batches: NonNullable<RunReport['batches']> = [];
 
   constructor(readonly run: AcceptedRun) {}
 
@@ -79,9 +83,17 @@ export class RunLedger {
     return this.maybeComplete(now);
   }
 
-  onResults(round: number, worker: string, results: TestResult[], now: number): Effect[] {
+  onResults(round: number, worker: string, results: TestResult[], now: number, elapsedMs?: number): Effect[] {
     if (this.finished) return [];
     const r = this.round(round, now);
+    if (this.batches.length < MAX_BATCHES && results.length > 0) {
+      const ms = elapsedMs ?? results.reduce((s, x) => s + x.durationMs, 0);
+      const timedOut = results.some((x) => x.status === 'failed' && /^timed out after/.test(x.message ?? ''));
+      this.batches.push({
+        worker, round, startedAt: now - ms, finishedAt: now, tests: results.length, failed: results.filter((x) => x.status === 'failed').length,
+        ...(timedOut ? { timedOut } : {}), ...(worker === CRASHED ? { crashed: true } : {}),
+      });
+    }
     for (const res of results) {
       // Exactly one result per test per round: the first. A redelivered spec's second run,
       // or a split batch's overlap, adds nothing.
@@ -253,6 +265,7 @@ export class RunLedger {
       adapter: this.run.adapter, cwd: this.run.cwd,
       startedAt: this.run.acceptedAt, finishedAt: now, rounds: Math.max(...this.rounds.keys(), 1),
       totals, tests,
+      ...(this.batches.length ? { batches: [...this.batches] } : {}),
     };
   }
 
