@@ -297,7 +297,7 @@ export class Supervisor {
     await removeContainers(docker, { [LABELS.supervisor]: this.id }, this.opts.log);
     this.assets = path.join(this.dir, 'assets');
     fs.cpSync(assetsDir(), this.assets, { recursive: true });
-    this.puller = new ImagePuller(dockerImageStore(docker), this.opts.docker?.registryAuth);
+    this.puller = new ImagePuller(dockerImageStore(docker), this.opts.docker?.registryAuth, (image, ms) => this.opts.log.info({ image, ms }, 'image pulled'));
   }
 
   private spawn(handle: SlotHandle): void {

@@ -20,7 +20,7 @@ export interface ImageStore {
 
 export class ImagePuller {
   private readonly inflight = new Map<string, Promise<void>>();
-  constructor(private readonly store: ImageStore, private readonly auth?: RegistryAuth) {}
+  constructor(private readonly store: ImageStore, private readonly auth?: RegistryAuth, private readonly onPulled?: (image: string, ms: number) => void) {}
 
   ensure(image: string): Promise<void> {
     let p = this.inflight.get(image);
@@ -33,8 +33,10 @@ export class ImagePuller {
 
   private async fetch(image: string): Promise<void> {
     if (await this.store.has(image)) return;
+    const started = Date.now();
     try {
       await this.store.pull(image, this.auth);
+      this.onPulled?.(image, Date.now() - started);
     } catch (err) {
       throw new Error(`cannot pull image ${image}: ${(err as Error).message}`, { cause: err });
     }
