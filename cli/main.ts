@@ -230,6 +230,30 @@ export function program(): Command {
       await startAggregator(o);
     });
   cmd
+    .command('github')
+    .description('receive GitHub webhooks: a pull request comment "/warren run" (or a push, --on-pull-request) builds, runs and puts the result on the pull request')
+    .option('--broker <url>', 'RabbitMQ URL, a submitter\'s (default: $WARREN_BROKER_URL, then amqp://localhost)')
+    .option('--port <n>', 'listen on this port', '8080')
+    .option('--host <addr>', 'listen on this address (default: all)')
+    .option('--phrase <text>', 'a comment that starts with this starts a run (then --pattern X / --exclude Y may follow)', '/warren run')
+    .option('--allow <associations>', "whose comments may start runs (GitHub's author_association)", 'OWNER,MEMBER,COLLABORATOR')
+    .option('--on-pull-request', 'also run when a pull request is opened, reopened or pushed to')
+    .option('--build-command <cmd>', 'before the run, e.g. docker build -t reg/app:{sha} . && docker push reg/app:{sha} ({sha}, {repo}, {pr} filled in)')
+    .option('--webhook-secret-file <file>', 'the webhook secret (default: $WARREN_GITHUB_WEBHOOK_SECRET)')
+    .option('--token-file <file>', 'a token that may react, comment and set statuses (default: $GITHUB_TOKEN; $GITHUB_API_URL for GitHub Enterprise)')
+    .option('--report-url <url>', 'linked from the comment and the status ({sha}, {repo}, {pr} filled in)')
+    .requiredOption('--adapter <name>', 'the suite\'s framework')
+    .requiredOption('--cwd <dir>', 'the suite directory on the workers (in the image)')
+    .option('--image <name>', 'the suite image, e.g. registry.local/app:{sha}')
+    .option('--discover-command <cmd>', 'command/junit adapters')
+    .option('--run-command <template>', 'command/junit adapters')
+    .option('--labels <list>', 'only supervisors with these labels run it')
+    .option('--signing-key-file <file>', 'sign the run requests (default: $WARREN_SIGNING_KEY_FILE, then $WARREN_SIGNING_KEY)')
+    .action(async (o: import('../services/github/main.js').GitHubFlags) => {
+      const { startGitHub } = await import('../services/github/main.js');
+      await startGitHub(o);
+    });
+  cmd
     .command('broker-users')
     .description("give a broker Warren's topology and one user per role, with generated passwords (an operator's step, with an administrator)")
     .requiredOption('--admin-url <url>', 'the management API as an administrator, e.g. http://admin:PASSWORD@broker:15672')

@@ -49,7 +49,7 @@ export class GitHubReporter {
   private readonly api: Octokit;
   private sha?: string;
 
-  constructor(private readonly pr: PullRequest, private readonly opts: GitHubReporterOptions) {
+  constructor(private readonly pr: PullRequest, private opts: GitHubReporterOptions) {
     this.api = new Octokit({
       auth: opts.token,
       baseUrl: (opts.apiUrl ?? 'https://api.github.com').replace(/\/$/, ''),
@@ -66,6 +66,16 @@ export class GitHubReporter {
     const { data } = await this.call('read the pull request', () => this.api.pulls.get({ owner: this.pr.owner, repo: this.pr.repo, pull_number: this.pr.number }));
     this.sha = data.head.sha;
     return this.sha;
+  }
+
+  /** Where the report will be (known once the head commit is). */
+  set reportUrl(url: string | undefined) {
+    this.opts = { ...this.opts, reportUrl: url };
+  }
+
+  /** Acknowledges the comment that asked for the run. */
+  async react(commentId: number, content: 'rocket' | 'eyes' | '+1'): Promise<void> {
+    await this.call('react to the comment', () => this.api.reactions.createForIssueComment({ owner: this.pr.owner, repo: this.pr.repo, comment_id: commentId, content }));
   }
 
   async started(runId: string): Promise<void> {

@@ -42,11 +42,14 @@ after(async () => {
 });
 
 test('the compose files pass docker-compose config', () => {
-  for (const file of ['deploy/control-plane.compose.yml', 'deploy/worker.compose.yml', 'deploy/cluster-node.compose.yml']) {
-    const r = spawnSync('docker-compose', ['-f', path.join(ROOT, file), 'config', '-q'], {
-      encoding: 'utf8', env: { ...process.env, WARREN_BROKER_URL: 'amqp://x', WARREN_DISPATCHER_URL: 'amqp://d', WARREN_AGGREGATOR_URL: 'amqp://a', WARREN_BROKER_HOST: 'warren-broker-1', RABBITMQ_ERLANG_COOKIE: 'x' },
-    });
-    assert.equal(r.status, 0, `${file}: ${r.stderr}`);
+  const env = {
+    ...process.env, WARREN_BROKER_URL: 'amqp://x', WARREN_DISPATCHER_URL: 'amqp://d', WARREN_AGGREGATOR_URL: 'amqp://a', WARREN_BROKER_HOST: 'warren-broker-1', RABBITMQ_ERLANG_COOKIE: 'x',
+    WARREN_TLS_DIR: '/tmp', WARREN_GITHUB_SUBMITTER_URL: 'amqp://s', WARREN_GITHUB_WEBHOOK_SECRET: 'x', GITHUB_TOKEN: 't', WARREN_GITHUB_ARGS: '--adapter rspec --cwd /suite',
+  };
+  // (the overrides are laid over the control plane's file)
+  for (const files of [['control-plane'], ['worker'], ['cluster-node'], ['control-plane', 'tls'], ['control-plane', 'github']]) {
+    const r = spawnSync('docker-compose', [...files.flatMap((f) => ['-f', path.join(ROOT, `deploy/${f}.compose.yml`)]), 'config', '-q'], { encoding: 'utf8', env });
+    assert.equal(r.status, 0, `${files.join(' + ')}: ${r.stderr}`);
   }
 });
 

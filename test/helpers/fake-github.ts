@@ -1,6 +1,6 @@
 /**
  * A recording fake of the GitHub REST API (the endpoints Warren uses, as documented: pulls,
- * issue comments, commit statuses), on 127.0.0.1, keeping every request it got.
+ * issue comments, reactions, commit statuses), on 127.0.0.1, keeping every request it got.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -54,6 +54,7 @@ export async function fakeGitHub(pulls: Record<string, string>): Promise<FakeGit
         c.body = String(body?.body);
         return send(200, c);
       }
+      if (req.method === 'POST' && /^\/repos\/[^/]+\/[^/]+\/issues\/comments\/\d+\/reactions$/.test(url.pathname)) return send(201, { id: 1, content: body?.content });
       if (req.method === 'POST' && (m = /^\/repos\/[^/]+\/[^/]+\/statuses\/([0-9a-f]+)$/.exec(url.pathname))) {
         statuses.push({ sha: m[1]!, state: String(body?.state), context: String(body?.context), description: body?.description as string | undefined });
         return send(201, { state: body?.state });
