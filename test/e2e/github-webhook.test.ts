@@ -21,6 +21,7 @@ import { fakeGitHub, type FakeGitHub } from '../helpers/fake-github.js';
 const SECRET = 'webhook-secret-of-the-test';
 const TOKEN = 'ghs_webhook_test_token_77';
 const SHA = '0123456789abcdef0123456789abcdef01234567';
+const SHA2 = 'fedcba9876543210fedcba9876543210fedcba98';
 let vhost: TestVhost;
 let gh: FakeGitHub;
 let service: Watched;
@@ -28,10 +29,11 @@ let url: string;
 const services: ChildProcess[] = [];
 const builds = tmpDir();
 
+const examples = () => createRequire(import.meta.url)('@octokit/webhooks-examples') as Array<{ name: string; examples: Array<Record<string, any>> }>;
+
 /** A real issue_comment payload from GitHub's examples, made a pull request comment. */
 function commentPayload(body: string, association = 'COLLABORATOR'): Record<string, any> {
-  const examples = createRequire(import.meta.url)('@octokit/webhooks-examples') as Array<{ name: string; examples: Array<Record<string, any>> }>;
-  const p = structuredClone(examples.find((e) => e.name === 'issue_comment')!.examples.find((e) => e.action === 'created')!);
+  const p = structuredClone(examples().find((e) => e.name === 'issue_comment')!.examples.find((e) => e.action === 'created')!);
   p.issue.pull_request = { url: `https://api.github.com/repos/${p.repository.full_name}/pulls/${p.issue.number}` };
   p.comment.body = body;
   p.comment.author_association = association;
@@ -50,7 +52,7 @@ async function deliver(payload: unknown, opts: { event?: string; signature?: str
 before(async () => {
   vhost = await createVhost('warren-e2e-github-webhook');
   const repo = commentPayload('x').repository;
-  gh = await fakeGitHub({ [`${repo.owner.login}/${repo.name}#1`]: SHA });
+  gh = await fakeGitHub({ [`${repo.owner.login}/${repo.name}#1`]: SHA, [`${repo.owner.login}/${repo.name}#2`]: SHA2 });
   services.push(startService(['dispatcher', '--broker', vhost.url, '--no-history']));
   services.push(startService(['aggregator', '--broker', vhost.url, '--report-dir', tmpDir()]));
   services.push(startService(['supervisor', '--broker', vhost.url, '--workers', '2']));
@@ -58,7 +60,7 @@ before(async () => {
   url = `http://127.0.0.1:${port}/`;
   const suite = tmpDir();
   service = watchService([
-    'github', '--broker', vhost.url, '--port', String(port), '--host', '127.0.0.1',
+    'github', '--broker', vhost.url, '--port', String(port), '--host', '127.0.0.1', '--on-pull-request',
     '--build-command', `echo {sha} {repo} {pr} >> ${path.join(builds, 'built')}`,
     '--adapter', 'command', '--cwd', suite, '--discover-command', 'seq 1 4', '--run-command', `[ {id} != 3 ] || [ -e ${path.join(builds, 'fixed')} ]`,
     '--report-url', 'https://ci.example/{sha}/report.html',
@@ -108,4 +110,13 @@ test('a collaborator\'s "/warren run": a reaction, pending, the build, the run, 
   assert.equal(gh.comments.length, 1, 'the same comment, updated');
   assert.match(gh.comments[0]!.body, /✅ Warren: passed — 4 tests, 4 passed/);
   assert.equal(gh.statuses.at(-1)!.state, 'success');
+});
+
+test('with --on-pull-request, a push to a pull request (a real synchronize payload) runs it; a closed one does not', async () => {
+  const pulls = examples().find((e) => e.name === 'pull_request')!.examples;
+  const before = gh.statuses.length;
+  assert.equal(await deliver(structuredClone(pulls.find((e) => e.action === 'closed')!), { event: 'pull_request' }), 202);
+  assert.equal(await deliver(structuredClone(pulls.find((e) => e.action === 'synchronize')!), { event: 'pull_request' }), 202);
+  await waitFor('the final status of pull request 2', () => gh.statuses.slice(before).some((s) => s.sha === SHA2 && s.state !== 'pending') || undefined, 120_000);
+  assert.deepEqual(gh.statuses.slice(before).map((s) => [s.sha, s.state]), [[SHA2, 'pending'], [SHA2, 'success']], 'one run, for the push');
 });
