@@ -5,11 +5,12 @@
  * that has ended already is answered from the runs log (`warren.runs.log`).
  */
 import os from 'node:os';
-import { randomBytes } from 'node:crypto';
 import type { Broker } from '../shared/broker.js';
-import { UsageError } from '../shared/errors.js';
-import { ReportMessage, RunFinished, parseMessage, type RunProgress, type RunReport } from '../shared/messages.js';
-import { EXCHANGES, QUEUES } from '../shared/topology.js';
+import { followRun } from '../shared/follow-run.js';
+import { RunFinished, parseMessage, type RunProgress, type RunReport } from '../shared/messages.js';
+import { QUEUES } from '../shared/topology.js';
+
+export { followRun };
 
 /** Exit codes: 0 all tests passed (flaky included), 1 some failed, 2 usage or infrastructure
  * error, 130 the run was cancelled (Ctrl-C, `warren cancel`). */
@@ -24,56 +25,6 @@ export function whoAmI(): string {
     // no passwd entry (a container)
   }
   return `${user || 'unknown'}@${os.hostname()}`;
-}
-
-export interface Following {
-  /** Resolves with the run's report (or the notice of its end, for a run long over). */
-  report: Promise<RunReport | RunFinished>;
-  stop(): void;
-}
-
-/**
- * Subscribes to a run's progress and report (a queue of our own that keeps them across a
- * reconnect) and resolves with the report; `onProgress` sees each progress message and
- * `onEnded` a `finished` notice that came without a report (the run had ended already).
- */
-export async function followRun(
-  broker: Broker,
-  runId: string,
-  opts: { timeoutMs: number; onProgress?: (p: RunProgress) => void; timeoutMessage: () => string },
-): Promise<Following> {
-  let resolve!: (r: RunReport | RunFinished) => void;
-  let reject!: (err: Error) => void;
-  const report = new Promise<RunReport | RunFinished>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  const timer = setTimeout(() => reject(new UsageError(opts.timeoutMessage())), opts.timeoutMs);
-  let done = false;
-  await broker.watch(EXCHANGES.reports, `run.${runId}.*`, `warren.cli.${runId}.${randomBytes(3).toString('hex')}`, async (d) => {
-    d.ack();
-    if (done) return;
-    if (d.routingKey.endsWith('.finished')) {
-      // after a report, the notice adds nothing; alone, the run had ended before (a cancel
-      // of an ended run, `warren follow` of one): it says how
-      const notice = parseMessage(RunFinished, d.body);
-      if (notice.ok && notice.value.totals === undefined) {
-        setTimeout(() => finish(notice.value), 1000).unref();
-      }
-      return;
-    }
-    const msg = parseMessage(ReportMessage, d.body);
-    if (!msg.ok) return;
-    if (msg.value.type === 'run.progress') opts.onProgress?.(msg.value);
-    else finish(msg.value);
-  }, { kind: 'kept' });
-  function finish(r: RunReport | RunFinished) {
-    if (done) return;
-    done = true;
-    clearTimeout(timer);
-    resolve(r);
-  }
-  return { report, stop: () => clearTimeout(timer) };
 }
 
 /** The end of `runId` from the runs log, if it ended in the last week. */

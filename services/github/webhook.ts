@@ -29,7 +29,7 @@ import { RunRequest, runRequestProblem, type RunRequestInput } from '../../share
 import { runIdPrefix } from '../../shared/roles.js';
 import { signRequest } from '../../shared/signing.js';
 import { EXCHANGES, ROUTING } from '../../shared/topology.js';
-import { followRun } from '../../cli/follow.js';
+import { followRun } from '../../shared/follow-run.js';
 import { GitHubReporter, type GitHubReporterOptions } from './reporter.js';
 
 /** A comment this old is not acted on (a replayed delivery). */
