@@ -6,6 +6,8 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { Aggregator } from '../../services/aggregator/aggregator.js';
 import { Dispatcher } from '../../services/dispatcher/dispatcher.js';
 import { createLogger } from '../../shared/log.js';
@@ -97,5 +99,25 @@ test("what a spec leaves running is killed, and its TMPDIR (a bounded tmpfs) emp
     assert.equal((JSON.parse(docker('inspect', id!))[0] as { HostConfig: { ReadonlyRootfs: boolean } }).HostConfig.ReadonlyRootfs, true);
   } finally {
     await stopService(supervisor);
+  }
+});
+
+test('a mounted suite is read-only unless the operator says --mount-suite-rw', async () => {
+  const suite = tmpDir('warren-mounted-');
+  fs.chmodSync(suite, 0o777);
+  fs.writeFileSync(path.join(suite, 'data'), 'the suite\n', { mode: 0o644 });
+  const probe = (id: string) => runCli([
+    'run', '--broker', vhost.url, '--image', SUITE_IMAGE, '--cwd', suite, '--adapter', 'command', '--report-dir', tmpDir(), '--no-timings', '--max-rounds', '1',
+    '--discover-command', 'echo probe', '--run-command', `grep -q 'the suite' data && touch wrote-${id}`,
+  ]);
+  for (const [id, flag, code] of [['ro', '--mount-suite', 1], ['rw', '--mount-suite-rw', 0]] as const) {
+    const supervisor = startService(['supervisor', '--broker', vhost.url, '--workers', '1', '--driver', 'docker', '--id', `mount-${id}`, flag]);
+    try {
+      const res = await probe(id);
+      assert.equal(res.code, code, `${flag}: ${res.stdout}\n${res.stderr}`);
+      assert.equal(fs.existsSync(path.join(suite, `wrote-${id}`)), code === 0);
+    } finally {
+      await stopService(supervisor);
+    }
   }
 });
