@@ -14,11 +14,11 @@ import type { Logger } from './log.js';
 import { TOPOLOGY } from './topology.js';
 import { Connection, type ConnectionState } from './broker/connection.js';
 import { Publisher, type PublishOptions } from './broker/publisher.js';
-import { Consumers, type ConsumeOptions, type Delivery, type DeliveryHandler, type Subscription } from './broker/consumer.js';
+import { Consumers, type ConsumeOptions, type Delivery, type DeliveryHandler, type Subscription, type Tap } from './broker/consumer.js';
 
 import { Lease } from './broker/lease.js';
 
-export type { ConsumeOptions, Delivery, DeliveryHandler, Subscription } from './broker/consumer.js';
+export type { ConsumeOptions, Delivery, DeliveryHandler, Subscription, Tap } from './broker/consumer.js';
 export type { Lease } from './broker/lease.js';
 export type { PublishOptions } from './broker/publisher.js';
 export { redact } from './config.js';
@@ -109,6 +109,11 @@ export class Broker extends EventEmitter {
   /** One message from `queue`, or null (broker/consumer.ts: Consumers.get). */
   get(queue: string): Promise<Delivery | null> {
     return this.consumers.get(this.name(queue));
+  }
+
+  /** A prefetch-1 consumer of `queue` whose deliveries are taken one by one (broker/consumer.ts: Tap). */
+  tap(queue: string): Promise<Tap> {
+    return this.consumers.tap(this.name(queue));
   }
 
   /** A lease on `queue` (broker/lease.ts), asked for every `pollMs` until held; not started. */

@@ -15,13 +15,20 @@
  *
  * Ties go round-robin, after the shard served last; a shard found empty comes last.
  *
+ * While there is only one shard to serve (one run in progress, the common case), the slot
+ * does not ask for each job: it consumes that shard with prefetch 1 (a tap), so the broker
+ * hands it the next job as it acks the last, without a basic.get per job (each is a Raft
+ * command of its own on a quorum queue: the get alone doubled the broker's cost per spec).
+ * As soon as a second shard is to be served, the tap is cancelled before the ack of the job
+ * in hand (so that the ack brings nothing more), and the takes above resume.
+ *
  * With nothing to take it waits: woken at once by a wake or a new state, else it looks again
  * after a backoff (a redelivered job of a dead worker comes without a wake). An idle slot
  * also sweeps every shard now and then: what sits where no run in progress is (a
  * hand-published or malformed job, a leftover of a run long over) is dropped or
  * dead-lettered instead of waiting for a run to come to its shard.
  */
-import type { Broker, Delivery } from '../../shared/broker.js';
+import type { Broker, Delivery, Tap } from '../../shared/broker.js';
 import type { Logger } from '../../shared/log.js';
 import { labelsMatch, type RunsState } from '../../shared/messages.js';
 import { SPEC_SHARDS, specQueue } from '../../shared/topology.js';
@@ -62,8 +69,13 @@ export class Intake {
   private onStop?: () => void;
   private readonly stopSignal = new Promise<void>((r) => (this.onStop = r));
 
+  /** The consumer of the one shard served, while there is only one. */
+  private tap?: { shard: number; tap: Tap };
+  /** A tap being cancelled, and the job it still brought, if any. */
+  private closing?: Promise<Taken | null>;
+
   constructor(
-    private readonly broker: Pick<Broker, 'get'>,
+    private readonly broker: Pick<Broker, 'get'> & Partial<Pick<Broker, 'tap'>>,
     private readonly labels: Record<string, string>,
     private readonly log: Logger,
   ) {}
@@ -136,11 +148,18 @@ export class Intake {
     this.takes += 1;
   }
 
-  /** The next job, waiting while there is none; null once stopped. */
+  /** The next job, waiting while there is none; null once stopped (or a job still in hand then). */
   async take(): Promise<Taken | null> {
     let waitMs = POLL_MIN_MS;
     while (!this.stopped) {
       const eligible = this.shards();
+      if (this.tapShard(eligible) !== undefined) {
+        const got = await this.fromTap(eligible[0]!);
+        if (got) return got;
+        continue; // something changed (a state, a wake, a sweep due, a reconnect): look again
+      }
+      const held = await this.closeTap();
+      if (held) return held;
       let look = eligible;
       if (Date.now() - this.lastSweep > SWEEP_MS) {
         this.lastSweep = Date.now();
@@ -180,6 +199,94 @@ export class Intake {
       });
       waitMs = poked ? POLL_MIN_MS : Math.min(POLL_MAX_MS, waitMs * 2);
     }
-    return null;
+    // a job a tap brought before it stopped is still run, as a get's is
+    return this.closeTap();
+  }
+
+  /** The shard to consume with a tap, when there is exactly one to serve and no sweep is due. */
+  private tapShard(eligible: number[]): number | undefined {
+    if (!this.broker.tap || this.stopped || eligible.length !== 1 || Date.now() - this.lastSweep > SWEEP_MS) return undefined;
+    return eligible[0];
+  }
+
+  /** The next job of `shard` from its tap (made if need be), or null when something changed first. */
+  private async fromTap(shard: number): Promise<Taken | null> {
+    if (this.tap && (this.tap.shard !== shard || !this.tap.tap.live)) {
+      const held = await this.closeTap();
+      if (held) return held;
+    }
+    if (this.closing) {
+      const held = await this.closeTap();
+      if (held) return held;
+    }
+    if (!this.tap) {
+      try {
+        const made = this.broker.tap!(specQueue(shard));
+        const tap = await Promise.race([made, this.stopSignal.then(() => null)]);
+        if (!tap) {
+          // stopped while the connection was away: that tap is not wanted
+          void made.then((t) => t.cancel()).catch(() => undefined);
+          return null;
+        }
+        this.tap = { shard, tap };
+      } catch (err) {
+        // the connection went under it: it comes back; look again then
+        this.log.debug({ err, shard }, 'consuming a shard failed; trying again');
+        await Promise.race([sleep(POLL_MIN_MS), this.stopSignal]);
+        return null;
+      }
+    }
+    const tap = this.tap;
+    let timer: NodeJS.Timeout | undefined;
+    const changed = new Promise<void>((resolve) => {
+      this.poke = resolve;
+      // a sweep comes due while the shard stays quiet
+      timer = setTimeout(resolve, Math.max(0, SWEEP_MS - (Date.now() - this.lastSweep)) + 1);
+      timer.unref();
+    });
+    const delivery = await tap.tap.next(Promise.race([changed, this.stopSignal]));
+    clearTimeout(timer);
+    this.poke = undefined;
+    if (!delivery) return null;
+    this.served(shard, undefined);
+    return { delivery: this.cancelBeforeAck(delivery, shard), shard };
+  }
+
+  /**
+   * The delivery, whose ack first cancels the tap it came from when that tap is not to bring
+   * the next job (another shard is to be served, a sweep is due, the slot stops): with
+   * basic.cancel sent before the ack, the ack brings nothing more.
+   */
+  private cancelBeforeAck(d: Delivery, shard: number): Delivery {
+    return {
+      ...d,
+      body: d.body,
+      ack: () => {
+        if (this.tap?.shard === shard && this.tapShard(this.shards()) !== shard) void this.closeTap(false);
+        d.ack();
+      },
+    };
+  }
+
+  /**
+   * Cancels the tap, if any; resolves (when `wait`) once it is cancelled, with a job it
+   * brought before that (noted as served), or null.
+   */
+  private closeTap(wait = true): Promise<Taken | null> {
+    if (this.tap) {
+      const { shard, tap } = this.tap;
+      this.tap = undefined;
+      // cancel() sends basic.cancel now, before whatever the caller does next (an ack)
+      const cancelled = tap.cancel().then((d) => (d ? { delivery: d, shard } : null), () => null);
+      const before = this.closing;
+      this.closing = before ? before.then((held) => held ?? cancelled) : cancelled;
+    }
+    if (!wait || !this.closing) return Promise.resolve(null);
+    const closing = this.closing;
+    this.closing = undefined;
+    return closing.then((held) => {
+      if (held) this.served(held.shard, undefined);
+      return held;
+    });
   }
 }

@@ -52,6 +52,24 @@ export interface ConsumeOptions {
   onCancel?: () => void;
 }
 
+/**
+ * A consumer of prefetch 1 on one queue, its deliveries kept in a one-place mailbox until
+ * asked for (Consumers.tap): a slot that serves one run takes its jobs this way, without a
+ * basic.get (a Raft command of its own on a quorum queue) per job.
+ */
+export interface Tap {
+  /** The next delivery, or null if `until` resolves first (a delivery then stays for later). */
+  next(until: Promise<unknown>): Promise<Delivery | null>;
+  /**
+   * Stops its deliveries: basic.cancel is sent at once, so an ack made after this call
+   * brings no next delivery. Resolves on cancel-ok with a delivery that came before it, if
+   * one did (still unacked: the caller's to handle).
+   */
+  cancel(): Promise<Delivery | null>;
+  /** False once its channel closed (a reconnect): what it held went back to the queue. */
+  readonly live: boolean;
+}
+
 /** A consumer that can be stopped on its own. */
 export interface Subscription {
   /** Stops its deliveries (for good: it is not subscribed again on a reconnect). */
@@ -125,16 +143,75 @@ export class Consumers {
    * consumer's does (a reconnect meanwhile: the broker has requeued it).
    */
   async get(queue: string): Promise<Delivery | null> {
+    const ch = await this.pullerChannel();
+    const msg = await ch.get(queue, { noAck: false });
+    return msg ? this.delivery(ch, msg as unknown as ConsumeMessage, queue) : null;
+  }
+
+  /** The channel of get() and tap() on the current connection (prefetch 1 for its consumers). */
+  private async pullerChannel(): Promise<Channel> {
     const { conn, generation } = await this.connection.current();
-    let puller = this.puller;
-    if (!puller || puller.generation !== generation || !this.open.has(puller.ch)) {
-      const ch = await this.connection.channel(conn, generation, 'puller');
-      this.open.add(ch);
-      ch.on('close', () => this.open.delete(ch));
-      puller = this.puller = { ch, generation };
-    }
-    const msg = await puller.ch.get(queue, { noAck: false });
-    return msg ? this.delivery(puller.ch, msg as unknown as ConsumeMessage, queue) : null;
+    const puller = this.puller;
+    if (puller && puller.generation === generation && this.open.has(puller.ch)) return puller.ch;
+    const ch = await this.connection.channel(conn, generation, 'puller');
+    this.open.add(ch);
+    ch.on('close', () => this.open.delete(ch));
+    await ch.prefetch(1);
+    this.puller = { ch, generation };
+    return ch;
+  }
+
+  /**
+   * A prefetch-1 consumer of `queue` on the puller channel (see Tap). Its user never runs a
+   * get or a second tap while it lives, so it never holds two messages; it is not subscribed
+   * again after a reconnect (its user makes a new one when it wants the next job).
+   */
+  async tap(queue: string): Promise<Tap> {
+    const ch = await this.pullerChannel();
+    const mailbox: Delivery[] = [];
+    let waiter: ((d: Delivery | null) => void) | undefined;
+    let live = true;
+    const end = () => {
+      live = false;
+      mailbox.length = 0; // the broker requeued them with the channel
+      waiter?.(null);
+    };
+    ch.once('close', end);
+    const { consumerTag } = await ch.consume(queue, (msg) => {
+      if (msg === null) return end(); // cancelled by the server (its queue deleted)
+      const d = this.delivery(ch, msg, queue);
+      if (waiter) waiter(d);
+      else mailbox.push(d);
+    }, { noAck: false });
+    let cancelled: Promise<Delivery | null> | undefined;
+    return {
+      get live() {
+        return live && !cancelled;
+      },
+      next(until) {
+        if (mailbox.length > 0) return Promise.resolve(mailbox.shift()!);
+        if (!live || cancelled) return Promise.resolve(null);
+        return new Promise<Delivery | null>((resolve) => {
+          const done = (d: Delivery | null) => {
+            waiter = undefined;
+            resolve(d);
+          };
+          waiter = (d) => done(d);
+          void until.then(() => {
+            if (waiter) done(null);
+          });
+        });
+      },
+      cancel() {
+        cancelled ??= (async () => {
+          waiter?.(null);
+          if (live) await ch.cancel(consumerTag).catch(() => undefined);
+          ch.removeListener('close', end);
+          return live ? mailbox.shift() ?? null : null;
+        })();
+        return cancelled;
+      },
+    };
   }
 
   private async subscribe(conn: ChannelModel, spec: ConsumerSpec, generation: number): Promise<void> {

@@ -97,3 +97,111 @@ test('runs whose labels the slot lacks are not taken from', async () => {
   assert.equal(jobs[1], 5);
   intake.stop();
 });
+
+/**
+ * A broker holding `jobs[shard]` jobs, with get() and tap() as RabbitMQ does them: a tap is
+ * a prefetch-1 consumer (the next job comes when the last is acked, unless the consumer was
+ * cancelled before that ack). `log` records each call; `inHand` the jobs taken and not acked.
+ */
+function tappingBroker(jobs: Record<number, number>) {
+  const log: string[] = [];
+  let inHand = 0;
+  let widest = 0;
+  const take = (shard: number, onAck: () => void): Delivery => {
+    jobs[shard]! -= 1;
+    widest = Math.max(widest, ++inHand);
+    const nothing = () => undefined;
+    return {
+      body: Buffer.from('{}'), routingKey: `job.${shard}`, redelivered: false, deliveryCount: 0, headers: {},
+      ack: () => {
+        log.push(`ack ${shard}`);
+        inHand -= 1;
+        onAck();
+      },
+      requeue: nothing, deadLetter: async () => undefined,
+    };
+  };
+  const shardOf = (queue: string) => Number(queue.slice(specQueue(0).length - 1));
+  return {
+    log, widest: () => widest,
+    async get(queue: string): Promise<Delivery | null> {
+      const shard = shardOf(queue);
+      log.push(`get ${shard}`);
+      return jobs[shard] ? { ...take(shard, () => undefined), remaining: jobs[shard]! - 1 } : null;
+    },
+    async tap(queue: string) {
+      const shard = shardOf(queue);
+      log.push(`consume ${shard}`);
+      const mailbox: Delivery[] = [];
+      let waiter: ((d: Delivery | null) => void) | undefined;
+      let cancelled = false;
+      const push = () => {
+        if (cancelled || !jobs[shard]) return;
+        const d = take(shard, () => queueMicrotask(push));
+        if (waiter) waiter(d);
+        else mailbox.push(d);
+      };
+      queueMicrotask(push);
+      return {
+        get live() {
+          return !cancelled;
+        },
+        next(until: Promise<unknown>) {
+          if (mailbox.length) return Promise.resolve(mailbox.shift()!);
+          return new Promise<Delivery | null>((resolve) => {
+            waiter = (d) => {
+              waiter = undefined;
+              resolve(d);
+            };
+            void until.then(() => waiter?.(null));
+          });
+        },
+        async cancel() {
+          log.push(`cancel ${shard}`);
+          cancelled = true;
+          waiter?.(null);
+          return mailbox.shift() ?? null;
+        },
+      };
+    },
+  };
+}
+
+test('one run in progress: its shard is consumed (no get per job); a second run makes the ack of the job in hand come after the cancel, and gets resume', async () => {
+  const jobs: Record<number, number> = { 3: 20 };
+  const broker = tappingBroker(jobs);
+  const intake = new Intake(broker, {}, createLogger('test', 'silent'));
+  intake.setState(state(run('big', 3)));
+  for (let i = 0; i < 5; i++) {
+    const t = (await intake.take())!;
+    assert.equal(t.shard, 3);
+    t.delivery.ack();
+  }
+  assert.deepEqual(broker.log.filter((l) => !l.startsWith('ack')), ['consume 3'], 'one consumer, no get');
+  const inHand = (await intake.take())!;
+  jobs[5] = 4;
+  intake.setState(state(run('big', 3), run('small', 5)));
+  inHand.delivery.ack();
+  assert.deepEqual(broker.log.slice(-2), ['cancel 3', 'ack 3'], 'the tap is cancelled before the ack: the ack brings nothing more');
+  const next = await Promise.all([1, 2, 3].map(async () => undefined)).then(() => intake.take());
+  assert.equal(next!.shard, 5, 'the new run first');
+  next!.delivery.ack();
+  assert.ok(broker.log.includes('get 5'), 'two runs: takes by get again');
+  assert.equal(broker.widest(), 1, 'never two jobs in hand');
+  intake.stop();
+});
+
+test('a job the tap brought while the slot stops is handed over, not left unacked behind a cancel', async () => {
+  const jobs: Record<number, number> = { 2: 3 };
+  const broker = tappingBroker(jobs);
+  const intake = new Intake(broker, {}, createLogger('test', 'silent'));
+  intake.setState(state(run('a', 2)));
+  const first = (await intake.take())!;
+  first.delivery.ack(); // the tap stays: the next job comes to its mailbox at once
+  await new Promise((r) => setImmediate(r));
+  intake.stop();
+  const held = await intake.take();
+  assert.equal(held?.shard, 2, 'the job already delivered is handed over to be run');
+  assert.ok(broker.log.includes('cancel 2'));
+  assert.equal(jobs[2], 1, 'nothing more was taken');
+});
