@@ -423,7 +423,7 @@ export class Slot {
     const adapter = adapterFor(job.suite.adapter);
     const files = this.files();
     const outcome = await this.runBatch(job, adapter, files);
-    fs.rmSync(path.join(this.opts.dir, RUNNING_FILE), { force: true });
+    if (adapter.results === 'events') fs.rmSync(path.join(this.opts.dir, RUNNING_FILE), { force: true });
     if (this.abandoned) {
       // not acked: the broker gives the spec to another worker when this slot's channel closes
       log.info('killed by the end of a drain; the spec goes back to the queue');
@@ -464,11 +464,12 @@ export class Slot {
     const batch: Batch = {
       tests: job.tests, events: files.events, timeoutSec: budget, perTest: true, watchEvents: adapter.results === 'events',
       onStarted: (pgid) => {
-        const running = { round: job.round, tests: job.tests, events: files.events };
+        // what to salvage if this slot dies: the tests its framework reported (events only)
+        const running = adapter.results === 'events' ? { round: job.round, tests: job.tests, events: files.events } : undefined;
         // also on disk, synchronously: a test that kills this slot at once can beat the IPC
         // message below, and the supervisor would not know what to salvage
-        fs.writeFileSync(path.join(this.opts.dir, RUNNING_FILE), JSON.stringify({ runId: job.runId, specId: job.id, running }));
-        this.opts.onState?.({ state: 'busy', runId: job.runId, specId: job.id, pgid, running });
+        if (running) fs.writeFileSync(path.join(this.opts.dir, RUNNING_FILE), JSON.stringify({ runId: job.runId, specId: job.id, running }));
+        this.opts.onState?.({ state: 'busy', runId: job.runId, specId: job.id, pgid, ...(running ? { running } : {}) });
       },
       onEventsRead: (offset) => this.opts.onEventsRead?.(offset),
     };
