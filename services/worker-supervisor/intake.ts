@@ -66,8 +66,8 @@ export class Intake {
   private lastSweep = Date.now();
   private stopped = false;
   private poke?: () => void;
-  private onStop?: () => void;
-  private readonly stopSignal = new Promise<void>((r) => (this.onStop = r));
+  /** Waits cut short by stop() (each removes itself when done: a slot takes jobs for days). */
+  private readonly stopWaiters = new Set<() => void>();
 
   /** The consumer of the one shard served, while there is only one. */
   private tap?: { shard: number; tap: Tap };
@@ -108,7 +108,7 @@ export class Intake {
   /** take() returns null from now on (a job it is getting still comes back). */
   stop(): void {
     this.stopped = true;
-    this.onStop?.();
+    for (const w of [...this.stopWaiters]) w();
     this.poke?.();
   }
 
@@ -175,7 +175,7 @@ export class Intake {
           const got = this.broker.get(specQueue(shard));
           // stopped meanwhile: a job the get brings is still run (given back, it would count
           // as a death); a get that hangs (the broker is away) is given up
-          delivery = await Promise.race([got, this.stopSignal.then(() => Promise.race([got, sleep(STOP_WAIT_MS).then(() => null)]))]);
+          delivery = await this.raceStop(got, () => Promise.race([got, sleep(STOP_WAIT_MS).then(() => null)]));
         } catch (err) {
           if (this.stopped) return null;
           // the connection went under the get: it comes back; look again then
@@ -203,6 +203,28 @@ export class Intake {
     return this.closeTap();
   }
 
+  /** `p`, or what `onStop` gives if the intake stops first. */
+  private raceStop<T, U>(p: Promise<T>, onStop: () => U | Promise<U>): Promise<T | U> {
+    return new Promise<T | U>((resolve, reject) => {
+      const stop = () => {
+        this.stopWaiters.delete(stop);
+        Promise.resolve(onStop()).then(resolve, reject);
+      };
+      if (this.stopped) return stop();
+      this.stopWaiters.add(stop);
+      p.then(
+        (v) => {
+          this.stopWaiters.delete(stop);
+          resolve(v);
+        },
+        (err: unknown) => {
+          this.stopWaiters.delete(stop);
+          reject(err);
+        },
+      );
+    });
+  }
+
   /** The shard to consume with a tap, when there is exactly one to serve and no sweep is due. */
   private tapShard(eligible: number[]): number | undefined {
     if (!this.broker.tap || this.stopped || eligible.length !== 1 || Date.now() - this.lastSweep > SWEEP_MS) return undefined;
@@ -222,7 +244,7 @@ export class Intake {
     if (!this.tap) {
       try {
         const made = this.broker.tap!(specQueue(shard));
-        const tap = await Promise.race([made, this.stopSignal.then(() => null)]);
+        const tap = await this.raceStop(made, () => null);
         if (!tap) {
           // stopped while the connection was away: that tap is not wanted
           void made.then((t) => t.cancel()).catch(() => undefined);
@@ -232,11 +254,12 @@ export class Intake {
       } catch (err) {
         // the connection went under it: it comes back; look again then
         this.log.debug({ err, shard }, 'consuming a shard failed; trying again');
-        await Promise.race([sleep(POLL_MIN_MS), this.stopSignal]);
+        await this.raceStop(sleep(POLL_MIN_MS), () => undefined);
         return null;
       }
     }
     const tap = this.tap;
+    if (this.stopped) return null; // (stop() pokes: it must not come before the poke is set)
     let timer: NodeJS.Timeout | undefined;
     const changed = new Promise<void>((resolve) => {
       this.poke = resolve;
@@ -244,7 +267,7 @@ export class Intake {
       timer = setTimeout(resolve, Math.max(0, SWEEP_MS - (Date.now() - this.lastSweep)) + 1);
       timer.unref();
     });
-    const delivery = await tap.tap.next(Promise.race([changed, this.stopSignal]));
+    const delivery = await tap.tap.next(changed);
     clearTimeout(timer);
     this.poke = undefined;
     if (!delivery) return null;

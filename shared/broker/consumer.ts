@@ -192,13 +192,14 @@ export class Consumers {
         if (mailbox.length > 0) return Promise.resolve(mailbox.shift()!);
         if (!live || cancelled) return Promise.resolve(null);
         return new Promise<Delivery | null>((resolve) => {
-          const done = (d: Delivery | null) => {
-            waiter = undefined;
+          // (this call's own waiter: an earlier call's `until` must not end a later call)
+          const mine = (d: Delivery | null) => {
+            if (waiter === mine) waiter = undefined;
             resolve(d);
           };
-          waiter = (d) => done(d);
+          waiter = mine;
           void until.then(() => {
-            if (waiter) done(null);
+            if (waiter === mine) mine(null);
           });
         });
       },

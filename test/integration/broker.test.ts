@@ -141,3 +141,48 @@ test('a service started while the broker is unreachable keeps trying, and runs o
   assert.equal(res.code, 2);
   assert.match(res.stderr, /cannot reach RabbitMQ at amqp:\/\/127\.0\.0\.1:1/);
 });
+
+test('a tap on the real broker: an ack after cancel() brings nothing more, an ack before it does (cancel hands that one over), and waits that share a stop signal each end', async () => {
+  const b = new Broker({ url: vhost.url, name: 'tap test', log });
+  await b.start();
+  const queue = 'warren.specs.0';
+  try {
+    for (let i = 0; i < 4; i++) await b.publish('', queue, { n: i });
+    const tap = await b.tap(queue);
+    const never = new Promise<void>(() => undefined);
+    const first = (await tap.next(never))!;
+    assert.equal(JSON.parse(first.body.toString()).n, 0);
+    // ack first: the broker sends the next job at once; cancel() hands it over
+    first.ack();
+    const second = (await tap.next(never))!;
+    second.ack();
+    const third = await tap.cancel();
+    assert.equal(third && JSON.parse(third.body.toString()).n, 2, 'the job the ack brought is handed over by cancel()');
+    third!.ack();
+    assert.equal((await b.checkQueue(queue)).messageCount, 1, 'nothing more was taken');
+
+    const tap2 = await b.tap(queue);
+    const last = (await tap2.next(never))!;
+    const held = tap2.cancel(); // basic.cancel goes out before the ack below
+    last.ack();
+    assert.equal(await held, null, 'the ack after cancel() brought nothing');
+    assert.equal((await b.checkQueue(queue)).messageCount, 0);
+
+    // waits raced against one stop signal, as a slot's are: one that a job ended first
+    // must not, when the signal comes, end a later one's wait for it
+    const tap3 = await b.tap(queue);
+    let stop!: () => void;
+    const stopped = new Promise<void>((r) => (stop = r));
+    const waiting = tap3.next(Promise.race([never, stopped])); // (the job comes while it waits)
+    await b.publish('', queue, { n: 4 });
+    const job = (await waiting)!;
+    assert.equal(JSON.parse(job.body.toString()).n, 4);
+    job.ack();
+    const later = tap3.next(Promise.race([never, stopped]));
+    stop();
+    assert.equal(await Promise.race([later, new Promise((r) => setTimeout(() => r('still waiting'), 5000))]), null, 'the later wait ended with the stop');
+    assert.equal(await tap3.cancel(), null);
+  } finally {
+    await b.close();
+  }
+});

@@ -149,11 +149,12 @@ function tappingBroker(jobs: Record<number, number>) {
         next(until: Promise<unknown>) {
           if (mailbox.length) return Promise.resolve(mailbox.shift()!);
           return new Promise<Delivery | null>((resolve) => {
-            waiter = (d) => {
-              waiter = undefined;
+            const mine = (d: Delivery | null) => {
+              if (waiter === mine) waiter = undefined;
               resolve(d);
             };
-            void until.then(() => waiter?.(null));
+            waiter = mine;
+            void until.then(() => waiter === mine && mine(null));
           });
         },
         async cancel() {
