@@ -56,11 +56,39 @@ export class ProgressView {
   private toldDiscovery = false;
   private readonly since = Date.now();
   constructor(private readonly out: NodeJS.WriteStream) {}
-  /** Discovery is under way: say so, the terminal is not frozen. */
-  discovering(): void {
+  private ticker?: NodeJS.Timeout;
+  /**
+   * Discovery is under way: say so, and keep saying for how long and where (`where`: the
+   * worker discovering, when known), so the terminal is never silent while a framework lists
+   * a big suite: a live line on a terminal, a line every 10 s in a log.
+   */
+  discovering(where: () => string | undefined = () => undefined): void {
     this.out.write('warren: discovering tests...\n');
+    const started = Date.now();
+    let said = 0;
+    this.ticker = setInterval(() => {
+      const secs = Math.round((Date.now() - started) / 1000);
+      const worker = where();
+      const line = `warren: discovering tests${worker ? ` on worker ${worker}` : ''}... ${secs} s`;
+      if (this.out.isTTY) {
+        this.out.write(`\r${line.padEnd(this.width)}`);
+        this.width = line.length;
+      } else if (secs - said >= 10) {
+        said = secs;
+        this.out.write(`${line}\n`);
+      }
+    }, 1000);
+    this.ticker.unref();
+  }
+  private stopTicker(): void {
+    if (!this.ticker) return;
+    clearInterval(this.ticker);
+    this.ticker = undefined;
+    if (this.out.isTTY && this.width) this.out.write('\n');
+    this.width = 0;
   }
   show(p: RunProgress): void {
+    if (p.discovery || p.total > 0) this.stopTicker();
     if (p.discovery && !this.toldDiscovery) {
       this.toldDiscovery = true;
       const how = p.discovery.cached ? "from the worker's discovery cache: the suite is unchanged" : `discovered in ${((Date.now() - this.since) / 1000).toFixed(1)} s`;
@@ -78,6 +106,7 @@ export class ProgressView {
     }
   }
   end(): void {
+    this.stopTicker();
     if (this.out.isTTY && this.width) this.out.write('\n');
     this.width = 0;
   }

@@ -77,6 +77,9 @@ export function program(): Command {
     .option('--fail-fast', 'count failures as they come, not after the re-run decision (alone: stop at the first)')
     .option('--setup-command <cmd>', 'run once per worker before its first test of the run (TEST_ENV_NUMBER, WARREN_WORKER_INDEX set), e.g. create its database')
     .option('--teardown-command <cmd>', 'run once per worker when it leaves the run')
+    .option('--wait-for-workers', 'no supervisor is connected (or none has the labels): wait for one, saying so, instead of failing at once')
+    .option('--log-file <file>', "the services' and the broker client's JSON log lines (the terminal gets one readable line for each warning)")
+    .option('--verbose', 'JSON log lines on the terminal, debug level (instead of readable warnings)')
     .action(async (flags: RunFlags) => {
       process.exitCode = await run(flags);
     });

@@ -33,11 +33,15 @@ import { Aggregator } from '../services/aggregator/aggregator.js';
 import { Supervisor, defaultCacheRoot } from '../services/worker-supervisor/supervisor.js';
 import { loadSupervisorConfig, type SupervisorConfigInput } from '../services/worker-supervisor/config.js';
 import { detectAdapter } from './detect.js';
+import { WorkerWatch } from './preflight.js';
 import { EXIT, ProgressView, endLine, followRun, printSummary, whoAmI } from './follow.js';
 
 export { EXIT } from './follow.js';
 
 export interface RunFlags {
+  verbose?: boolean;
+  logFile?: string;
+  waitForWorkers?: boolean;
   adapter?: string;
   cwd: string;
   pattern?: string;
@@ -258,6 +262,14 @@ export async function run(flags: RunFlags): Promise<number> {
   const workers = flags.workers !== undefined ? positiveInt('--workers', flags.workers) : os.availableParallelism();
   if (flags.workers !== undefined && !flags.local) throw new UsageError('--workers: only with --local (remote supervisors have their own --workers)');
   if (flags.driver !== undefined && !flags.local) throw new UsageError('--driver: only with --local (remote supervisors have their own --driver)');
+  // a person reads this terminal: log lines are readable ones, the JSON goes to --log-file
+  // (or to the terminal with --verbose)
+  if (flags.verbose) {
+    process.env.WARREN_LOG_LEVEL ??= 'debug';
+  } else {
+    process.env.WARREN_PERSON_LOG = '1';
+    if (flags.logFile) process.env.WARREN_LOG_FILE = path.resolve(flags.logFile);
+  }
   const log = createLogger('cli', process.env.WARREN_LOG_LEVEL ?? 'warn');
   // --local: a private Warren on the broker, under a namespace of its own: it takes no other
   // run's work and no other services take its own (shared/broker.ts, namespaced)
@@ -290,11 +302,37 @@ export async function run(flags: RunFlags): Promise<number> {
       broker.publish(EXCHANGES.runs, ROUTING.runCancel, cancel).catch((err) => process.stderr.write(`warren: the cancel was not sent: ${errorMessage(err)}\n`));
     };
     process.on('SIGINT', onInterrupt);
+    // what the run needs, said now rather than after its timeout (cli/preflight.ts)
+    const say = (line: string) => {
+      progress.end();
+      process.stderr.write(`${line}\n`);
+    };
+    if (!local) {
+      const problem = await WorkerWatch.controlPlane(broker, url, { wait: !!flags.waitForWorkers, say });
+      if (problem) {
+        process.stderr.write(`warren: ${problem}\n`);
+        return EXIT.error;
+      }
+    }
+    const workersHeard = await WorkerWatch.start(broker, url);
     await broker.publish(EXCHANGES.runs, ROUTING.runRequest, request);
     process.stderr.write(`warren: run ${runId} published (${request.adapter}, ${request.cwd}${flags.local ? `, ${workers} local workers` : ''}${request.durations ? `, batches balanced by ${Object.keys(request.durations).length} known durations` : ''}${request.freshProcess ? ', a fresh process per batch' : ''}${request.labels.length ? `, on supervisors labelled ${request.labels.join(',')}` : ''})\n`);
-    progress.discovering();
-    const outcome = await Promise.race([following.report, detached]);
+    progress.discovering(() => workersHeard.discovering(runId));
+    let over = false;
+    const noWorker = local ? new Promise<never>(() => undefined)
+      : workersHeard.awaitAble(request.labels, { wait: !!flags.waitForWorkers, url, say, cancelled: () => over })
+        .then((able) => (able ? new Promise<never>(() => undefined) : ('no-worker' as const)));
+    const outcome = await Promise.race([following.report, detached, noWorker]).finally(() => (over = true));
     if (outcome === 'detached') return EXIT.cancelled;
+    if (outcome === 'no-worker') {
+      // not left waiting in the queue for a worker that may come in an hour
+      progress.end();
+      process.stderr.write(`warren: ${workersHeard.why(request.labels, url)}\n`);
+      const cancel: RunCancel = { type: 'run.cancel', v: SCHEMA_VERSION, id: `${runId}/cancel`, runId, by: whoAmI() };
+      await broker.publish(EXCHANGES.runs, ROUTING.runCancel, cancel).catch(() => undefined);
+      process.stderr.write(`warren: run ${runId} cancelled\n`);
+      return EXIT.error;
+    }
     if (outcome.type === 'run.finished') {
       process.stdout.write(`${endLine(outcome as RunFinished)}\n`);
       await github?.ended(outcome as RunFinished);

@@ -119,6 +119,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       '--discover-command', `seq 1 ${rec.tests}`, '--run-command', 'sh ./t.sh {id}',
       '--env', `CHAOS_RUN=${name}`, '--env', `CHAOS_LOG=${execLog}`, '--report-dir', reportDir, '--no-timings',
       '--rerun-threshold', '1', '--max-rounds', '2', '--test-timeout', '60', '--run-timeout', String(Math.round(o.stallMs / 1000) * 2),
+      // the faults take every supervisor (or the broker, and with it their heartbeats) away
+      // for a while: a run started then waits for them, as one on a fleet that comes back would
+      '--wait-for-workers',
     ], { stdio: ['ignore', 'ignore', 'pipe'] });
     const cliLog = fs.createWriteStream(path.join(dir, 'logs', `cli-${name}.log`));
     child.stderr!.setEncoding('utf8').on('data', (c: string) => {
