@@ -9,14 +9,17 @@ import path from 'node:path';
 import type { ReportTest, RunReport } from './messages.js';
 import { htmlReport } from './report-html.js';
 
-const xml = (s: string) =>
-  s
-    // characters XML 1.0 cannot hold at all
-    .replace(/[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]/g, '')
-    .replace(/&/g, '&amp;')
-    .replace(/</g, '&lt;')
-    .replace(/>/g, '&gt;')
-    .replace(/"/g, '&quot;');
+/**
+ * XML 1.0 cannot hold some characters at all, not even as references (NUL, most C0
+ * controls, U+FFFE/U+FFFF, lone surrogates): they are written as `#xNN`, as pytest's own
+ * junitxml does, so that two tests whose names differ only there stay two testcases.
+ */
+const UNWRITABLE = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+const unwritable = (c: string) => `#x${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`;
+/** Element text: markup escaped, CR kept as a reference (a parser would turn it into LF). */
+const text = (s: string) => s.replace(UNWRITABLE, unwritable).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/\r/g, '&#13;');
+/** An attribute value: also quotes, and TAB/LF as references (a parser reads them raw as spaces). */
+const xml = (s: string) => text(s).replace(/"/g, '&quot;').replace(/\t/g, '&#9;').replace(/\n/g, '&#10;');
 
 const seconds = (ms: number) => (ms / 1000).toFixed(3);
 
@@ -46,13 +49,13 @@ export function junitXml(report: RunReport): string {
       const open = `    <testcase classname="${xml(file)}" name="${xml(t.name)}" file="${xml(file)}" time="${seconds(t.durationMs)}"`;
       const props = `<properties><property name="warren.id" value="${xml(t.id)}"/><property name="warren.attempts" value="${xml(t.attempts.join(','))}"/>${t.worker ? `<property name="warren.worker" value="${xml(t.worker)}"/>` : ''}</properties>`;
       if (t.status === 'failed') {
-        out.push(`${open}>${props}<failure message="${xml(t.message ?? 'failed')}">${xml(t.details ?? t.message ?? '')}</failure></testcase>`);
+        out.push(`${open}>${props}<failure message="${xml(t.message ?? 'failed')}">${text(t.details ?? t.message ?? '')}</failure></testcase>`);
       } else if (t.status === 'pending') {
         out.push(`${open}>${props}<skipped${t.message ? ` message="${xml(t.message)}"` : ''}/></testcase>`);
       } else if (t.status === 'not_run') {
         out.push(`${open}>${props}<skipped message="${xml(`not run: ${report.stopped ?? 'the run stopped first'}`)}"/></testcase>`);
       } else if (t.status === 'flaky') {
-        out.push(`${open}>${props}<system-out>${xml(`flaky: failed, then passed on a re-run. First failure: ${t.message ?? ''}`)}</system-out></testcase>`);
+        out.push(`${open}>${props}<system-out>${text(`flaky: failed, then passed on a re-run. First failure: ${t.message ?? ''}`)}</system-out></testcase>`);
       } else {
         out.push(`${open}>${props}</testcase>`);
       }
