@@ -241,7 +241,8 @@ export class RunLedger {
       return {
         id: t.id,
         file: t.file,
-        name: t.name,
+        // the name its run gave it, if that differs (resolve.ts runName: an RSpec one-liner)
+        name: last?.name || t.name,
         status,
         durationMs: last?.durationMs ?? 0,
         ...(shown?.message && status !== 'passed' ? { message: shown.message } : {}),

@@ -44,6 +44,15 @@ export function describeExit(exit: ProcessExit): string {
   return `exited with code ${exit.code}`;
 }
 
+/**
+ * The name a test's run gave it, where its discovery could not know it: RSpec describes a
+ * one-liner (`it { is_expected.to eq 1 }`, `its(:x) { should == 1 }`) only once it has run,
+ * and its dry run gives the group's name and a trailing space. Elsewhere the discovered name.
+ */
+export function runName(t: TestRef, ran: string | undefined): string {
+  return ran && ran.trim() && ran !== t.name && t.name !== t.name.trimEnd() ? ran : t.name;
+}
+
 export function resolveAttempt(tests: TestRef[], outcome: AttemptOutcome): Resolution {
   const byId = new Map(tests.map((t) => [t.id, t]));
   const settled = new Map<string, TestResult>();
@@ -66,7 +75,7 @@ export function resolveAttempt(tests: TestRef[], outcome: AttemptOutcome): Resol
       case 'test_end': {
         const t = byId.get(e.id);
         if (t && !settled.has(t.id)) {
-          settled.set(t.id, result(t, { status: e.status, durationMs: e.durationMs ?? 0, message: e.message, details: e.details }));
+          settled.set(t.id, { ...result(t, { status: e.status, durationMs: e.durationMs ?? 0, message: e.message, details: e.details }), name: runName(t, e.name) });
         }
         if (running?.id === e.id) running = undefined;
         break;
@@ -132,7 +141,7 @@ export function finishedResults(tests: TestRef[], events: FrameworkEvent[]): Tes
     if (e.event !== 'test_end') continue;
     const t = byId.get(e.id);
     if (!t || out.has(t.id)) continue;
-    out.set(t.id, { testId: t.id, file: normFile(t.file), name: t.name, status: e.status, durationMs: e.durationMs ?? 0, message: e.message, details: e.details });
+    out.set(t.id, { testId: t.id, file: normFile(t.file), name: runName(t, e.name), status: e.status, durationMs: e.durationMs ?? 0, message: e.message, details: e.details });
   }
   return [...out.values()];
 }

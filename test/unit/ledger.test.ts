@@ -153,3 +153,12 @@ test('--max-failures counts only failures no re-run can save; --fail-fast counts
   assert.equal(r2.stopped, 'stopped after 1 failed test (--fail-fast)');
   assert.equal(r2.totals.notRun, 4);
 });
+
+test('the report names a test as its run did when that differs (an RSpec one-liner is named only once it ran)', () => {
+  const l = new RunLedger(run());
+  const ts: TestRef[] = [{ id: 'a[1:1]', file: 'a', name: 'Array ' }, { id: 'a[1:2]', file: 'a', name: 'Array has a name' }];
+  l.onPlanned(1, ts, undefined, 0);
+  const effects = l.onResults(1, 'w', [{ ...res(ts[0]!, 'passed'), name: 'Array is expected to eq [1, 2]' }, res(ts[1]!, 'passed')], 1);
+  const report = effects[0]!.kind === 'report' ? effects[0]!.report : assert.fail('expected the report');
+  assert.deepEqual(report.tests.map((t) => t.name), ['Array is expected to eq [1, 2]', 'Array has a name']);
+});

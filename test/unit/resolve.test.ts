@@ -83,3 +83,18 @@ test('what a dead worker had finished is kept: test_end results only, for the te
   const results = finishedResults([a, b, c], [start(a), end(a, 'failed', 'flaky: first attempt fails'), start(b), end(T('other'), 'passed'), start(c)]);
   assert.deepEqual(results.map((r) => [r.testId, r.status, r.message]), [['a', 'failed', 'flaky: first attempt fails']]);
 });
+
+test("a name only the run knows is taken from it (RSpec one-liners: the dry run says the group and a trailing space); other names stay the discovered ones", () => {
+  const tests: TestRef[] = [
+    { id: './spec/a_spec.rb[1:1]', file: './spec/a_spec.rb', name: 'Array ' },
+    { id: './spec/a_spec.rb[1:2]', file: './spec/a_spec.rb', name: 'Array has a name' },
+  ];
+  const events: FrameworkEvent[] = [
+    { event: 'test_end', id: tests[0]!.id, file: tests[0]!.file, name: 'Array is expected to eq [1, 2]', status: 'passed' },
+    { event: 'test_end', id: tests[1]!.id, file: tests[1]!.file, name: 'Array has a name (as the formatter put it)', status: 'passed' },
+    { event: 'done' },
+  ];
+  const { results } = resolveAttempt(tests, { ...base, events, exit: ok });
+  assert.deepEqual(results.map((r) => r.name), ['Array is expected to eq [1, 2]', 'Array has a name']);
+  assert.deepEqual(finishedResults(tests, events).map((r) => r.name), ['Array is expected to eq [1, 2]', 'Array has a name']);
+});
