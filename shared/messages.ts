@@ -259,6 +259,8 @@ export const TestResult = z.object({
   message: z.string().optional(),
   /** Where the failure is: backtrace, stderr tail. */
   details: z.string().optional(),
+  /** The same failure every time (its file does not load, its package does not build): not re-run. */
+  once: z.boolean().optional(),
 });
 export type TestResult = z.infer<typeof TestResult>;
 

@@ -138,8 +138,9 @@ export class RunLedger {
     const total = this.rounds.get(1)?.tests?.length;
     if (!r || total === undefined) return 0;
     const failed = [...r.results.values()].filter((x) => x.status === 'failed');
-    const noRerun = this.current >= this.run.maxRounds || failed.filter((x) => x.worker !== CRASHED).length / total > this.run.rerunThreshold;
-    return noRerun ? failed.length : failed.filter((x) => x.worker === CRASHED).length;
+    const final = (x: (typeof failed)[number]) => x.worker === CRASHED || !!x.once;
+    const noRerun = this.current >= this.run.maxRounds || failed.filter((x) => !final(x)).length / total > this.run.rerunThreshold;
+    return noRerun ? failed.length : failed.filter(final).length;
   }
 
   /** Cancelled: what has finished is reported, the rest is `not_run`. */
@@ -195,7 +196,8 @@ export class RunLedger {
     if (r.waiting.size > 0) return [];
     // A test that crashed its worker has had its retries (the delivery limit): no re-run.
     const failed = r.tests.filter((t) => r.results.get(t.id)!.status === 'failed');
-    const retryable = failed.filter((t) => r.results.get(t.id)!.worker !== CRASHED);
+    // nor does a file that does not load: it fails the same way every time
+    const retryable = failed.filter((t) => r.results.get(t.id)!.worker !== CRASHED && !r.results.get(t.id)!.once);
     const total = this.rounds.get(1)!.tests!.length;
     if (retryable.length > 0 && failed.length / total <= this.run.rerunThreshold && this.current < this.run.maxRounds) {
       this.current += 1;

@@ -65,7 +65,7 @@ export function resolveAttempt(tests: TestRef[], outcome: AttemptOutcome): Resol
 
   // 1. results reported by the framework
   let running: { id: string; at: number } | undefined;
-  const errors: Array<{ message: string; details?: string; file?: string }> = [];
+  const errors: Array<{ message: string; details?: string; file?: string; load?: boolean }> = [];
   let done = false;
   outcome.events.forEach((e, i) => {
     switch (e.event) {
@@ -106,7 +106,7 @@ export function resolveAttempt(tests: TestRef[], outcome: AttemptOutcome): Resol
   for (const t of tests) {
     if (settled.has(t.id)) continue;
     const err = errors.find((e) => e.file !== undefined && normFile(e.file) === normFile(t.file) && normFile(t.file) !== '');
-    if (err) settled.set(t.id, result(t, { status: 'failed', durationMs: 0, message: err.message, details: err.details }));
+    if (err) settled.set(t.id, result(t, { status: 'failed', durationMs: 0, message: err.message, details: err.details, ...(err.load ? { once: true } : {}) }));
   }
 
   // 4. the rest: again, unless this attempt made no progress at all

@@ -162,3 +162,17 @@ test('the report names a test as its run did when that differs (an RSpec one-lin
   const report = effects[0]!.kind === 'report' ? effects[0]!.report : assert.fail('expected the report');
   assert.deepEqual(report.tests.map((t) => t.name), ['Array is expected to eq [1, 2]', 'Array has a name']);
 });
+
+test('a failure that is the same every time (a file that does not load) is not re-run; a flaky-looking one is', () => {
+  const l = new RunLedger(run({ rerunThreshold: 0.5 }));
+  const ts = tests(4);
+  l.onPlanned(1, ts, undefined, 0);
+  const effects = l.onResults(1, 'w', [{ ...res(ts[0]!, 'failed', 'failed to load f'), once: true }, res(ts[1]!, 'failed', 'maybe flaky'), res(ts[2]!, 'passed'), res(ts[3]!, 'passed')], 1);
+  const req = effects[0]!.kind === 'round' ? effects[0]!.request : assert.fail('expected a round');
+  assert.deepEqual(req.tests.map((t) => t.id), ['t1'], 'only the failure a re-run may change');
+  l.roundSent(2);
+  l.onPlanned(2, req.tests, undefined, 2);
+  const e2 = l.onResults(2, 'w', [res(ts[1]!, 'passed')], 3);
+  const report = e2[0]!.kind === 'report' ? e2[0]!.report : assert.fail('expected the report');
+  assert.deepEqual(report.tests.map((t) => [t.id, t.status, t.attempts.join(',')]), [['t0', 'failed', 'failed'], ['t1', 'flaky', 'failed,passed'], ['t2', 'passed', 'passed'], ['t3', 'passed', 'passed']]);
+});

@@ -98,3 +98,16 @@ test("a name only the run knows is taken from it (RSpec one-liners: the dry run 
   assert.deepEqual(results.map((r) => r.name), ['Array is expected to eq [1, 2]', 'Array has a name']);
   assert.deepEqual(finishedResults(tests, events).map((r) => r.name), ['Array is expected to eq [1, 2]', 'Array has a name']);
 });
+
+test('a file that fails to load is failed once: its results say so (not re-run), an error without `load` does not', () => {
+  const [a, b] = [T('a', 'spec/broken_spec.rb'), T('b', 'spec/hooks_spec.rb')];
+  const r = resolveAttempt([a, b], {
+    ...base, exit: { code: 1, signal: null },
+    events: [
+      { event: 'error', message: 'An error occurred while loading ./spec/broken_spec.rb', file: 'spec/broken_spec.rb', load: true },
+      { event: 'error', message: 'error in an after(:all) hook', file: 'spec/hooks_spec.rb' },
+      { event: 'done' },
+    ],
+  });
+  assert.deepEqual(r.results.map((x) => [x.testId, x.status, x.once]), [['a', 'failed', true], ['b', 'failed', undefined]]);
+});

@@ -20,7 +20,9 @@ export type FrameworkEvent =
       message?: string;
       details?: string;
     }
-  | { event: 'error'; message: string; details?: string; file?: string }
+  /** `load`: the file failed to load (or its package to build): it fails the same way every
+   * time, and is not re-run in a later round. */
+  | { event: 'error'; message: string; details?: string; file?: string; load?: boolean }
   | { event: 'done' }
   /** serve mode: the batch is over and the runner waits for the next command. `code` is
    * what `run` mode would have exited with; null with `signal` when a fork died. */

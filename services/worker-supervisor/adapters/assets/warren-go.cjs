@@ -961,7 +961,7 @@ async function discover() {
         message = `listing the tests of ${importPath} failed: ${first}`;
       }
       tests.push({ event: 'test', id: importPath, file: info.file, name: `${info.short} (${buildFailure ? 'failed to build' : 'failed to load'})` });
-      errors.push({ event: 'error', message, details: cap(details), file: info.file });
+      errors.push({ event: 'error', message, details: cap(details), file: info.file, ...(buildFailure ? { load: true } : {}) });
     }
   }
   emit({ event: 'start', count: tests.length });
@@ -1158,7 +1158,8 @@ async function runPackage(importPath, info, group, cache, key) {
     const details = blocks.get(importPath) || [...blocks.values()].join('\n') || stderr.trim();
     const first = firstBuildError(blocks.get(importPath) || '') || firstBuildError(details);
     emit({
-      event: 'error', file: info.file, details: cap(details || textFailure),
+      // a package that does not build (or set up) fails the same way every time
+      event: 'error', file: info.file, details: cap(details || textFailure), load: true,
       message: `${textFailure.replace(' failed', '')} failed for ${importPath}: ${first || textFailure}`,
     });
     return; // the `error` event accounts for every test of the package

@@ -278,7 +278,7 @@ class WarrenReporter {
         const message = f.kept
           ? 'error outside the tests of ' + f.rel + ': ' + messageOf(text)
           : 'failed to load ' + f.rel + ': ' + messageOf(text);
-        const ev = { event: 'error', message, file: f.rel };
+        const ev = { event: 'error', message, file: f.rel, ...(f.kept ? {} : { load: true }) };
         // a load failure: jest's own rendering (with the code frame); otherwise the error
         // (the file's failureMessage also holds every failed test of the file)
         const details = (f.kept ? text : stripAnsi(result.failureMessage || text)).trim();
@@ -516,7 +516,7 @@ async function discover(J, cwd) {
     if (f.testExecError) {
       const e = f.testExecError;
       const text = stripAnsi(e.stack && String(e.stack).includes(String(e.message || '')) ? e.stack : (e.message || '') + '\n' + (e.stack || ''));
-      const err = { event: 'error', message: 'failed to load ' + rel + ': ' + messageOf(text), file: rel };
+      const err = { event: 'error', message: 'failed to load ' + rel + ': ' + messageOf(text), file: rel, load: true };
       const details = stripAnsi(f.failureMessage || text).trim();
       if (details) err.details = details;
       entries.push({ test: { event: 'test', id: rel, file: rel, name: rel + ' (failed to load)' }, error: err });

@@ -327,7 +327,7 @@ function assignIds(rel, root) {
 
 function loadErrorEvent(rel, err) {
   const f = formatError(err);
-  const ev = { event: 'error', message: 'failed to load ' + rel + ': ' + f.message, file: rel };
+  const ev = { event: 'error', message: 'failed to load ' + rel + ': ' + f.message, file: rel, load: true };
   if (f.details) ev.details = f.details;
   return ev;
 }

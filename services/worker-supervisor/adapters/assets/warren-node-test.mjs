@@ -343,6 +343,8 @@ function loadErrorEvent(f) {
     event: 'error',
     message: err ? 'failed to load ' + f.rel + ': ' + err : 'the test process of ' + f.rel + ' ' + howItEnded(f) + ' before reporting any test',
     file: f.rel,
+    // (an error on stderr: it failed to load; without one, it may have died in a test)
+    ...(err ? { load: true } : {}),
   };
   const details = stderrTail(f, 60);
   if (details) ev.details = details;

@@ -264,6 +264,8 @@ class WarrenFormatter
     event[:details] = all_details.join("\n") unless all_details.empty?
     file = WarrenFormatter.relative_file(ctx[:file])
     event[:file] = file if file
+    # a spec file that fails to load fails the same way every time: not re-run
+    event[:load] = true if ctx[:load_error]
     emit(event)
     # A file that fails to load during discovery is also listed as a test (after `start`).
     emit_broken_file_test(ctx[:file]) if @dry_run && @started && ctx[:load_error]

@@ -441,7 +441,7 @@ def concerns(f, files):
 
 
 def collect_error_event(f, msg, details):
-    return {"event": "error", "message": "failed to collect %s: %s" % (f, msg), "details": details, "file": f}
+    return {"event": "error", "message": "failed to collect %s: %s" % (f, msg), "details": details, "file": f, "load": True}
 
 
 # --------------------------------------------------------------------------- batches
