@@ -233,11 +233,8 @@ export class Intake {
 
   /** The next job of `shard` from its tap (made if need be), or null when something changed first. */
   private async fromTap(shard: number): Promise<Taken | null> {
-    if (this.tap && (this.tap.shard !== shard || !this.tap.tap.live)) {
-      const held = await this.closeTap();
-      if (held) return held;
-    }
-    if (this.closing) {
+    // another shard's tap, a dead one, or one being cancelled: gone first (with what it brought)
+    if (this.closing || (this.tap && (this.tap.shard !== shard || !this.tap.tap.live))) {
       const held = await this.closeTap();
       if (held) return held;
     }
@@ -283,7 +280,6 @@ export class Intake {
   private cancelBeforeAck(d: Delivery, shard: number): Delivery {
     return {
       ...d,
-      body: d.body,
       ack: () => {
         if (this.tap?.shard === shard && this.tapShard(this.shards()) !== shard) void this.closeTap(false);
         d.ack();
