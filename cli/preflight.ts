@@ -38,6 +38,8 @@ export async function controlPlaneProblem(broker: Broker, url: string): Promise<
 /** The supervisors heard on the broker (their heartbeats), from when this starts listening. */
 export class WorkerWatch {
   private readonly beats = new Map<string, Heartbeat>();
+  /** When each was last heard, on this clock (another host's may be off by minutes). */
+  private readonly heardAt = new Map<string, number>();
   private readonly since = Date.now();
 
   /** Nothing is heard (a submitter may not read heartbeats): no check, no worker named. */
@@ -54,7 +56,9 @@ export class WorkerWatch {
     await broker.watch(EXCHANGES.status, '', `warren.cli.${randomUUID().slice(0, 8)}.beats`, async (d) => {
       d.ack();
       const hb = parseMessage(Heartbeat, d.body);
-      if (hb.ok) w.beats.set(hb.value.supervisor, hb.value);
+      if (!hb.ok) return;
+      w.beats.set(hb.value.supervisor, hb.value);
+      w.heardAt.set(hb.value.supervisor, Date.now());
     }, { kind: 'transient' });
     return w;
   }
@@ -62,7 +66,7 @@ export class WorkerWatch {
   /** Supervisors heard lately that may run a run with these labels. */
   able(labels: readonly string[]): Heartbeat[] {
     const recent = Date.now() - SUPERVISOR_WAIT_MS;
-    return [...this.beats.values()].filter((hb) => hb.at >= recent && hb.state === 'running' && !hb.drained && labelsMatch(labels, hb.labels));
+    return [...this.beats.values()].filter((hb) => this.heardAt.get(hb.supervisor)! >= recent && hb.state === 'running' && !hb.drained && labelsMatch(labels, hb.labels));
   }
 
   /** Why no supervisor may run it (none heard, none with the labels, all drained). */
