@@ -80,8 +80,9 @@ export function program(): Command {
     .option('--wait-for-workers', 'no supervisor is connected (or none has the labels): wait for one, saying so, instead of failing at once')
     .option('--log-file <file>', "the services' and the broker client's JSON log lines (the terminal gets one readable line for each warning)")
     .option('--verbose', 'JSON log lines on the terminal, debug level (instead of readable warnings)')
-    .action(async (flags: RunFlags) => {
-      process.exitCode = await run(flags);
+    .argument('[command...]', "the suite's test command, after -- (warren run --local -- mocha --require test/env test/): its framework, options and paths (default: package.json scripts.test, else detected)")
+    .action(async (command: string[], flags: RunFlags) => {
+      process.exitCode = await run({ ...flags, command });
     });
 
   cmd

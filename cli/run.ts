@@ -33,12 +33,15 @@ import { Aggregator } from '../services/aggregator/aggregator.js';
 import { Supervisor, defaultCacheRoot } from '../services/worker-supervisor/supervisor.js';
 import { loadSupervisorConfig, type SupervisorConfigInput } from '../services/worker-supervisor/config.js';
 import { detectAdapter } from './detect.js';
+import { describeCommand, parseTestCommand, scriptTestCommand } from './test-command.js';
 import { WorkerWatch } from './preflight.js';
 import { EXIT, ProgressView, endLine, followRun, printSummary, whoAmI } from './follow.js';
 
 export { EXIT } from './follow.js';
 
 export interface RunFlags {
+  /** The test command after `--` (`mocha --require x test/`). */
+  command?: string[];
   verbose?: boolean;
   logFile?: string;
   waitForWorkers?: boolean;
@@ -84,20 +87,35 @@ function buildRequest(flags: RunFlags, runIdPrefix = 'run-'): RunRequest {
   const inImage = flags.image !== undefined && !flags.local;
   if (!inImage && (!fs.existsSync(cwd) || !fs.statSync(cwd).isDirectory())) throw new UsageError(`--cwd: suite directory ${cwd} does not exist`);
   let adapter = flags.adapter as AdapterName | undefined;
+  if (adapter !== undefined && !ADAPTERS.includes(adapter)) throw new UsageError(`--adapter: unknown adapter ${JSON.stringify(adapter)}; expected one of ${ADAPTERS.join(', ')}`);
+  // the framework, its options and paths: the command after --, else the project's own
+  // `npm test` when it runs a framework, else what the directory holds
+  let testCommand = flags.command?.length ? parseTestCommand(flags.command) : undefined;
+  if (testCommand && adapter !== undefined && adapter !== testCommand.adapter) {
+    throw new UsageError(`--adapter ${adapter}: the command after -- runs ${testCommand.adapter}`);
+  }
+  if (!testCommand && !inImage) {
+    const script = scriptTestCommand(cwd);
+    if (script && (adapter === undefined || adapter === script.adapter)) testCommand = script;
+  }
+  if (testCommand) {
+    adapter = testCommand.adapter;
+    process.stderr.write(`warren: ${describeCommand(testCommand)}\n`);
+  }
   if (adapter === undefined && inImage) throw new UsageError('--adapter: required when --cwd is a path inside --image');
   if (adapter === undefined) {
     const found = detectAdapter(cwd);
     adapter = found.adapter;
-    process.stderr.write(`warren: adapter ${found.adapter} (found ${found.why}); --adapter to choose another\n`);
+    process.stderr.write(`warren: adapter ${found.adapter} (found ${found.why}); --adapter to choose another, or give the test command after --\n`);
   }
-  if (!ADAPTERS.includes(adapter)) throw new UsageError(`--adapter: unknown adapter ${JSON.stringify(adapter)}; expected one of ${ADAPTERS.join(', ')}`);
-  const env: Record<string, string> = {};
+  const env: Record<string, string> = { ...testCommand?.env };
   for (const pair of flags.env) {
     const eq = pair.indexOf('=');
     if (eq <= 0) throw new UsageError(`--env: expected KEY=VALUE, got ${JSON.stringify(pair)}`);
     env[pair.slice(0, eq)] = pair.slice(eq + 1);
   }
   const commanded = adapter === 'command' || adapter === 'junit';
+  if (commanded && testCommand) throw new UsageError(`--adapter ${adapter} takes --discover-command and --run-command, not a command after --`);
   if (commanded && (!flags.discoverCommand || !flags.runCommand)) {
     throw new UsageError(`--adapter ${adapter} needs --discover-command and --run-command`);
   }
@@ -106,6 +124,7 @@ function buildRequest(flags: RunFlags, runIdPrefix = 'run-'): RunRequest {
     runId: flags.runId ?? `${runIdPrefix}${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}-${randomBytes(3).toString('hex')}`,
     adapter,
     cwd,
+    args: testCommand?.args ?? [],
     pattern: flags.pattern,
     exclude: flags.exclude,
     env,

@@ -56,6 +56,10 @@ export const SuiteConfig = z.object({
    * the single id (the spec then carries one test) and, for `junit`, `{junit}` the file
    * the command must write its JUnit XML to (also in $WARREN_JUNIT_FILE). */
   command: z.object({ discover: z.string().min(1), run: z.string().min(1) }).optional(),
+  /** The framework's own options and paths, as the project's test command gives them
+   * (`--require test/support/env --check-leaks test/ test/acceptance/`): the plug-in hands
+   * them to the framework's own option parser (PROTOCOL.md, WARREN_FRAMEWORK_ARGS). */
+  args: z.array(z.string().max(4096)).max(500).default([]),
   /** Extra environment for the test processes. */
   env: z.record(z.string(), z.string()).default({}),
   /** A single test running longer than this is killed and reported "timed out after N s". */
@@ -93,7 +97,7 @@ export type RunAuth = NonNullable<SuiteConfig['auth']>;
 /** The part of a run that travels with its specs (and keys a slot's warm runner). */
 export function suiteOf(run: SuiteConfig): SuiteConfig {
   return {
-    adapter: run.adapter, cwd: run.cwd, command: run.command, env: run.env, testTimeoutSec: run.testTimeoutSec, image: run.image,
+    adapter: run.adapter, cwd: run.cwd, command: run.command, args: run.args, env: run.env, testTimeoutSec: run.testTimeoutSec, image: run.image,
     freshProcess: run.freshProcess, setupCommand: run.setupCommand, teardownCommand: run.teardownCommand, labels: run.labels,
     secretEnv: run.secretEnv, auth: run.auth,
   };

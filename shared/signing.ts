@@ -49,7 +49,8 @@ export function canonical(value: unknown): string {
 }
 
 const mac = (key: Buffer, what: string, value: unknown) => createHmac('sha256', key).update(`warren ${what} v1\n`).update(canonical(value)).digest('hex');
-const unsigned = <T extends { auth?: unknown }>(x: T) => ({ ...x, auth: undefined });
+// empty `args` signs as absent: a request of a CLI from before `args` still verifies
+const unsigned = <T extends { auth?: unknown; args?: string[] }>(x: T) => ({ ...x, auth: undefined, args: x.args?.length ? x.args : undefined });
 const suiteMac = (key: Buffer, runId: string, suite: SuiteConfig, auth: Pick<RunAuth, 'at' | 'nonce'>) =>
   mac(key, 'suite', { runId, at: auth.at, nonce: auth.nonce, suite: unsigned(suiteOf(suite)) });
 const same = (a: string, b: string) => a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b));

@@ -39,7 +39,7 @@ export class DiscoveryCache {
     if (fingerprint === null) return undefined;
     const content = fingerprint ?? walkFingerprint(suite.cwd, path.join(this.dir, `stat-${crypto.createHash('sha256').update(suite.cwd).digest('hex').slice(0, 16)}.json`));
     if (content === undefined) return undefined;
-    const config = JSON.stringify([suite.adapter, suite.cwd, suite.command ?? null, sorted(suite.env), suite.image ?? null]);
+    const config = JSON.stringify([suite.adapter, suite.cwd, suite.command ?? null, suite.args, sorted(suite.env), suite.image ?? null]);
     return crypto.createHash('sha256').update(config).update('\0').update(content).digest('hex').slice(0, 32);
   }
 

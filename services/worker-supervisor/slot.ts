@@ -581,6 +581,7 @@ export class Slot {
         ...suite.env,
         ...openSecrets(suite.secretEnv, this.opts.signingKey),
         ...(files ? { WARREN_EVENTS: files.events, WARREN_IDS_FILE: files.ids, WARREN_JUNIT_FILE: files.junit } : {}),
+        ...(suite.args.length ? { WARREN_FRAMEWORK_ARGS: JSON.stringify(suite.args) } : {}),
         WARREN_SLOT_PID: String(process.pid),
         WARREN_CACHE_DIR: cache,
         TMPDIR: path.join(this.opts.dir, 'tmp'),
@@ -685,7 +686,7 @@ const attemptOf = (job: Job) => attempt(job.runId, job.type === 'spec' ? job.exp
 
 /** What makes two specs' suites the same for one warm runner. */
 function suiteKey(suite: SuiteConfig): string {
-  return hash([suite.adapter, suite.cwd, suite.image ?? null, suite.command ?? null, Object.entries(suite.env).sort(), Object.entries(suite.secretEnv).sort()]);
+  return hash([suite.adapter, suite.cwd, suite.image ?? null, suite.command ?? null, suite.args, Object.entries(suite.env).sort(), Object.entries(suite.secretEnv).sort()]);
 }
 
 function hash(value: unknown): string {

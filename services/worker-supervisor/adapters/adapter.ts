@@ -55,15 +55,35 @@ const rspecBase = (suite: SuiteConfig, ctx: AdapterContext): string[] => {
   ];
 };
 
+/** rspec's options that take the next word as their value (rspec-core's Parser). */
+const RSPEC_VALUE_OPTIONS = new Set([
+  '-I', '-r', '--require', '-O', '--options', '--order', '--seed', '--failure-exit-code', '--error-exit-code',
+  '-f', '--format', '-o', '--out', '--deprecation-out', '-e', '--example', '-E', '--example-matches',
+  '-t', '--tag', '--default-path', '-P', '--pattern', '--exclude-pattern',
+]);
+
+/** The suite's rspec options without its paths: a batch names its own examples instead. */
+export function rspecOptions(args: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (!a.startsWith('-')) continue; // a path of the suite's command
+    out.push(a);
+    if (RSPEC_VALUE_OPTIONS.has(a) && i + 1 < args.length) out.push(args[++i]!);
+  }
+  return out;
+}
+
 export const rspec: Adapter = {
   name: 'rspec',
   results: 'events',
-  discover: (suite, ctx) => [...rspecBase(suite, ctx), '--dry-run'],
-  run: (suite, tests, ctx) => [...rspecBase(suite, ctx), ...tests.map((t) => t.id)],
-  // the suite's helpers loaded once, a fork per batch (warren_rspec.rb)
+  // the suite's own options and paths choose what is discovered; a batch, its own examples
+  discover: (suite, ctx) => [...rspecBase(suite, ctx), ...suite.args, '--dry-run'],
+  run: (suite, tests, ctx) => [...rspecBase(suite, ctx), ...rspecOptions(suite.args), ...tests.map((t) => t.id)],
+  // the suite's helpers loaded once, a fork per batch (warren_rspec.rb); its options follow `serve`
   serve: (suite, ctx) => [
     ...(fs.existsSync(path.join(suite.cwd, 'Gemfile')) ? ['bundle', 'exec', 'ruby'] : ['ruby']),
-    path.join(ctx.assets, 'warren_rspec.rb'), 'serve',
+    path.join(ctx.assets, 'warren_rspec.rb'), 'serve', ...rspecOptions(suite.args),
   ],
 };
 

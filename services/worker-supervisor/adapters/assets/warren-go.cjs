@@ -904,7 +904,9 @@ function runBinary(cache, importPath, dir, bin, args, env, onEvent, onText) {
 
 async function discover() {
   ensureGocache();
-  const pkgs = listPackages(['./...']);
+  // the project's own package patterns (its `go test` command's; its flags came as GOFLAGS)
+  const patterns = common.frameworkArgs().length ? common.frameworkArgs() : ['./...'];
+  const pkgs = listPackages(patterns);
   const listed = new Map(); // importPath -> {names: [], output: '', status}
   const textFailures = new Map(); // importPath -> '[build failed]' | '[setup failed]'
   const get = (p) => {
@@ -912,7 +914,7 @@ async function discover() {
     return listed.get(p);
   };
   const { code, signal, stderr } = await runGoTest(
-    ['test', '-json', '-list', '.*', './...'],
+    ['test', '-json', '-list', '.*', ...patterns],
     (ev) => {
       if (!ev.Package) return;
       const rec = get(ev.Package);

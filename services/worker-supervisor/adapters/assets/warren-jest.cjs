@@ -75,6 +75,9 @@ const path = require('node:path');
 const crypto = require('node:crypto');
 // shared with the other plug-ins; next to this file (only this directory may be mounted)
 const common = require(path.join(__dirname, 'warren-plugin-common.cjs'));
+/** The project's own jest options and path patterns (its test command's, PROTOCOL.md). */
+const SUITE_ARGS = common.frameworkArgs();
+common.adoptColorFlags(SUITE_ARGS); // before anything loads chalk
 
 const TAG = 'warren-jest';
 const { relPath, groupIds } = common;
@@ -424,13 +427,16 @@ async function makeArgv(J, extra) {
   let argv = { _: [], $0: 'jest' };
   if (J.buildArgv) {
     try {
-      argv = await J.buildArgv([]);
+      argv = await J.buildArgv(SUITE_ARGS);
     } catch (err) {
-      fatal('cannot build the jest arguments', err);
+      fatal('cannot build the jest arguments from ' + JSON.stringify(SUITE_ARGS.join(' ')), err);
     }
+  } else if (SUITE_ARGS.length) {
+    fatal('this jest has no buildArgv to read the options ' + JSON.stringify(SUITE_ARGS.join(' ')) + ' with');
   }
   return Object.assign(argv, {
-    _: [],
+    // the suite's path patterns choose the files at discovery; a batch names its files
+    _: extra.runTestsByPath ? [] : (argv._ || []).map(String),
     $0: 'jest',
     watch: false,
     watchAll: false,

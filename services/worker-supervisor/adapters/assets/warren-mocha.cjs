@@ -148,9 +148,15 @@ async function loadConfig(M) {
   const { Mocha } = M;
   let opts;
   try {
-    opts = M.loadOptions([]);
+    opts = M.loadOptions(common.frameworkArgs()); // the project's own options and spec paths, with its config files
   } catch (err) {
     fatal('cannot read the mocha configuration', err);
+  }
+  // loadOptions keeps the names as written (`check-leaks`); mocha's CLI (yargs) adds the
+  // camelCase each Mocha option is read by (`checkLeaks`)
+  for (const key of Object.keys(opts)) {
+    const camel = key.replace(/-([a-z])/g, (_, c) => c.toUpperCase());
+    if (camel !== key && !(camel in opts)) opts[camel] = opts[key];
   }
 
   // `require` option: load those modules first (root hook plugins, global fixtures).

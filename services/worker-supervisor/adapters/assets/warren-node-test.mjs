@@ -351,9 +351,33 @@ function loadErrorEvent(f) {
   return ev;
 }
 
+/** node's flags that take the next word as their value. */
+const VALUE_FLAGS = new Set(['--import', '--require', '-r', '--loader', '--experimental-loader', '--conditions', '-C', '--env-file', '--input-type', '--test-name-pattern', '--test-skip-pattern', '--test-timeout']);
+
+/**
+ * The project's own `node --test` command line (PROTOCOL.md): its node flags (`--import tsx`,
+ * `--test-timeout=5000`) for node's runner and its test processes, and its file patterns
+ * (`test/**\/*.test.js`), which choose the files at discovery.
+ */
+const SUITE = (() => {
+  const flags = [];
+  const files = [];
+  const args = common.frameworkArgs();
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (!a.startsWith('-')) files.push(a);
+    else {
+      flags.push(a);
+      if (VALUE_FLAGS.has(a) && i + 1 < args.length) flags.push(args[++i]);
+    }
+  }
+  return { flags, files };
+})();
+
 /** The flags of node's orchestrating process: `node <flags> [files]` (runNode). */
 function nodeFlags(mode) {
   return [
+    ...SUITE.flags,
     '--expose-internals',
     '--import', import.meta.url,
     '--test',
@@ -452,7 +476,7 @@ async function discover(cwd, stateDir) {
       }
     },
   });
-  const exit = await runNode(cwd, 'discover', [], stateDir, reader);
+  const exit = await runNode(cwd, 'discover', SUITE.files, stateDir, reader);
   const out = [];
   const seen = preloadSeen(stateDir);
   const files = [...reader.files.values()].sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));

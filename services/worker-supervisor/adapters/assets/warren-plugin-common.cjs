@@ -291,6 +291,30 @@ function serve(events, runBatch, formatError, opts) {
   })();
 }
 
+// --------------------------------------------------------------------------- the suite's own options
+
+/**
+ * The framework's own options and paths from the project's test command
+ * (WARREN_FRAMEWORK_ARGS: a JSON array of strings, PROTOCOL.md), for the framework's own
+ * option parser; [] when there are none. Malformed: an Error (the slot set it, so a bug).
+ */
+function frameworkArgs() {
+  const text = process.env.WARREN_FRAMEWORK_ARGS;
+  if (!text) return [];
+  const args = JSON.parse(text);
+  if (!Array.isArray(args) || !args.every((a) => typeof a === 'string')) throw new Error('WARREN_FRAMEWORK_ARGS is not a JSON array of strings');
+  return args;
+}
+
+/**
+ * The colour flags among them (`--color=true`, `--no-colors`), put on this process's own
+ * argv: chalk's supports-color reads them from there in a plain run (jest's `--color` works
+ * that way), so snapshots of coloured output match the project's own run.
+ */
+function adoptColorFlags(args) {
+  for (const a of args) if (/^--(no-)?colou?rs?(=.*)?$/.test(a) && !process.argv.includes(a)) process.argv.push(a);
+}
+
 // --------------------------------------------------------------------------- ids
 
 /** The ids of an ids file's text, one a line; kept exactly (a name may end with spaces): only line terminators are stripped. */
@@ -440,4 +464,5 @@ module.exports = {
   splitIds, readIdsFile, toPosix, relPath, groupIds, numberedId, newRec, recOfId,
   stripAnsi, oneLine, messageOfText, failureOfTexts,
   findPackageDir, resolveFramework, packageVersion,
+  frameworkArgs, adoptColorFlags,
 };

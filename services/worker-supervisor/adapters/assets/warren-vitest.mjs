@@ -66,6 +66,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 // shared with the other plug-ins; next to this file (only this directory may be mounted)
 const common = createRequire(import.meta.url)('./warren-plugin-common.cjs');
+common.adoptColorFlags(common.frameworkArgs()); // as vitest's own CLI sees them (tinyrainbow reads argv)
 
 const TAG = 'warren-vitest';
 const SELF = fileURLToPath(import.meta.url);
@@ -406,7 +407,26 @@ async function loadVitest(cwd) {
     throw failure('cannot load vitest/node from ' + dir, err);
   }
   if (typeof node.createVitest !== 'function') throw failure('vitest ' + pkg.version + ' at ' + dir + ' has no createVitest; this adapter supports vitest 1 to 3');
-  return { node, dir, version: pkg.version, runnersUrl: entry('./runners') };
+  return { node, dir, version: pkg.version, runnersUrl: entry('./runners'), suite: suiteArgs(node, pkg.version) };
+}
+
+/**
+ * The project's own vitest options and file filters (its test command's, PROTOCOL.md), read
+ * by vitest's own CLI parser: {options, filter}.
+ */
+function suiteArgs(node, version) {
+  const args = common.frameworkArgs();
+  if (!args.length) return { options: {}, filter: [] };
+  if (typeof node.parseCLI !== 'function') throw failure('vitest ' + version + ' has no parseCLI to read the options ' + JSON.stringify(args.join(' ')) + ' with');
+  let parsed;
+  try {
+    parsed = node.parseCLI(['vitest', ...args]);
+  } catch (err) {
+    throw failure('cannot read the vitest options ' + JSON.stringify(args.join(' ')), err);
+  }
+  const options = Object.assign({}, parsed.options);
+  delete options['--'];
+  return { options, filter: (parsed.filter || []).map(String) };
 }
 
 /**
@@ -435,7 +455,7 @@ async function createVitest(V, options) {
   process.env.VITEST = 'true';
   process.env.NODE_ENV ??= 'test';
   try {
-    return await V.node.createVitest('test', Object.assign({
+    return await V.node.createVitest('test', Object.assign({}, V.suite.options, {
       watch: false,
       run: true,
       bail: 0,
@@ -451,10 +471,10 @@ async function createVitest(V, options) {
 // Where vitest's Node API differs between versions (feature-detected; 3 is the one tested).
 
 /** Every test file of the configuration, as specifications runnable by runSpecs. */
-function globSpecs(vitest) {
-  if (typeof vitest.globTestSpecifications === 'function') return vitest.globTestSpecifications(); // vitest 3
-  if (typeof vitest.globTestSpecs === 'function') return vitest.globTestSpecs(); // 2.1
-  return vitest.globTestFiles(); // 1, 2.0: [project, file] pairs
+function globSpecs(vitest, filter = []) {
+  if (typeof vitest.globTestSpecifications === 'function') return vitest.globTestSpecifications(filter); // vitest 3
+  if (typeof vitest.globTestSpecs === 'function') return vitest.globTestSpecs(filter); // 2.1
+  return vitest.globTestFiles(filter); // 1, 2.0: [project, file] pairs
 }
 
 /** The absolute path of a specification (a TestSpecification, or a [project, file] pair). */
@@ -480,7 +500,7 @@ async function collectByRunning(V, cwd) {
   fs.writeFileSync(idsPath, '');
   Object.assign(process.env, { WARREN_VITEST_RUNNERS: V.runnersUrl, WARREN_VITEST_CWD: cwd, WARREN_VITEST_IDS: idsPath });
   const vitest = await createVitest(V, { runner: SELF });
-  const specs = await globSpecs(vitest);
+  const specs = await globSpecs(vitest, V.suite.filter);
   if (specs.length) await runSpecs(vitest, specs);
   const files = new Set(specs.map(specFile));
   return { vitest, result: { testModules: vitest.state.getFiles().filter((f) => files.has(path.resolve(f.filepath))).map(legacyModule), unhandledErrors: vitest.state.getUnhandledErrors() } };
@@ -499,7 +519,7 @@ async function discover(V, cwd) {
   } else {
     vitest = await createVitest(V, {});
     try {
-      result = await vitest.collect();
+      result = await vitest.collect(V.suite.filter); // the suite's own file filters choose the files
     } catch (err) {
       fatal('vitest failed to collect the tests', err);
     }

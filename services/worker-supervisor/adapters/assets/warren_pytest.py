@@ -122,6 +122,21 @@ MODE = sys.argv[1] if len(sys.argv) > 1 else None
 CWD = os.getcwd()
 PROG = "warren_pytest"
 
+
+def suite_args():
+    """The project's own pytest options and paths (its test command's: WARREN_FRAMEWORK_ARGS,
+    a JSON array of strings, PROTOCOL.md), given to pytest.main as its command line would."""
+    text = os.environ.get("WARREN_FRAMEWORK_ARGS")
+    if not text:
+        return []
+    args = json.loads(text)
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise ValueError("WARREN_FRAMEWORK_ARGS is not a JSON array of strings")
+    return args
+
+
+SUITE_ARGS = suite_args()
+
 # Run like `python -m pytest`: the suite directory first on sys.path, not this script's.
 if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
     sys.path[0] = CWD
@@ -616,6 +631,9 @@ def make_plugin(pytest, mode, batch=None):
             off("dist", "no")
             off("tx", [])
             off("looponfail", False)
+            if mode == "run" and self.batch is not None:
+                # the batch's files, not the suite's own paths (they chose what was discovered)
+                config.args = [f for f in self.batch.files if os.path.exists(os.path.join(CWD, f))]
             if mode in ("run", "serve"):
                 # the ids are the selection
                 off("keyword", "")
@@ -1003,7 +1021,7 @@ def use_warren_cache_dir(config):
 
 def discover(pytest):
     plugin = make_plugin(pytest, "discover")
-    code = pytest.main(["--collect-only"], plugins=[plugin])
+    code = pytest.main(["--collect-only"] + SUITE_ARGS, plugins=[plugin])
     code = int(code)
     if not plugin.collected or code not in (0, 2, 5) or (code == 2 and not plugin.collect_errors):
         fatal("pytest could not collect the suite (exit code %d%s); see its output above" %
@@ -1054,7 +1072,7 @@ def run(pytest):
         emit({"event": "done"})
         _state["finished"] = True
         return 1
-    code = int(pytest.main(["--continue-on-collection-errors", "--"] + args, plugins=[plugin]))
+    code = int(pytest.main(["--continue-on-collection-errors"] + SUITE_ARGS + ["--"] + args, plugins=[plugin]))
     if not plugin.session_started:
         fatal("pytest could not start (exit code %d: usage error, bad configuration or a conftest.py "
               "failing to import); see its output above" % code)
@@ -1124,7 +1142,7 @@ def serve():
         recorder = plugin.recorder = StartRecorder(sys.stderr)
         sys.stderr = recorder
         try:
-            code = int(pytest.main(["--continue-on-collection-errors"], plugins=[plugin]))
+            code = int(pytest.main(["--continue-on-collection-errors"] + SUITE_ARGS, plugins=[plugin]))
         except BaseException as e:  # a bug of ours, or an exception pytest.main let through
             import traceback
 

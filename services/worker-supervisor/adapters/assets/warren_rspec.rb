@@ -42,7 +42,9 @@
 #   dies of it. No `end` is written for a batch ended that way. Forks are reaped (SIGCHLD wakes
 #   the parent); no other child of the process is touched.
 #
-# Loads nothing but rspec-core before the suite's helpers, so that they load as in a cold run.
+# Loads nothing but rspec-core (and json, to read the suite's options) before the suite's helpers, so that they load as in a cold run.
+
+require 'json'
 
 module WarrenRSpec
   FORMATTER = File.expand_path('warren_formatter.rb', __dir__)
@@ -57,8 +59,14 @@ module WarrenRSpec
   KILL_GRACE_SEC = 3.0
   PR_SET_PDEATHSIG = 1
 
+  # The project's own rspec options and paths (its test command's: WARREN_FRAMEWORK_ARGS, a
+  # JSON array, PROTOCOL.md).
+  SUITE_ARGS = JSON.parse(ENV['WARREN_FRAMEWORK_ARGS'] || '[]').freeze
+
   class Server
-    def initialize
+    # suite_options: SUITE_ARGS without its paths (the slot's split, adapter.ts rspecOptions)
+    def initialize(suite_options = [])
+      @suite_options = suite_options
       @buffer = String.new(encoding: Encoding::BINARY) # stdin as read; a line is UTF-8 JSON
       @eof = false
       @stopping = nil # a stop signal received
@@ -190,7 +198,10 @@ module WarrenRSpec
     # locale's encoding (binary when not ASCII under a US-ASCII locale), not UTF-8 from JSON.
     def cold_args(ids)
       enc = Encoding.find('locale')
-      (COLD_ARGS + ids).map do |arg|
+      # a batch: the suite's options and the batch's ids; the preload (no ids): the suite's
+      # whole command, options and paths, as a run of the whole suite has them
+      suite = ids.empty? ? SUITE_ARGS : @suite_options
+      (COLD_ARGS + suite + ids).map do |arg|
         arg = arg.dup.force_encoding(enc)
         arg.force_encoding(Encoding::BINARY) if enc == Encoding::US_ASCII && !arg.ascii_only?
         arg
@@ -357,7 +368,7 @@ module WarrenRSpec
     def run_cold(events, ids)
       argv = File.exist?('Gemfile') ? %w[bundle exec rspec] : %w[rspec]
       pid = begin
-        Process.spawn({ 'WARREN_EVENTS' => events }, *argv, *COLD_ARGS, *ids, in: File::NULL)
+        Process.spawn({ 'WARREN_EVENTS' => events }, *argv, *COLD_ARGS, *@suite_options, *ids, in: File::NULL)
       rescue SystemCallError => e
         write_line(events, event: 'error', message: "warren runner: cannot start #{argv.join(' ')}: #{e.message}")
         return { code: 127 }
@@ -433,11 +444,11 @@ module WarrenRSpec
   end
 
   def self.main(argv)
-    unless argv == ['serve']
-      warn "usage: ruby #{File.basename(__FILE__)} serve (got #{argv.inspect})"
+    unless argv.first == 'serve'
+      warn "usage: ruby #{File.basename(__FILE__)} serve [the suite's rspec options] (got #{argv.inspect})"
       exit(2)
     end
-    Server.new.serve
+    Server.new(argv.drop(1)).serve
   end
 end
 
