@@ -71,6 +71,9 @@ interface Fixture {
   /** The id of the file (package) that fails to load. */
   brokenId: string;
   needsNodeModules?: boolean;
+  /** Another version of the framework: a copy of the fixture with this directory's
+   * package.json and package-lock.json (test/fixtures/versions/<name>). */
+  version?: string;
   /** Environment for the test processes and for compare.mjs (fresh directories each call). */
   env?: () => { env: Record<string, string>; dirs: string[] };
 }
@@ -106,7 +109,15 @@ interface FixtureRun {
 /** `warren run --local --workers 2 --max-rounds 1` on a fixture; asserts exit 1 (it has failures). */
 async function runFixture(f: Fixture, extra: string[] = []): Promise<FixtureRun> {
   const { env, dirs } = f.env?.() ?? { env: {}, dirs: [] };
-  const cwd = path.join(FIXTURES, f.dir);
+  let cwd = path.join(FIXTURES, f.dir);
+  if (f.version) {
+    // beside the fixture (compare.mjs finds Warren's plug-ins by its own place), git-ignored;
+    // its node_modules stays for the next run, as the fixtures' own do
+    const copy = path.join(FIXTURES, `${f.dir}-${f.version}`);
+    fs.cpSync(cwd, copy, { recursive: true, filter: (src) => path.basename(src) !== 'node_modules' });
+    for (const file of ['package.json', 'package-lock.json']) fs.copyFileSync(path.join(FIXTURES, 'versions', f.version, file), path.join(copy, file));
+    cwd = copy;
+  }
   if (f.needsNodeModules) await ensureNodeModules(cwd);
   const state = tmpDir('warren-flaky-');
   const reportDir = tmpDir('warren-report-');
@@ -155,6 +166,22 @@ function fidelityTest(name: string, f: Fixture, exclude?: string) {
 }
 
 for (const name of ['jest', 'vitest', 'node-test', 'pytest', 'go']) fidelityTest(name, FIXTURE[name]!);
+
+// the oldest supported majors, the same comparison
+fidelityTest('jest 29', { ...FIXTURE.jest!, version: 'jest-29' });
+
+/** The pytest on PATH when its major differs from Debian's (this machine: pyenv's, pytest 9). */
+const otherPytest = (() => {
+  const ask = (python: string) => spawnSync(python, ['-c', 'import pytest, sys; print(pytest.__version__.split(".")[0], sys.executable)'], { encoding: 'utf8' });
+  const system = ask('/usr/bin/python3').stdout?.split(' ')[0];
+  const [major, executable] = (ask('python3').stdout ?? '').trim().split(' ');
+  return major && executable && major !== system ? { major, executable } : undefined;
+})();
+if (otherPytest) {
+  fidelityTest(`pytest ${otherPytest.major}`, { ...FIXTURE.pytest!, env: () => ({ env: { WARREN_PYTHON: otherPytest.executable }, dirs: [] }) });
+} else {
+  test('pytest: a second major', { skip: 'only one pytest major on this machine (Debian\'s python3-pytest, no other python3 with pytest on PATH)' }, () => {});
+}
 
 test('--only-failures-from runs again exactly the tests that failed in the earlier report', async () => {
   const f = FIXTURE.jest!;
