@@ -211,3 +211,5 @@ const EVENTS_FIXTURE: Record<string, Fixture> = {
 };
 
 for (const name of ['rspec', 'mocha']) fidelityTest(name, EVENTS_FIXTURE[name]!, EXCLUDE_UNRUNNABLE);
+// the oldest supported major (the fixture's own is Warren's mocha, 11)
+fidelityTest('mocha 10', { ...EVENTS_FIXTURE.mocha!, version: 'mocha-10', needsNodeModules: true }, EXCLUDE_UNRUNNABLE);
