@@ -169,6 +169,7 @@ for (const name of ['jest', 'vitest', 'node-test', 'pytest', 'go']) fidelityTest
 
 // the oldest supported majors, the same comparison
 fidelityTest('jest 29', { ...FIXTURE.jest!, version: 'jest-29' });
+fidelityTest('vitest 1', { ...FIXTURE.vitest!, version: 'vitest-1' });
 
 /** The pytest on PATH when its major differs from Debian's (this machine: pyenv's, pytest 9). */
 const otherPytest = (() => {
