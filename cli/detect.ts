@@ -39,6 +39,8 @@ export function detectAdapter(cwd: string): Detection {
     }
     const deps = { ...pkg.dependencies, ...pkg.devDependencies };
     const test = pkg.scripts?.test ?? '';
+    if (deps['@playwright/test']) add('playwright', 'package.json dependency @playwright/test');
+    else if (/(^|[\s;&|])playwright\s+test\b/.test(test)) add('playwright', 'package.json scripts.test runs playwright test');
     for (const fw of ['jest', 'vitest', 'mocha'] as const) {
       if (deps[fw]) add(fw, `package.json dependency ${fw}`);
       else if (new RegExp(`(^|[\\s;&|])${fw}(\\s|$)`).test(test)) add(fw, `package.json scripts.test runs ${fw}`);
@@ -50,6 +52,7 @@ export function detectAdapter(cwd: string): Detection {
     if (files.some((f) => /^jest\.config\.(js|cjs|mjs|ts|json)$/.test(f))) add('jest', 'jest.config');
     if (files.some((f) => /^vitest\.config\.(js|cjs|mjs|ts|mts)$/.test(f))) add('vitest', 'vitest.config');
     if (files.some((f) => /^\.mocharc\.(js|cjs|json|jsonc|yml|yaml)$/.test(f))) add('mocha', '.mocharc');
+    if (files.some((f) => /^playwright\.config\.(js|cjs|mjs|ts|mts|cts)$/.test(f))) add('playwright', 'playwright.config');
   }
 
   const all = [...found.entries()];

@@ -83,6 +83,13 @@ const DROP: Partial<Record<AdapterName, DropTable>> = {
     '-p': { value: true, why: PARALLEL }, '-json': { value: false, why: REPORTS }, '-failfast': { value: false, why: BAIL },
     '-cover': { value: false, why: COVERAGE }, '-coverprofile': { value: true, why: COVERAGE },
   },
+  playwright: {
+    '--reporter': { value: true, why: REPORTS }, '--workers': { value: true, why: PARALLEL }, '-j': { value: true, why: PARALLEL },
+    '--shard': { value: true, why: PARALLEL }, '--fully-parallel': { value: false, why: PARALLEL },
+    '--max-failures': { value: true, why: BAIL }, '-x': { value: false, why: BAIL },
+    '--last-failed': { value: false, why: 'use --only-failures-from' }, '--only-changed': { value: false, why: 'Warren runs what it discovered (use --pattern)' },
+    '--list': { value: false, why: 'Warren lists the tests itself' }, '--ui': { value: false, why: WATCH }, '--debug': { value: false, why: 'not in a distributed run' },
+  },
   'node-test': {
     '--test-reporter': { value: true, why: REPORTS }, '--test-reporter-destination': { value: true, why: REPORTS },
     '--test-concurrency': { value: true, why: PARALLEL }, '--watch': { value: false, why: WATCH },
@@ -106,7 +113,7 @@ const NODE_VALUE_FLAGS = new Set(['--import', '--require', '-r', '--loader', '--
 export function parseTestCommand(words: string[], source = 'the command after --'): TestCommand {
   const found = frameworkCommand(words);
   if (!found) {
-    throw new UsageError(`warren run -- ${words.join(' ')}: no test framework in this command (expected mocha, jest, vitest, pytest, rspec, go test or node --test)`);
+    throw new UsageError(`warren run -- ${words.join(' ')}: no test framework in this command (expected mocha, jest, vitest, pytest, rspec, go test, node --test or playwright test)`);
   }
   return { ...found, source };
 }
@@ -197,6 +204,7 @@ function frameworkCommand(words: string[]): Omit<TestCommand, 'source'> | undefi
     const base = path.basename(w);
     if (base in EXECUTABLES) return withArgs(EXECUTABLES[base]!, words.slice(i + 1), env);
     if (base === 'go' && words[i + 1] === 'test') return withArgs('go', words.slice(i + 2), env);
+    if (base === 'playwright' && words[i + 1] === 'test') return withArgs('playwright', words.slice(i + 2), env);
     if (/^python[\d.]*$/.test(base) && words[i + 1] === '-m' && words[i + 2] === 'pytest') return withArgs('pytest', words.slice(i + 3), env);
     if (base === 'node' || base === 'nodejs') {
       // node [flags] --test [args], or node [flags] <a framework's bin file> [args]

@@ -13,7 +13,7 @@ export const SCHEMA_VERSION = 1;
 export const MAX_DURATION_SEC = 7 * 24 * 3600;
 const seconds = () => z.number().positive().max(MAX_DURATION_SEC, `at most ${MAX_DURATION_SEC} s (a week)`);
 
-export const ADAPTERS = ['rspec', 'mocha', 'jest', 'vitest', 'node-test', 'pytest', 'go', 'junit', 'command'] as const;
+export const ADAPTERS = ['rspec', 'mocha', 'jest', 'vitest', 'node-test', 'pytest', 'go', 'playwright', 'junit', 'command'] as const;
 export type AdapterName = (typeof ADAPTERS)[number];
 
 /**
@@ -265,6 +265,9 @@ export const TestResult = z.object({
   details: z.string().optional(),
   /** The same failure every time (its file does not load, its package does not build): not re-run. */
   once: z.boolean().optional(),
+  /** Passed, after `failures` failed attempts of the framework's own retries in this run
+   * (Playwright's `retries`): the first failure's message and details. Reported flaky. */
+  retried: z.object({ failures: z.number().int().min(1), message: z.string().optional(), details: z.string().optional() }).optional(),
 });
 export type TestResult = z.infer<typeof TestResult>;
 

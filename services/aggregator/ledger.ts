@@ -101,6 +101,7 @@ export class RunLedger {
       if (!kept) {
         r.results.set(res.testId, { ...res, worker });
         r.waiting.delete(res.testId);
+        if (res.retried) this.everFailed.add(res.testId); // failed, then passed on the framework's own retry
         this.stand(res.testId, res.status);
       } else if (kept.status === 'passed' && res.status === 'failed' && !this.failedToo.has(res.testId)) {
         // ... but a failure that comes second is still a failure the test had: a dead
@@ -232,7 +233,9 @@ export class RunLedger {
     const rounds = [...this.rounds.keys()].sort((a, b) => a - b).map((n) => this.rounds.get(n)!.results);
     return tests.map((t) => {
       const other = this.failedToo.get(t.id);
-      const attempts = [...(other ? [other] : []), ...rounds.flatMap((results) => results.get(t.id) ?? [])];
+      const attempts = [...(other ? [other] : []), ...rounds.flatMap((results) => results.get(t.id) ?? [])]
+        // the framework's own retries inside an attempt (Playwright's): its failed tries first
+        .flatMap((a) => (a.retried ? [...Array.from({ length: a.retried.failures }, () => ({ ...a, status: 'failed' as const, message: a.retried!.message, details: a.retried!.details })), a] : [a]));
       const last = attempts[attempts.length - 1];
       const statuses = attempts.map((a) => a.status as TestStatus);
       // a run that stopped early: a test that never ran is not a failure of it

@@ -75,7 +75,7 @@ export function resolveAttempt(tests: TestRef[], outcome: AttemptOutcome): Resol
       case 'test_end': {
         const t = byId.get(e.id);
         if (t && !settled.has(t.id)) {
-          settled.set(t.id, { ...result(t, { status: e.status, durationMs: e.durationMs ?? 0, message: e.message, details: e.details }), name: runName(t, e.name) });
+          settled.set(t.id, { ...result(t, { status: e.status, durationMs: e.durationMs ?? 0, message: e.message, details: e.details, ...retriedOf(e) }), name: runName(t, e.name) });
         }
         if (running?.id === e.id) running = undefined;
         break;
@@ -141,9 +141,16 @@ export function finishedResults(tests: TestRef[], events: FrameworkEvent[]): Tes
     if (e.event !== 'test_end') continue;
     const t = byId.get(e.id);
     if (!t || out.has(t.id)) continue;
-    out.set(t.id, { testId: t.id, file: normFile(t.file), name: runName(t, e.name), status: e.status, durationMs: e.durationMs ?? 0, message: e.message, details: e.details });
+    out.set(t.id, { testId: t.id, file: normFile(t.file), name: runName(t, e.name), status: e.status, durationMs: e.durationMs ?? 0, message: e.message, details: e.details, ...retriedOf(e) });
   }
   return [...out.values()];
+}
+
+/** A passed test's failed attempts in the framework's own retries, when it says so (well formed). */
+function retriedOf(e: Extract<FrameworkEvent, { event: 'test_end' }>): Pick<TestResult, 'retried'> {
+  const r = e.retried;
+  if (e.status !== 'passed' || !r || !Number.isInteger(r.failures) || r.failures < 1) return {};
+  return { retried: { failures: r.failures, ...(typeof r.message === 'string' ? { message: r.message } : {}), ...(typeof r.details === 'string' ? { details: r.details } : {}) } };
 }
 
 /** Results of a process that speaks no events (the `command` adapter): the exit code. */

@@ -116,6 +116,8 @@ const vitest = scriptAdapter('vitest', 'warren-vitest.mjs', node);
 const nodeTest = scriptAdapter('node-test', 'warren-node-test.mjs', node);
 const pytest = scriptAdapter('pytest', 'warren_pytest.py', python);
 const go = scriptAdapter('go', 'warren-go.cjs', node);
+// cold: a `playwright test` per batch (a browser test's own time dwarfs its start)
+const playwright = scriptAdapter('playwright', 'warren-playwright.cjs', node);
 
 export function shellQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
@@ -154,7 +156,7 @@ export const junit: Adapter = {
   parseDiscoveryOutput: listedIds,
 };
 
-const ADAPTERS: Record<AdapterName, Adapter> = { rspec, mocha, jest, vitest, 'node-test': nodeTest, pytest, go, command, junit };
+const ADAPTERS: Record<AdapterName, Adapter> = { rspec, mocha, jest, vitest, 'node-test': nodeTest, pytest, go, playwright, command, junit };
 
 export function adapterFor(name: AdapterName): Adapter {
   return ADAPTERS[name];

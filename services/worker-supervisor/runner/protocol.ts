@@ -19,6 +19,9 @@ export type FrameworkEvent =
       durationMs?: number;
       message?: string;
       details?: string;
+      /** Passed after failed attempts of the framework's own retries (Playwright's): how many,
+       * and the first failure. Warren reports the test flaky. */
+      retried?: Retried;
     }
   /** `load`: the file failed to load (or its package to build): it fails the same way every
    * time, and is not re-run in a later round. */
@@ -27,6 +30,12 @@ export type FrameworkEvent =
   /** serve mode: the batch is over and the runner waits for the next command. `code` is
    * what `run` mode would have exited with; null with `signal` when a fork died. */
   | { event: 'end'; batch?: number; code: number | null; signal?: string | null; rss?: number };
+
+export interface Retried {
+  failures: number;
+  message?: string;
+  details?: string;
+}
 
 export type EndEvent = Extract<FrameworkEvent, { event: 'end' }>;
 

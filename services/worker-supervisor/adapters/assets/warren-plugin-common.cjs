@@ -163,7 +163,7 @@ function createEvents(tag, formatError) {
    * test_end, once per rec (test_start first when it was not written); durationMs the
    * framework's when it is a number, else measured since test_start.
    */
-  function endTest(rec, status, durationMs, message, details) {
+  function endTest(rec, status, durationMs, message, details, extra) {
     if (!rec || rec.ended) return;
     startTest(rec);
     rec.ended = true;
@@ -174,6 +174,7 @@ function createEvents(tag, formatError) {
     };
     if (message !== undefined) ev.message = message;
     if (details) ev.details = details;
+    if (extra) Object.assign(ev, extra); // `retried`: the framework's own retries (PROTOCOL.md)
     emit(ev);
   }
 
