@@ -1,5 +1,5 @@
 /**
- * End to end on the jest, vitest, node:test, pytest and Go fixture suites: the real CLI with
+ * End to end on the jest, vitest, node:test, pytest, Go and Playwright fixture suites: the real CLI with
  * --local on a vhost of its own, one round (`--max-rounds 1`, a fresh FLAKY_STATE_DIR: the
  * flaky test fails its first attempt, as in a plain run), then the fixture's compare.mjs
  * --report: Warren's report must list exactly the tests, statuses and failure messages of the
@@ -86,6 +86,7 @@ const FIXTURE: Record<string, Fixture> = {
     adapter: 'pytest', dir: 'pytest-suite', total: 52, brokenId: 'tests/test_broken.py',
     env: () => ({ env: systemPytest ? { WARREN_PYTHON: '/usr/bin/python3' } : ({} as Record<string, string>), dirs: [] }),
   },
+  playwright: { adapter: 'playwright', dir: 'playwright-suite', total: 13, brokenId: 'tests/broken.spec.js', needsNodeModules: true },
   go: {
     adapter: 'go', dir: 'go-suite', total: 23, brokenId: 'example.com/warrenfixture/broken',
     env: () => {
@@ -165,7 +166,7 @@ function fidelityTest(name: string, f: Fixture, exclude?: string) {
   });
 }
 
-for (const name of ['jest', 'vitest', 'node-test', 'pytest', 'go']) fidelityTest(name, FIXTURE[name]!);
+for (const name of ['jest', 'vitest', 'node-test', 'pytest', 'go', 'playwright']) fidelityTest(name, FIXTURE[name]!);
 
 // the oldest supported majors, the same comparison
 fidelityTest('jest 29', { ...FIXTURE.jest!, version: 'jest-29' });

@@ -152,3 +152,20 @@ test('node:test: node flags and files after -- (node --test-timeout=… --test f
   assert.equal(w.report.tests.length, total);
   cleanup.push(state);
 });
+
+test('playwright: --grep and a file after -- (npx playwright test …) list and run what playwright test --list lists', async () => {
+  const cwd = path.join(FIXTURES, 'playwright-suite');
+  if (!fs.existsSync(path.join(cwd, 'node_modules'))) {
+    assert.equal(spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd, stdio: 'ignore' }).status, 0, 'npm ci in the playwright-suite fixture');
+  }
+  const select = ['--grep', 'todo page', 'tests/todo.spec.js'];
+  const w = await warren(cwd, ['--', 'npx', 'playwright', 'test', '--reporter=dot', ...select]);
+  assert.equal(w.first, "warren: playwright --grep 'todo page' tests/todo.spec.js (from the command after --); left out: --reporter=dot (Warren reports)");
+  const own = await output('npx', ['playwright', 'test', '--list', '--reporter=json', ...select], cwd);
+  const json = JSON.parse(own.stdout) as { suites: Array<{ specs: unknown[]; suites?: Array<{ specs: unknown[]; suites?: unknown[] }> }> };
+  const count = (s: { specs?: unknown[]; suites?: unknown[] }): number => (s.specs?.length ?? 0) + ((s.suites ?? []) as Array<{ specs?: unknown[]; suites?: unknown[] }>).reduce((n, x) => n + count(x), 0);
+  const total = json.suites.reduce((n, s) => n + count(s), 0);
+  assert.equal(total, 3, own.stdout); // the describe's three, not the file's fourth test
+  assert.equal(w.report.tests.length, total);
+  assert.deepEqual(w.report.tests.map((t) => t.status), ['passed', 'passed', 'passed']);
+});
