@@ -16,7 +16,7 @@ const suite = (files: Record<string, string>) => {
 
 test('each fixture suite is recognised, with the reason', () => {
   const expect: Record<string, string> = {
-    'rspec-suite': 'rspec', 'jest-suite': 'jest', 'vitest-suite': 'vitest', 'pytest-suite': 'pytest', 'go-suite': 'go', 'node-test-suite': 'node-test',
+    'rspec-suite': 'rspec', 'jest-suite': 'jest', 'vitest-suite': 'vitest', 'pytest-suite': 'pytest', 'go-suite': 'go', 'node-test-suite': 'node-test', 'playwright-suite': 'playwright',
   };
   for (const [dir, adapter] of Object.entries(expect)) {
     const found = detectAdapter(path.join(FIXTURES, dir));
@@ -31,6 +31,7 @@ test('config files count: pyproject, .mocharc, go.mod', () => {
   assert.equal(detectAdapter(suite({ 'pyproject.toml': '[tool.pytest.ini_options]\n' })).adapter, 'pytest');
   assert.equal(detectAdapter(suite({ '.mocharc.yml': 'spec: test\n' })).adapter, 'mocha');
   assert.equal(detectAdapter(suite({ 'go.mod': 'module x\n' })).adapter, 'go');
+  assert.equal(detectAdapter(suite({ 'playwright.config.ts': 'export default {}\n' })).adapter, 'playwright');
 });
 
 test('ambiguity and nothing are clear errors asking for --adapter', () => {

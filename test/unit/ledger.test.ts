@@ -176,3 +176,18 @@ test('a failure that is the same every time (a file that does not load) is not r
   const report = e2[0]!.kind === 'report' ? e2[0]!.report : assert.fail('expected the report');
   assert.deepEqual(report.tests.map((t) => [t.id, t.status, t.attempts.join(',')]), [['t0', 'failed', 'failed'], ['t1', 'flaky', 'failed,passed'], ['t2', 'passed', 'passed'], ['t3', 'passed', 'passed']]);
 });
+
+test("a pass after the framework's own retries (Playwright's) is flaky, with the first failure, and needs no round of Warren's", () => {
+  const l = new RunLedger(run({ rerunThreshold: 1 }));
+  const ts = tests(2);
+  l.onPlanned(1, ts, undefined, 0);
+  const retried: TestResult = { ...res(ts[0]!, 'passed'), retried: { failures: 2, message: 'Error: first try', details: 'at x' } };
+  const e = l.onResults(1, 'w', [retried, res(ts[1]!, 'passed')], 1);
+  const report = e[0]!.kind === 'report' ? e[0]!.report : assert.fail('nothing failed for good: the report at once');
+  assert.deepEqual(report.tests.map((t) => [t.id, t.status]), [['t0', 'flaky'], ['t1', 'passed']]);
+  assert.deepEqual(report.tests[0]!.attempts, ['failed', 'failed', 'passed']);
+  assert.equal(report.tests[0]!.message, 'Error: first try');
+  assert.equal(report.tests[0]!.details, 'at x');
+  assert.deepEqual(report.totals, { total: 2, passed: 1, failed: 0, flaky: 1, pending: 0, notRun: 0 });
+  assert.equal(report.status, 'passed');
+});

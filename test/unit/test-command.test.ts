@@ -37,6 +37,9 @@ test('wrappers are stepped over and assignments become env; node flags before a 
   });
   assert.deepEqual(parseTestCommand(['node', '--import', 'tsx', '--test', 'test/']).args, ['--import', 'tsx', 'test/']);
   assert.equal(parseTestCommand(['vitest', 'run', '--reporter=verbose', 'src/']).args.join(' '), 'src/');
+  assert.deepEqual(parseTestCommand(['npx', 'playwright', 'test', '--project=chromium', '-j', '4', 'e2e/']), {
+    adapter: 'playwright', args: ['--project=chromium', 'e2e/'], env: {}, dropped: ['-j 4 (Warren parallelises)'], source: 'the command after --',
+  });
 });
 
 test('a command that starts no framework is refused in one line naming it', () => {
