@@ -20,6 +20,8 @@ import type { SuiteConfig, TestRef } from '../../shared/messages.js';
 const SKIP = new Set([
   '.git', '.hg', '.svn', 'node_modules', '__pycache__', '.pytest_cache', '.mypy_cache', '.ruff_cache', '.tox', '.nox',
   '.venv', 'venv', '.cache', 'coverage', '.nyc_output', '.jest-cache', '.vitest', 'tmp', 'log',
+  // Playwright's artifacts (screenshots, traces, its HTML report), written by every run
+  'test-results', 'playwright-report', 'blob-report',
   // Warren's own output, by default in the directory `warren run` runs in (often the suite's)
   'warren-report', 'warren-reports', '.warren',
 ]);
