@@ -18,7 +18,7 @@ import { Broker, redact } from '../shared/broker.js';
 import { userOf } from '../shared/broker/connection.js';
 import { runIdPrefix } from '../shared/roles.js';
 import { loadSigningKey, sealSecrets, signRequest } from '../shared/signing.js';
-import { GitHubReporter, actionsAnnotations, parsePullRequest, reporterFromEnv } from '../services/github/reporter.js';
+import type { GitHubReporter } from '../services/github/reporter.js';
 import { brokerUrl, fraction, positiveInt, positiveNumber } from '../shared/config.js';
 import { UsageError, errorMessage } from '../shared/errors.js';
 import { createLogger } from '../shared/log.js';
@@ -276,7 +276,9 @@ export async function run(flags: RunFlags): Promise<number> {
   if (!key && flags.local && flags.secretEnv.length > 0) key = Buffer.from(randomBytes(32).toString('hex'));
   request = sealAndSign(request, flags.secretEnv, key);
   // the pull request first: a wrong token or number is said before anything runs
-  const github = flags.githubPr ? new GitHubReporter(parsePullRequest(flags.githubPr), reporterFromEnv(flags.reportUrl)) : undefined;
+  // octokit is loaded only for a run that reports to GitHub
+  const gh = flags.githubPr || process.env.GITHUB_ACTIONS === 'true' ? await import('../services/github/reporter.js') : undefined;
+  const github: GitHubReporter | undefined = flags.githubPr && gh ? new gh.GitHubReporter(gh.parsePullRequest(flags.githubPr), gh.reporterFromEnv(flags.reportUrl)) : undefined;
   if (github) await github.started(runId);
   const workers = flags.workers !== undefined ? positiveInt('--workers', flags.workers) : os.availableParallelism();
   if (flags.workers !== undefined && !flags.local) throw new UsageError('--workers: only with --local (remote supervisors have their own --workers)');
@@ -361,7 +363,7 @@ export async function run(flags: RunFlags): Promise<number> {
     progress.end();
     const files = writeReportFiles(path.resolve(flags.reportDir), report);
     printSummary(report, files);
-    if (process.env.GITHUB_ACTIONS === 'true') for (const line of actionsAnnotations(report)) process.stdout.write(`${line}\n`);
+    if (process.env.GITHUB_ACTIONS === 'true' && gh) for (const line of gh.actionsAnnotations(report)) process.stdout.write(`${line}\n`);
     if (github) process.stdout.write(`warren: the result is on ${flags.githubPr}: ${await github.finished(report)}\n`);
     await local?.recorded(runId);
     return EXIT[report.status];

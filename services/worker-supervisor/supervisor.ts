@@ -9,7 +9,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import Docker from 'dockerode';
 import { Broker } from '../../shared/broker.js';
 import { InfrastructureError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
@@ -23,7 +22,6 @@ import { finishedResults, parseEvents } from './resolve.js';
 import { RUNNING_FILE, type SlotActivity } from './slot.js';
 import { DEFAULT_PASS_ENV, type SupervisorConfig } from './config.js';
 import { assetsDir } from './adapters/adapter.js';
-import { LABELS, removeContainers } from './drivers/docker.js';
 import { ImagePuller, dockerImageStore } from './drivers/images.js';
 
 /** What a slot process is told at start (env WARREN_SLOT). */
@@ -141,6 +139,12 @@ interface CacheLease {
   /** This supervisor's own part of the cache: `<root>/slots-<n>`. */
   dir: string;
   release(): void;
+}
+
+/** dockerode and the docker driver, loaded only for the docker driver (a local supervisor, and `warren run --local`, start faster). */
+async function dockerDriver() {
+  const [{ default: Docker }, { LABELS, removeContainers }] = await Promise.all([import('dockerode'), import('./drivers/docker.js')]);
+  return { Docker, LABELS, removeContainers };
 }
 
 /**
@@ -275,7 +279,10 @@ export class Supervisor {
     );
     clearInterval(this.heartbeat);
     // what the slots could not remove (a slot that died, containers of a drained host)
-    if (this.opts.driver === 'docker') await removeContainers(new Docker(), { [LABELS.supervisor]: this.id }, this.opts.log).catch(() => undefined);
+    if (this.opts.driver === 'docker') {
+      const { Docker, LABELS, removeContainers } = await dockerDriver();
+      await removeContainers(new Docker(), { [LABELS.supervisor]: this.id }, this.opts.log).catch(() => undefined);
+    }
     this.cache?.release();
     await this.beat().catch(() => undefined);
     try {
@@ -288,6 +295,7 @@ export class Supervisor {
 
   /** The engine answers, our earlier containers are gone, the plug-ins are where it can mount them. */
   private async startDocker(): Promise<void> {
+    const { Docker, LABELS, removeContainers } = await dockerDriver();
     const docker = new Docker();
     try {
       await docker.ping();
