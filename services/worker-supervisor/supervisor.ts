@@ -218,10 +218,39 @@ export class Supervisor {
   async start(): Promise<void> {
     if (this.opts.driver === 'docker') await this.startDocker();
     this.cache = leaseCache(this.opts.cacheDir ?? defaultCacheRoot());
+    // the slots first: each is a process of its own that loads and connects (a few hundred
+    // ms), while this one connects too; a runs-state that comes before a slot is up is told
+    // to it as it starts (spawn)
+    for (let i = 0; i < this.opts.workers; i++) {
+      const handle: SlotHandle = { index: i, activity: { state: 'starting' }, startedAt: 0, failures: 0, eventsRead: 0 };
+      this.slots.push(handle);
+      this.spawn(handle);
+    }
+    try {
+      await this.startWatching();
+    } catch (err) {
+      this.state = 'stopped'; // no restarts of the slots killed here
+      for (const h of this.slots) {
+        clearTimeout(h.restartTimer);
+        h.child?.kill('SIGTERM');
+      }
+      throw err;
+    }
+    this.heartbeat = setInterval(() => void this.beat(), this.opts.heartbeatMs ?? 2000);
+    this.state = 'running';
+    void this.beat(); // heard at once (a run's preflight and the dispatcher's label check count the live ones), not after a period
+    this.opts.log.info({ supervisor: this.id, workers: this.opts.workers, allowCwd: this.opts.allowCwd, passEnv: this.opts.passEnv ?? DEFAULT_PASS_ENV }, 'supervisor running');
+    const hostPaths = (this.opts.driver ?? 'local') === 'local' || this.opts.docker?.mountSuite;
+    if (hostPaths && !this.opts.allowCwd?.length && !this.opts.namespace) {
+      this.opts.log.warn('runs may use any directory of this host as their suite (--allow-cwd confines them)');
+    }
+  }
+
+  /** What the slots take work from (the runs in progress, by shard), where work was just
+   * published, and which runs finished (the slots drop their remaining specs and stop their
+   * running tests): watched here, told to the slots. */
+  private async startWatching(): Promise<void> {
     await this.broker.start();
-    // What the slots take work from (the runs in progress, by shard), where work was just
-    // published, and which runs finished (the slots drop their remaining specs and stop their
-    // running tests).
     await this.broker.watch(EXCHANGES.reports, [FINISHED_BINDING, ROUTING.runsState, ROUTING.wake], `warren.supervisor.${this.id}.${process.pid}`, async (d) => {
       d.ack();
       if (d.routingKey === ROUTING.runsState) {
@@ -237,18 +266,6 @@ export class Supervisor {
         if (msg.ok) for (const h of this.slots) tell(h.child, { type: 'run-finished', runId: msg.value.runId, deadline: msg.value.deadline });
       }
     }, { kind: 'transient' });
-    for (let i = 0; i < this.opts.workers; i++) {
-      const handle: SlotHandle = { index: i, activity: { state: 'starting' }, startedAt: 0, failures: 0, eventsRead: 0 };
-      this.slots.push(handle);
-      this.spawn(handle);
-    }
-    this.heartbeat = setInterval(() => void this.beat(), this.opts.heartbeatMs ?? 2000);
-    this.state = 'running';
-    this.opts.log.info({ supervisor: this.id, workers: this.opts.workers, allowCwd: this.opts.allowCwd, passEnv: this.opts.passEnv ?? DEFAULT_PASS_ENV }, 'supervisor running');
-    const hostPaths = (this.opts.driver ?? 'local') === 'local' || this.opts.docker?.mountSuite;
-    if (hostPaths && !this.opts.allowCwd?.length && !this.opts.namespace) {
-      this.opts.log.warn('runs may use any directory of this host as their suite (--allow-cwd confines them)');
-    }
   }
 
   /** What each slot is doing (tests wait for 'idle': connected and taking work). */
@@ -413,7 +430,8 @@ export class Supervisor {
       const onDisk = readRunning(path.join(this.dir, `slot-${handle.index}`, RUNNING_FILE));
       if (onDisk) void this.salvage(`${this.id}/${handle.index}`, onDisk.runId, onDisk.specId, onDisk.running, 0);
     }
-    if (this.state !== 'running' || this.drained) {
+    // (while starting too: the slots start before this supervisor's own connection is up)
+    if ((this.state !== 'running' && this.state !== 'starting') || this.drained) {
       handle.activity = { state: 'stopped' };
       return;
     }
@@ -429,7 +447,7 @@ export class Supervisor {
     );
     handle.activity = { state: 'restarting' };
     handle.restartTimer = setTimeout(() => {
-      if (this.state === 'running') this.spawn(handle);
+      if (this.state === 'running' || this.state === 'starting') this.spawn(handle);
     }, delay);
   }
 
