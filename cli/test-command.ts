@@ -182,7 +182,7 @@ function scriptReference(words: string[]): string | undefined {
   if (w[0] === 'npm' && (w[1] === 'run' || w[1] === 'run-script') && w[2]) return w[2];
   if ((w[0] === 'npm' || w[0] === 'yarn' || w[0] === 'pnpm') && w[1] === 'test') return 'test';
   if ((w[0] === 'yarn' || w[0] === 'pnpm') && w[1] === 'run' && w[2]) return w[2];
-  if ((w[0] === 'yarn' || w[0] === 'pnpm') && w[1] && !['exec', 'dlx', 'node', 'add', 'install'].includes(w[1]) && !(w[1] in EXECUTABLES)) return w[1];
+  if ((w[0] === 'yarn' || w[0] === 'pnpm') && w[1] && !['exec', 'dlx', 'node', 'add', 'install'].includes(w[1]) && !Object.hasOwn(EXECUTABLES, w[1])) return w[1];
   return undefined;
 }
 
@@ -202,7 +202,7 @@ function frameworkCommand(words: string[]): Omit<TestCommand, 'source'> | undefi
       continue;
     }
     const base = path.basename(w);
-    if (base in EXECUTABLES) return withArgs(EXECUTABLES[base]!, words.slice(i + 1), env);
+    if (Object.hasOwn(EXECUTABLES, base)) return withArgs(EXECUTABLES[base]!, words.slice(i + 1), env);
     if (base === 'go' && words[i + 1] === 'test') return withArgs('go', words.slice(i + 2), env);
     if (base === 'playwright' && words[i + 1] === 'test') return withArgs('playwright', words.slice(i + 2), env);
     if (/^python[\d.]*$/.test(base) && words[i + 1] === '-m' && words[i + 2] === 'pytest') return withArgs('pytest', words.slice(i + 3), env);
@@ -239,7 +239,7 @@ function isWrapperArg(words: string[], i: number): boolean {
 /** `node_modules/jest/bin/jest.js`, `node_modules/.bin/mocha` → the framework. */
 function frameworkOfScript(file: string): AdapterName | undefined {
   const base = path.basename(file);
-  if (base in EXECUTABLES) return EXECUTABLES[base];
+  if (Object.hasOwn(EXECUTABLES, base)) return EXECUTABLES[base];
   const m = /node_modules\/(mocha|jest|vitest)\//.exec(file);
   return m ? (m[1] as AdapterName) : undefined;
 }
@@ -258,8 +258,9 @@ function withArgs(adapter: AdapterName, rest: string[], env: Record<string, stri
     const eq = w.indexOf('=');
     const name = w.startsWith('-') && eq > 0 ? w.slice(0, eq) : w;
     // --no-watch, --watch=false and such are harmless: only the name decides
-    const rule = table[name] ?? (name.startsWith('--cov') && adapter === 'pytest' ? table['--cov'] : undefined);
-    const short = /^-[a-zA-Z]./.test(w) ? table[w.slice(0, 2)] : undefined;
+    const ruleOf = (key: string) => (Object.hasOwn(table, key) ? table[key] : undefined);
+    const rule = ruleOf(name) ?? (name.startsWith('--cov') && adapter === 'pytest' ? ruleOf('--cov') : undefined);
+    const short = /^-[a-zA-Z]./.test(w) ? ruleOf(w.slice(0, 2)) : undefined;
     if (!rule && short?.value) {
       dropped.push(`${w} (${short.why})`); // -n2, -j2: a short option with its value attached
       continue;

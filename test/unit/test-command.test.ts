@@ -45,6 +45,8 @@ test('wrappers are stepped over and assignments become env; node flags before a 
 test('a command that starts no framework is refused in one line naming it', () => {
   assert.throws(() => parseTestCommand(['eslint', '.']), /^UsageError: warren run -- eslint \.: no test framework in this command/);
   assert.throws(() => parseTestCommand(['npm', 'run', 'lint']), /no test framework/);
+  assert.throws(() => parseTestCommand(['constructor', 'x']), /no test framework/, 'a word that is only an Object property is no framework');
+  assert.deepEqual(parseTestCommand(['mocha', 'toString']).args, ['toString'], 'nor an option to leave out');
 });
 
 test('scripts.test is followed through npm run and && chains to the framework command', () => {
