@@ -74,8 +74,13 @@ interface LiveRun {
   lastProgress: number;
   /** How round 1's tests were found (for the progress line). */
   discovery?: RoundPlanned['discovery'];
-  /** Per spec: its wall time minus its tests' durations. */
+  /** Per spec: its wall time minus its tests' durations, plus the wait since its worker's
+   * previous result (the trip through the broker and the next process's start). */
   overheads: number[];
+  /** The same for each worker's first batch (no wait known): used when no other came. */
+  firstOverheads: number[];
+  /** Per worker: when its latest results came. */
+  lastResultAt: Map<string, number>;
   /** Decided effects (a round to request, the report) not yet confirmed by the broker, in
    * order: retried on their own until they are (the message that decided them is acked). */
   outbox: Effect[];
@@ -84,6 +89,22 @@ interface LiveRun {
   flushing?: Promise<void>;
   retry?: NodeJS.Timeout;
   retryMs: number;
+}
+
+/** Between two batches of a worker, a wait longer than this is not the batch's cost (the
+ * worker served another run, or the queue was empty). */
+const BATCH_GAP_MAX_MS = 2_000;
+
+/**
+ * What a worker spent between its previous results and this batch's start (the previous
+ * result's confirm, the ack, the next delivery, the next process): part of what a batch
+ * costs, which the dispatcher weighs against balance when it cuts the next runs' plans.
+ */
+function batchGap(live: LiveRun, e: { worker: string; at: number; elapsedMs?: number }): number | undefined {
+  const prev = live.lastResultAt.get(e.worker);
+  if (prev === undefined || e.elapsedMs === undefined) return undefined;
+  const gap = e.at - e.elapsedMs - prev;
+  return gap < BATCH_GAP_MAX_MS ? Math.max(0, gap) : undefined;
 }
 
 /** Finished runs remembered (their ids refused if used again). */
@@ -311,7 +332,12 @@ export class Aggregator {
       if (e.discovery) live.discovery = e.discovery;
       effects = live.ledger.onPlanned(e.round, e.tests, e.error, e.at);
     } else if (e.k === 'results') {
-      if (e.overheadMs !== undefined) live.overheads.push(e.overheadMs);
+      if (e.overheadMs !== undefined) {
+        const gap = batchGap(live, e);
+        if (gap !== undefined) live.overheads.push(e.overheadMs + gap);
+        else live.firstOverheads.push(e.overheadMs);
+      }
+      live.lastResultAt.set(e.worker, e.at);
       effects = live.ledger.onResults(e.round, e.worker, e.results, e.at, e.elapsedMs);
     } else if (e.k === 'deadline') {
       effects = live.ledger.onDeadline(e.at);
@@ -451,7 +477,7 @@ export class Aggregator {
   // ---- runs ----------------------------------------------------------------------------
 
   private open(run: AcceptedRun, since: number): LiveRun {
-    const live: LiveRun = { ledger: new RunLedger(run), since, lastProgress: 0, overheads: [], outbox: [], retryMs: OUTBOX_RETRY_MIN_MS };
+    const live: LiveRun = { ledger: new RunLedger(run), since, lastProgress: 0, overheads: [], firstOverheads: [], lastResultAt: new Map(), outbox: [], retryMs: OUTBOX_RETRY_MIN_MS };
     this.runs.set(run.runId, live);
     if (this.active) {
       this.armDeadline(live);
@@ -529,7 +555,7 @@ export class Aggregator {
 
   private async finish(live: LiveRun, report: RunReport): Promise<void> {
     const runId = report.runId;
-    const overheads = [...live.overheads].sort((a, b) => a - b);
+    const overheads = [...(live.overheads.length ? live.overheads : live.firstOverheads)].sort((a, b) => a - b);
     if (overheads.length) report = { ...report, batchOverheadMs: Math.round(overheads[Math.floor(overheads.length / 2)]!) };
     clearTimeout(live.deadline);
     clearTimeout(live.progressTimer);

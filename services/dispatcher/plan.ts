@@ -42,9 +42,8 @@ const GUIDED_SPECS_PER_SLOT = 2;
 /** With warm runners a batch costs tens of ms: a share 4x smaller (the tail is what a
  * first run loses against the frameworks' own file-by-file parallel modes). */
 const GUIDED_SPECS_PER_SLOT_WARM = 8;
-/** With durations, batches per slot to aim for: cold processes, warm runners. */
-const SPECS_PER_SLOT = 4;
-const SPECS_PER_SLOT_WARM = 16;
+/** With durations, the share of a slot's part of the work in each wave (planByDuration). */
+const HEAD_SHARE = 0.85;
 
 /** Below this much work, a cold framework process costs more than the balance it buys
  * (the default when a suite's batch overhead was never measured). */
@@ -56,12 +55,16 @@ export const CHEAP_BATCH_MS = 100;
 
 /**
  * The least work worth a batch, from what a batch was measured to cost beyond its tests
- * (a warm runner: tens of ms; a cold process: its start): batches of at least 10× that,
- * so the overhead stays within a tenth of the work, between 50 ms and 2 s.
+ * (its process's start, and the wait between batches: the result's confirm, the ack, the
+ * next delivery; tens of ms with a warm runner): three times that, between 50 ms and 2 s.
+ * With durations, the waves of planByDuration bound how many batches a slot takes; this
+ * bounds only how fine the last ones are cut (their size is what the slots' ends differ
+ * by), and on the bench's sleeping suite, batches of 2 to 3 times the cost ended closest
+ * to the bound.
  */
 export function minBatchMsFor(overheadMs: number | undefined, warm = false): number {
   if (overheadMs === undefined) return warm ? WARM_MIN_BATCH_MS : MIN_BATCH_MS;
-  return Math.min(2000, Math.max(50, 10 * overheadMs));
+  return Math.min(2000, Math.max(50, 3 * overheadMs));
 }
 
 /** The batch size for a suite of `total` tests. */
@@ -127,46 +130,57 @@ export function planBatches(tests: TestRef[], opts: BatchOptions): TestRef[][] {
 }
 
 /**
- * With durations known: batches hold about the same amount of *time* (a share of the total
- * per slot, never less than minBatchMs of work unless a file is shorter), a file's tests
- * together (a long file is a batch of its own), and the longest batches are
- * queued first, so the long tail starts early (longest-processing-time-first on a FIFO
- * queue). Tests with no known duration count as the median.
+ * With durations known, the plan is cut in waves. The first wave is one batch per slot
+ * holding HEAD_SHARE of that slot's part of the work, packed longest-processing-time-first
+ * (each file, longest first, to the wave's batch with the least work so far); the next wave
+ * does the same with what is left, and so on, until a slot's part of a wave would be below
+ * minBatchMs: the last wave takes the rest. Queued wave after wave, longest first, a slot
+ * that finishes early takes more, and the run ends together with few batches (each costs a
+ * process start or at least a trip through the broker: ~50 ms between batches on a busy
+ * 2-core machine, which cutting every slot's work in 16 paid 10 times over). A file's tests
+ * travel together (only a file above maxBatch is cut, in file order). Tests with no known
+ * duration count as the median.
  */
 export function planByDuration(tests: TestRef[], opts: BatchOptions, durations: Record<string, number>): TestRef[][] {
   const known = tests.map((t) => durations[t.id]).filter((d): d is number => d !== undefined).sort((a, b) => a - b);
   const median = known[Math.floor(known.length / 2)] ?? 0;
   const cost = (t: TestRef) => durations[t.id] ?? median;
-  const total = tests.reduce((s, t) => s + cost(t), 0);
-  const perSlot = opts.specsPerSlot ?? (opts.warm ? SPECS_PER_SLOT_WARM : SPECS_PER_SLOT);
-  const target = Math.max(opts.minBatchMs ?? MIN_BATCH_MS, total / (Math.max(1, opts.slots) * perSlot));
-  const batches: Array<{ tests: TestRef[]; ms: number }> = [];
-  let current = { tests: [] as TestRef[], ms: 0 };
-  const flush = () => {
-    if (current.tests.length) batches.push(current);
-    current = { tests: [], ms: 0 };
-  };
+  const minMs = opts.minBatchMs ?? MIN_BATCH_MS;
+  let left: Piece[] = [];
   for (const group of fileGroups(tests)) {
-    const groupMs = group.reduce((s, t) => s + cost(t), 0);
-    if (groupMs > target || group.length > opts.maxBatch) {
-      // a long file is a batch of its own (queued early, longest first); only a file above
-      // the hard cap is cut, in file order
-      let piece = { tests: [] as TestRef[], ms: 0 };
-      for (const t of group) {
-        if (piece.tests.length && piece.tests.length >= opts.maxBatch) {
-          batches.push(piece);
-          piece = { tests: [], ms: 0 };
-        }
-        piece.tests.push(t);
-        piece.ms += cost(t);
-      }
-      if (piece.tests.length) batches.push(piece);
-      continue;
+    for (let i = 0; i < group.length; i += opts.maxBatch) {
+      const part = group.slice(i, i + opts.maxBatch);
+      left.push({ tests: part, ms: part.reduce((s, t) => s + cost(t), 0) });
     }
-    if (current.tests.length && (current.ms + groupMs > target || current.tests.length + group.length > opts.maxBatch)) flush();
-    current.tests.push(...group);
-    current.ms += groupMs;
   }
-  flush();
-  return batches.sort((a, b) => b.ms - a.ms).map((b) => b.tests);
+  left.sort((a, b) => b.ms - a.ms);
+  let leftMs = left.reduce((s, p) => s + p.ms, 0);
+  const batches: TestRef[][] = [];
+  while (left.length) {
+    // below minBatchMs a slot's part is not worth a batch: fewer slots share the work
+    const slots = Math.max(1, Math.min(opts.slots, Math.floor(leftMs / minMs)));
+    const cap = (leftMs / slots) * HEAD_SHARE;
+    const last = cap < minMs;
+    const wave: Piece[] = Array.from({ length: slots }, () => ({ tests: [], ms: 0 }));
+    const rest: Piece[] = [];
+    for (const p of left) {
+      let to: Piece | undefined;
+      for (const b of wave) if (b.tests.length + p.tests.length <= opts.maxBatch && (!to || b.ms < to.ms)) to = b;
+      if (to && (to.tests.length === 0 || last || to.ms + p.ms <= cap)) {
+        to.tests.push(...p.tests);
+        to.ms += p.ms;
+      } else {
+        rest.push(p);
+      }
+    }
+    batches.push(...wave.filter((b) => b.tests.length).sort((a, b) => b.ms - a.ms).map((b) => b.tests));
+    left = rest;
+    leftMs = rest.reduce((s, p) => s + p.ms, 0);
+  }
+  return batches;
+}
+
+interface Piece {
+  tests: TestRef[];
+  ms: number;
 }
