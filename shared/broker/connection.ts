@@ -196,7 +196,10 @@ export class Connection extends EventEmitter {
     this.currentUser = userOf(raw);
     // amqps://: the CA, client certificate and key of WARREN_TLS_* (read once, at start)
     const tls = url.startsWith('amqps:') ? (this.tls ??= tlsSocketOptions()) : undefined;
-    const conn = await amqp.connect(url, { clientProperties: { connection_name: this.opts.name }, ...tls });
+    // noDelay: amqplib leaves Nagle's algorithm on, and a small frame written while the
+    // previous one is unacknowledged waits for the peer's delayed ACK (up to 40 ms on Linux):
+    // a publish, then its ack, then the next delivery each paid it
+    const conn = await amqp.connect(url, { clientProperties: { connection_name: this.opts.name }, noDelay: true, ...tls });
     const generation = ++this.generation;
     conn.on('error', (err) => this.log.warn({ err }, 'broker connection error'));
     conn.on('blocked', (reason) => this.log.warn({ reason }, 'broker blocked publishing (resource alarm)'));
