@@ -43,6 +43,8 @@ export interface DispatcherOptions {
 
 /** A supervisor heard from this lately is live (heartbeats come every 2 s). */
 const SUPERVISOR_LIVE_MS = 10_000;
+/** Slots a plan assumes when no supervisor has been heard yet. */
+const UNHEARD_SLOTS = 8;
 /** A dispatcher's first judgement of labels waits this long after its start. */
 const HEARTBEAT_WAIT_MS = 3_000;
 
@@ -288,7 +290,10 @@ export class Dispatcher {
       return;
     }
     // the slots that can take this run's work (their supervisors' heartbeats)
-    const slots = this.liveSupervisors().filter((hb) => labelsMatch(run.labels, hb.labels)).reduce((n, hb) => n + hb.slots.length, 0);
+    const heard = this.liveSupervisors().filter((hb) => labelsMatch(run.labels, hb.labels)).reduce((n, hb) => n + hb.slots.length, 0);
+    // none heard yet (this dispatcher started with the run, and the first heartbeat came
+    // before its queue was bound): planned as for a few hosts' slots, not for one
+    const slots = heard > 0 ? heard : UNHEARD_SLOTS;
     // a template without {ids} runs one test per process
     const maxBatch = run.command && !run.command.run.includes('{ids}') ? 1 : run.maxBatch;
     // durations: the request's own (--timings), else what the history knows of this suite

@@ -44,6 +44,11 @@ const GUIDED_SPECS_PER_SLOT = 2;
 const GUIDED_SPECS_PER_SLOT_WARM = 8;
 /** With durations, the share of a slot's part of the work in each wave (planByDuration). */
 const HEAD_SHARE = 0.85;
+/** A wave is cut for at least this many slots: the slots counted may be fewer than those
+ * that come (a supervisor not heard yet, a host joining), and one head batch per slot
+ * would then leave the late ones little to take (planned for 1 slot while 2 ran, the
+ * bench's mocha suite took 18.9 s instead of 13.6). */
+const MIN_WAVE_SLOTS = 4;
 
 /** Below this much work, a cold framework process costs more than the balance it buys
  * (the default when a suite's batch overhead was never measured). */
@@ -136,8 +141,9 @@ export function planBatches(tests: TestRef[], opts: BatchOptions): TestRef[][] {
  * does the same with what is left, and so on, until a slot's part of a wave would be below
  * minBatchMs: the last wave takes the rest. Queued wave after wave, longest first, a slot
  * that finishes early takes more, and the run ends together with few batches (each costs a
- * process start or at least a trip through the broker: ~50 ms between batches on a busy
- * 2-core machine, which cutting every slot's work in 16 paid 10 times over). A file's tests
+ * process start or at least a trip through the broker: 11 ms between a worker's batches on
+ * this 2-core machine, 50 ms before TCP_NODELAY; cutting every slot's work in 16 paid it 10
+ * times over). A file's tests
  * travel together (only a file above maxBatch is cut, in file order). Tests with no known
  * duration count as the median.
  */
@@ -158,7 +164,7 @@ export function planByDuration(tests: TestRef[], opts: BatchOptions, durations: 
   const batches: TestRef[][] = [];
   while (left.length) {
     // below minBatchMs a slot's part is not worth a batch: fewer slots share the work
-    const slots = Math.max(1, Math.min(opts.slots, Math.floor(leftMs / minMs)));
+    const slots = Math.max(1, Math.min(Math.max(opts.slots, MIN_WAVE_SLOTS), Math.floor(leftMs / minMs)));
     const cap = (leftMs / slots) * HEAD_SHARE;
     const last = cap < minMs;
     const wave: Piece[] = Array.from({ length: slots }, () => ({ tests: [], ms: 0 }));
