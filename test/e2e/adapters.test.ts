@@ -184,6 +184,14 @@ if (otherPytest) {
 } else {
   test('pytest: a second major', { skip: 'only one pytest major on this machine (Debian\'s python3-pytest, no other python3 with pytest on PATH)' }, () => {});
 }
+/** pytest 8, in the venv .ci/run makes from the machine's local wheel mirror. */
+const PYTEST8_PYTHON = process.env.WARREN_PYTEST8_PYTHON ?? '/opt/warren-pytest8/bin/python';
+const pytest8 = spawnSync(PYTEST8_PYTHON, ['-c', 'import pytest; print(pytest.__version__)'], { encoding: 'utf8' }).stdout?.trim();
+if (pytest8?.startsWith('8.')) {
+  fidelityTest('pytest 8', { ...FIXTURE.pytest!, env: () => ({ env: { WARREN_PYTHON: PYTEST8_PYTHON }, dirs: [] }) });
+} else {
+  test('pytest 8', { skip: `no pytest 8 at ${PYTEST8_PYTHON} (.ci/run makes it from /opt/pypi)` }, () => {});
+}
 
 test('--only-failures-from runs again exactly the tests that failed in the earlier report', async () => {
   const f = FIXTURE.jest!;

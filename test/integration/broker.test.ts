@@ -152,21 +152,35 @@ test('a tap on the real broker: an ack after cancel() brings nothing more, an ac
     const never = new Promise<void>(() => undefined);
     const first = (await tap.next(never))!;
     assert.equal(JSON.parse(first.body.toString()).n, 0);
-    // ack first: the broker sends the next job at once; cancel() hands it over
+    // ack first: the broker sends the next job, racing the cancel that follows; one that
+    // reached us before the cancel-ok is handed over by cancel(); one still on its way goes
+    // back to the queue (a quorum queue returns it once the consumer is gone: the ready
+    // count is 2 again a moment later, never lost)
     first.ack();
     const second = (await tap.next(never))!;
     second.ack();
     const third = await tap.cancel();
-    assert.equal(third && JSON.parse(third.body.toString()).n, 2, 'the job the ack brought is handed over by cancel()');
-    third!.ack();
-    assert.equal((await b.checkQueue(queue)).messageCount, 1, 'nothing more was taken');
+    if (third) {
+      assert.equal(JSON.parse(third.body.toString()).n, 2, 'the job the ack brought is handed over by cancel()');
+      third.ack();
+    }
+    await waitFor('the jobs not taken back in the queue', async () => (await b.checkQueue(queue)).messageCount === (third ? 1 : 2), 10_000);
 
     const tap2 = await b.tap(queue);
     const last = (await tap2.next(never))!;
+    assert.equal(JSON.parse(last.body.toString()).n, third ? 3 : 2, 'the next job in order');
     const held = tap2.cancel(); // basic.cancel goes out before the ack below
     last.ack();
     assert.equal(await held, null, 'the ack after cancel() brought nothing');
-    assert.equal((await b.checkQueue(queue)).messageCount, 0);
+    assert.equal((await b.checkQueue(queue)).messageCount, third ? 0 : 1);
+    if (!third) {
+      const rest = await b.tap(queue);
+      const n3 = (await rest.next(never))!;
+      assert.equal(JSON.parse(n3.body.toString()).n, 3);
+      const none = rest.cancel();
+      n3.ack();
+      assert.equal(await none, null);
+    }
 
     // waits raced against one stop signal, as a slot's are: one that a job ended first
     // must not, when the signal comes, end a later one's wait for it
