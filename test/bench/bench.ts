@@ -17,7 +17,7 @@
  *     on the same 4 slots (real processes): its time beside its time alone, and the time the
  *     big run still had to go (what first come, first served would have made it wait).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { fork, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -322,6 +322,60 @@ async function rawHops(url: string, messages: number, consumers: number) {
 }
 rawHops.cpu = '';
 
+/**
+ * (a''') the same hops with each consumer in a process of its own, as Warren's slots are
+ * (a test that kills its worker kills only that process): what one process per slot costs
+ * by itself on this machine, without any of Warren's work.
+ */
+async function rawHopsProcs(url: string, messages: number, consumers: number) {
+  const conn = await amqp.connect(url, { noDelay: true });
+  const q = 'bench.hopsp.jobs';
+  const r = 'bench.hopsp.results';
+  const setup = await conn.createChannel();
+  const specsArgs = TOPOLOGY.queues.find((x) => x.name === specQueue(0))!.arguments;
+  await setup.assertQueue(q, { durable: true, arguments: { 'x-queue-type': 'quorum', 'x-delivery-limit': specsArgs['x-delivery-limit'] } });
+  await setup.assertQueue(r, { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+  const body = Buffer.from(JSON.stringify({ type: 'spec', tests: [{ id: 'x', file: '', name: 'x' }] }));
+  const script = path.join(path.dirname(new URL(import.meta.url).pathname), 'raw-consumer.js');
+  const kids = Array.from({ length: consumers }, () => fork(script, [url, q, r], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+  await Promise.all(kids.map((k) => new Promise<void>((res, rej) => {
+    k.once('message', () => res());
+    k.once('exit', (code) => rej(new Error(`raw consumer exited with ${code}`)));
+  })));
+  const agg = await conn.createChannel();
+  await agg.prefetch(50);
+  let received = 0;
+  let finish!: () => void;
+  const all = new Promise<void>((res) => (finish = res));
+  await agg.consume(r, (m) => {
+    if (!m) return;
+    agg.ack(m);
+    if (++received === messages) finish();
+  });
+  const beam = beamPid();
+  const s0 = cpuSec(process.pid);
+  const b0 = beam ? cpuSec(beam) : 0;
+  const k0 = kids.map((k) => cpuSec(k.pid!));
+  const t0 = performance.now();
+  const pub = await conn.createConfirmChannel();
+  for (let i = 0; i < messages; i++) pub.sendToQueue(q, body, { persistent: true });
+  await pub.waitForConfirms();
+  await all;
+  const ms = performance.now() - t0;
+  const kidCpu = kids.reduce((sum, k, i) => sum + cpuSec(k.pid!) - k0[i]!, 0);
+  rawHopsProcs.cpu = perSpec({ self: cpuSec(process.pid) - s0, kids: kidCpu, broker: beam ? cpuSec(beam) - b0 : 0 }, messages);
+  for (const k of kids) {
+    k.removeAllListeners('exit');
+    k.disconnect();
+  }
+  await Promise.all(kids.map((k) => new Promise((res) => (k.exitCode !== null ? res(null) : k.once('exit', res)))));
+  await setup.deleteQueue(q);
+  await setup.deleteQueue(r);
+  await conn.close();
+  return messages / (ms / 1000);
+}
+rawHopsProcs.cpu = '';
+
 /** Deterministic skewed durations: mostly short tests, a long tail. */
 function durations(n: number): number[] {
   let seed = 42;
@@ -416,27 +470,33 @@ async function main() {
       const rawAck = await raw(vhost.url, N, 8, false);
       const rawResults: number[] = [];
       const hopsRuns: number[] = [];
+      const procRuns: number[] = [];
       const pipes: Array<Awaited<ReturnType<typeof pipeline>>> = [];
       let rawCpu = '';
       for (let i = 0; i < 3; i++) {
         rawResults.push(await raw(vhost.url, N, 8, true));
         rawCpu = raw.cpu;
         hopsRuns.push(await rawHops(vhost.url, N, 8));
+        procRuns.push(await rawHopsProcs(vhost.url, N, 8));
         pipes.push(await pipeline(vhost.url, N));
       }
       const rawResult = median(rawResults);
       const hops = median(hopsRuns);
+      const procs = median(procRuns);
       const p = pipes.sort((x, y) => x.specsPerSec - y.specsPerSec)[1]!;
       const all = (xs: number[]) => xs.map((x) => x.toFixed(0)).join(' / ');
       console.log(`(a) throughput, ${N} specs, 8 consumers/slots, quorum queue, persistent, prefetch 1 (medians of 3, alternating)`);
       console.log(`    raw amqplib consume+ack                         ${rawAck.toFixed(0).padStart(6)} msgs/s`);
       console.log(`    raw amqplib consume+publish result(confirm)+ack ${rawResult.toFixed(0).padStart(6)} msgs/s  (${all(rawResults)})`);
       console.log(`    raw amqplib, Warren's three hops (job, result, aggregation), confirms, from the first publish ${hops.toFixed(0).padStart(6)} msgs/s  (${all(hopsRuns)})`);
+      console.log(`    the same three hops, each consumer a process of its own (as slots are) ${procs.toFixed(0).padStart(6)} msgs/s  (${all(procRuns)})`);
       console.log(`    Warren pipeline (no-op executor), to report     ${p.specsPerSec.toFixed(0).padStart(6)} specs/s  (${all(pipes.map((x) => x.specsPerSec))})`);
       console.log(`    Warren / raw-with-result                        ${(p.specsPerSec / rawResult).toFixed(2)}`);
       console.log(`    Warren / raw over the same three hops           ${(p.specsPerSec / hops).toFixed(2)}`);
+      console.log(`    Warren / the same, a process per consumer       ${(p.specsPerSec / procs).toFixed(2)}`);
       console.log(`    raw with result: ${rawCpu}`);
       console.log(`    raw, three hops: ${rawHops.cpu}`);
+      console.log(`    raw, processes:  ${rawHopsProcs.cpu}`);
       console.log(`    Warren:          ${p.cpu}`);
     }
     if (parts.includes('b')) {
