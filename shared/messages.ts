@@ -378,8 +378,9 @@ export const RunReport = z.object({
     timedOut: z.boolean().optional(),
     crashed: z.boolean().optional(),
   })).optional(),
-  /** What a batch cost beyond its tests' own durations (median over the run's specs, ms):
-   * the dispatcher sizes later runs' batches by it. */
+  /** What a batch cost beyond its tests' own durations, the wait since its worker's
+   * previous batch included (median over the run's specs, ms): the dispatcher sizes later
+   * runs' batches by it. */
   batchOverheadMs: z.number().optional(),
 });
 export type RunReport = z.infer<typeof RunReport>;

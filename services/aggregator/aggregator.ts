@@ -100,8 +100,7 @@ const BATCH_GAP_MAX_MS = 2_000;
  * result's confirm, the ack, the next delivery, the next process): part of what a batch
  * costs, which the dispatcher weighs against balance when it cuts the next runs' plans.
  */
-function batchGap(live: LiveRun, e: { worker: string; at: number; elapsedMs?: number }): number | undefined {
-  const prev = live.lastResultAt.get(e.worker);
+export function batchGap(prev: number | undefined, e: { at: number; elapsedMs?: number }): number | undefined {
   if (prev === undefined || e.elapsedMs === undefined) return undefined;
   const gap = e.at - e.elapsedMs - prev;
   return gap < BATCH_GAP_MAX_MS ? Math.max(0, gap) : undefined;
@@ -333,7 +332,7 @@ export class Aggregator {
       effects = live.ledger.onPlanned(e.round, e.tests, e.error, e.at);
     } else if (e.k === 'results') {
       if (e.overheadMs !== undefined) {
-        const gap = batchGap(live, e);
+        const gap = batchGap(live.lastResultAt.get(e.worker), e);
         if (gap !== undefined) live.overheads.push(e.overheadMs + gap);
         else live.firstOverheads.push(e.overheadMs);
       }
