@@ -394,8 +394,9 @@ async function makespan(url: string, batched: boolean, history: boolean) {
   const ds = durations(300);
   const total = ds.reduce((a, b) => a + b, 0);
   const bound = Math.max(total / slots, Math.max(...ds));
-  // one suite directory and one history for the four runs: the later ones know what a batch costs
-  const c = await cluster(url, slots, 'local', path.join(MAKESPAN_SUITE, 'history.sqlite'));
+  // a history for each kind of plan: its first run (no history) is a cold start, its second
+  // knows the durations (from the request) and what a batch costs (from the first run)
+  const c = await cluster(url, slots, 'local', path.join(MAKESPAN_SUITE, `history-${batched ? 'batched' : 'single'}.sqlite`));
   try {
     const runId = `bench-makespan-${batched ? 'batched' : 'single'}-${history ? 'history' : 'cold'}`;
     const ids = ds.map((d, i) => `t${String(i).padStart(3, '0')}-${d}`).join('\n');
