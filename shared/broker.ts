@@ -67,11 +67,11 @@ export class Broker extends EventEmitter {
     // order matters: the topology before anything uses it, the publish channel before the
     // consumers (whose handlers publish)
     if (opts.declareTopology !== false) void this.connection.addSetup(async (conn) => {
-      const ch = await conn.createChannel();
-      ch.on('error', () => undefined);
+      const chs = await Promise.all(Array.from({ length: DECLARE_CHANNELS }, () => conn.createChannel()));
+      for (const ch of chs) ch.on('error', () => undefined);
       try {
-        await declareTopology(ch, opts.namespace);
-        await ch.close().catch(() => undefined);
+        await declareTopology(chs, opts.namespace);
+        await Promise.all(chs.map((ch) => ch.close().catch(() => undefined)));
       } catch (err) {
         // a user with least privilege may not declare (403: configure rights would let it
         // delete queues too): the operator declared the topology; check that it is there
@@ -190,9 +190,14 @@ export class Broker extends EventEmitter {
 
   /** Deletes every queue and exchange of this client's namespace (a private Warren's end). */
   async deleteNamespace(): Promise<void> {
+    const queues = [...TOPOLOGY.queues.map((x) => this.name(x.name)), ...this.keptQueues];
+    const exchanges = TOPOLOGY.exchanges.map((e) => this.name(e.name));
+    // (on several channels at once, as declareTopology)
+    await Promise.all(Array.from({ length: DECLARE_CHANNELS }, (_, i) => this.connection.oneOff(async (ch) => {
+      for (let j = i; j < queues.length; j += DECLARE_CHANNELS) await ch.deleteQueue(queues[j]!);
+    })));
     await this.connection.oneOff(async (ch) => {
-      for (const q of [...TOPOLOGY.queues.map((x) => this.name(x.name)), ...this.keptQueues]) await ch.deleteQueue(q);
-      for (const e of TOPOLOGY.exchanges) await ch.deleteExchange(this.name(e.name));
+      for (const e of exchanges) await ch.deleteExchange(e);
     });
   }
   private readonly queueSetups: Array<(ch: Channel) => Promise<void>> = [];
@@ -228,10 +233,23 @@ async function checkTopology(conn: ChannelModel, namespace?: string): Promise<vo
   }
 }
 
-export async function declareTopology(ch: Channel, namespace?: string): Promise<void> {
+/** Channels the topology is declared on at once (a channel has one request in flight at a
+ * time; a new namespace's quorum queues are made in parallel: 206 -> 111 ms here, and a
+ * declared one checked in 15 ms instead of 20). */
+const DECLARE_CHANNELS = 6;
+
+/** Each of `items` through `fn` on the channels, one item at a time per channel. */
+async function onChannels<T>(chs: Channel[], items: readonly T[], fn: (ch: Channel, item: T) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  await Promise.all(chs.map(async (ch) => {
+    while (next < items.length) await fn(ch, items[next++]!);
+  }));
+}
+
+export async function declareTopology(chs: Channel[], namespace?: string): Promise<void> {
   const name = namespaced(namespace);
-  for (const ex of TOPOLOGY.exchanges) await ch.assertExchange(name(ex.name), ex.type, { durable: ex.durable });
-  for (const q of TOPOLOGY.queues) {
+  await onChannels(chs, TOPOLOGY.exchanges, (ch, ex) => ch.assertExchange(name(ex.name), ex.type, { durable: ex.durable }));
+  await onChannels(chs, TOPOLOGY.queues, (ch, q) => {
     const args: Record<string, string | number> = { ...q.arguments };
     if (typeof args['x-dead-letter-exchange'] === 'string') args['x-dead-letter-exchange'] = name(args['x-dead-letter-exchange']);
     // a namespace's queues go once unused (streams cannot expire: they keep an hour)
@@ -239,7 +257,7 @@ export async function declareTopology(ch: Channel, namespace?: string): Promise<
       if (args['x-queue-type'] === 'stream') args['x-max-age'] = '1h';
       else args['x-expires'] = NAMESPACE_EXPIRES_MS;
     }
-    await ch.assertQueue(name(q.name), { durable: q.durable, arguments: args });
-  }
-  for (const b of TOPOLOGY.bindings) await ch.bindQueue(name(b.queue), name(b.exchange), b.routingKey);
+    return ch.assertQueue(name(q.name), { durable: q.durable, arguments: args });
+  });
+  await onChannels(chs, TOPOLOGY.bindings, (ch, b) => ch.bindQueue(name(b.queue), name(b.exchange), b.routingKey));
 }
