@@ -240,7 +240,9 @@ function serve(events, runBatch, formatError, opts) {
       buffered = buffered.slice(i + 1);
       if (line) lines.push(line);
     }
-    if (wake) wake();
+    // (a command longer than a pipe's chunk, 64 KiB: a batch of hundreds of long ids, comes
+    // in several; the loop wakes for a whole line only)
+    if (wake && lines.length) wake();
   });
   process.stdin.on('end', () => {
     eof = true;
@@ -256,7 +258,10 @@ function serve(events, runBatch, formatError, opts) {
   (async () => {
     for (;;) {
       await next();
-      if (!lines.length && eof) break;
+      if (!lines.length) {
+        if (eof) break;
+        continue;
+      }
       const line = lines.shift();
       let cmd;
       try {
