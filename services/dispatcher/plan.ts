@@ -156,7 +156,7 @@ export function planByDuration(tests: TestRef[], opts: BatchOptions, durations: 
   for (const group of fileGroups(tests)) {
     for (let i = 0; i < group.length; i += opts.maxBatch) {
       const part = group.slice(i, i + opts.maxBatch);
-      left.push({ tests: part, ms: part.reduce((s, t) => s + cost(t), 0) });
+      left.push({ tests: part, ms: part.reduce((s, t) => s + cost(t), 0), order: left.length });
     }
   }
   left.sort((a, b) => b.ms - a.ms);
@@ -167,19 +167,21 @@ export function planByDuration(tests: TestRef[], opts: BatchOptions, durations: 
     const slots = Math.max(1, Math.min(Math.max(opts.slots, MIN_WAVE_SLOTS), Math.floor(leftMs / minMs)));
     const cap = (leftMs / slots) * HEAD_SHARE;
     const last = cap < minMs;
-    const wave: Piece[] = Array.from({ length: slots }, () => ({ tests: [], ms: 0 }));
+    const wave = Array.from({ length: slots }, () => ({ pieces: [] as Piece[], count: 0, ms: 0 }));
     const rest: Piece[] = [];
     for (const p of left) {
-      let to: Piece | undefined;
-      for (const b of wave) if (b.tests.length + p.tests.length <= opts.maxBatch && (!to || b.ms < to.ms)) to = b;
-      if (to && (to.tests.length === 0 || last || to.ms + p.ms <= cap)) {
-        to.tests.push(...p.tests);
+      let to: (typeof wave)[number] | undefined;
+      for (const b of wave) if (b.count + p.tests.length <= opts.maxBatch && (!to || b.ms < to.ms)) to = b;
+      if (to && (to.count === 0 || last || to.ms + p.ms <= cap)) {
+        to.pieces.push(p);
+        to.count += p.tests.length;
         to.ms += p.ms;
       } else {
         rest.push(p);
       }
     }
-    batches.push(...wave.filter((b) => b.tests.length).sort((a, b) => b.ms - a.ms).map((b) => b.tests));
+    // within a batch, the files in the suite's order (as the framework would run them)
+    batches.push(...wave.filter((b) => b.count).sort((a, b) => b.ms - a.ms).map((b) => b.pieces.sort((x, y) => x.order - y.order).flatMap((x) => x.tests)));
     left = rest;
     leftMs = rest.reduce((s, p) => s + p.ms, 0);
   }
@@ -189,4 +191,6 @@ export function planByDuration(tests: TestRef[], opts: BatchOptions, durations: 
 interface Piece {
   tests: TestRef[];
   ms: number;
+  /** Its place in the suite's order. */
+  order: number;
 }

@@ -133,3 +133,11 @@ test('with durations, a skewed suite is cut in few batches that end together', (
   const noisyTotal = tests.reduce((s, t) => s + noisy(t), 0);
   assert.ok(simulate(batches, 16, 50, noisy) <= 1.15 * Math.max(noisyTotal / 16, ...tests.map(noisy)));
 });
+
+test('with durations, a batch runs its files in the suite\'s order, not by their durations', () => {
+  const tests = suite({ z: 2, a: 2, m: 2 });
+  const durations = Object.fromEntries(tests.map((x) => [x.id, x.file === 'a' ? 30 : x.file === 'm' ? 20 : 10]));
+  const batches = planBatches(tests, { maxBatch: 50, slots: 2, durations });
+  assert.equal(batches.length, 1, '120 ms of work: one batch');
+  assert.deepEqual(batches[0]!.map((x) => x.id), tests.map((x) => x.id), 'z, a, m as discovered');
+});
