@@ -274,74 +274,40 @@ raw.cpu = '';
  * (the dispatcher), consumed by `consumers` (prefetch 1), each answered by a result published
  * with a confirm before the ack (the slots), the results consumed and acked by one consumer
  * (the aggregator, prefetch 50), timed from the first job published to the last result.
+ * `processes`: each consumer in a process of its own (raw-consumer.ts), as Warren's slots
+ * are (a test that kills its worker kills only that process): what one process per slot
+ * costs by itself on this machine, without any of Warren's work.
  */
-async function rawHops(url: string, messages: number, consumers: number) {
-  const conn = await amqp.connect(url);
-  const q = 'bench.hops.jobs';
-  const r = 'bench.hops.results';
+async function rawHops(url: string, messages: number, consumers: number, processes = false) {
+  const conn = await amqp.connect(url, { noDelay: processes });
+  const q = `bench.hops${processes ? 'p' : ''}.jobs`;
+  const r = `bench.hops${processes ? 'p' : ''}.results`;
   const setup = await conn.createChannel();
   const specsArgs = TOPOLOGY.queues.find((x) => x.name === specQueue(0))!.arguments;
   await setup.assertQueue(q, { durable: true, arguments: { 'x-queue-type': 'quorum', 'x-delivery-limit': specsArgs['x-delivery-limit'] } });
   await setup.assertQueue(r, { durable: true, arguments: { 'x-queue-type': 'quorum' } });
   const body = Buffer.from(JSON.stringify({ type: 'spec', tests: [{ id: 'x', file: '', name: 'x' }] }));
   const conns: amqp.ChannelModel[] = [conn];
-  for (let c = 0; c < consumers; c++) {
-    const cc = await amqp.connect(url);
-    conns.push(cc);
-    const ch = await cc.createChannel();
-    const out = await cc.createConfirmChannel();
-    await ch.prefetch(1);
-    await ch.consume(q, (m) => {
-      if (m) out.sendToQueue(r, body, { persistent: true }, (err) => (err ? undefined : ch.ack(m)));
-    });
+  const kids: ChildProcess[] = [];
+  if (processes) {
+    const script = path.join(path.dirname(new URL(import.meta.url).pathname), 'raw-consumer.js');
+    kids.push(...Array.from({ length: consumers }, () => fork(script, [url, q, r], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })));
+    await Promise.all(kids.map((k) => new Promise<void>((res, rej) => {
+      k.once('message', () => res());
+      k.once('exit', (code) => rej(new Error(`raw consumer exited with ${code}`)));
+    })));
+  } else {
+    for (let c = 0; c < consumers; c++) {
+      const cc = await amqp.connect(url);
+      conns.push(cc);
+      const ch = await cc.createChannel();
+      const out = await cc.createConfirmChannel();
+      await ch.prefetch(1);
+      await ch.consume(q, (m) => {
+        if (m) out.sendToQueue(r, body, { persistent: true }, (err) => (err ? undefined : ch.ack(m)));
+      });
+    }
   }
-  const agg = await conn.createChannel();
-  await agg.prefetch(50);
-  let received = 0;
-  let finish!: () => void;
-  const all = new Promise<void>((res) => (finish = res));
-  await agg.consume(r, (m) => {
-    if (!m) return;
-    agg.ack(m);
-    if (++received === messages) finish();
-  });
-  const beam = beamPid();
-  const s0 = cpuSec(process.pid);
-  const b0 = beam ? cpuSec(beam) : 0;
-  const t0 = performance.now();
-  const pub = await conn.createConfirmChannel();
-  for (let i = 0; i < messages; i++) pub.sendToQueue(q, body, { persistent: true });
-  await pub.waitForConfirms();
-  await all;
-  const ms = performance.now() - t0;
-  rawHops.cpu = perSpec({ self: cpuSec(process.pid) - s0, kids: 0, broker: beam ? cpuSec(beam) - b0 : 0 }, messages);
-  await setup.deleteQueue(q);
-  await setup.deleteQueue(r);
-  for (const cc of conns) await cc.close();
-  return messages / (ms / 1000);
-}
-rawHops.cpu = '';
-
-/**
- * (a''') the same hops with each consumer in a process of its own, as Warren's slots are
- * (a test that kills its worker kills only that process): what one process per slot costs
- * by itself on this machine, without any of Warren's work.
- */
-async function rawHopsProcs(url: string, messages: number, consumers: number) {
-  const conn = await amqp.connect(url, { noDelay: true });
-  const q = 'bench.hopsp.jobs';
-  const r = 'bench.hopsp.results';
-  const setup = await conn.createChannel();
-  const specsArgs = TOPOLOGY.queues.find((x) => x.name === specQueue(0))!.arguments;
-  await setup.assertQueue(q, { durable: true, arguments: { 'x-queue-type': 'quorum', 'x-delivery-limit': specsArgs['x-delivery-limit'] } });
-  await setup.assertQueue(r, { durable: true, arguments: { 'x-queue-type': 'quorum' } });
-  const body = Buffer.from(JSON.stringify({ type: 'spec', tests: [{ id: 'x', file: '', name: 'x' }] }));
-  const script = path.join(path.dirname(new URL(import.meta.url).pathname), 'raw-consumer.js');
-  const kids = Array.from({ length: consumers }, () => fork(script, [url, q, r], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
-  await Promise.all(kids.map((k) => new Promise<void>((res, rej) => {
-    k.once('message', () => res());
-    k.once('exit', (code) => rej(new Error(`raw consumer exited with ${code}`)));
-  })));
   const agg = await conn.createChannel();
   await agg.prefetch(50);
   let received = 0;
@@ -363,7 +329,9 @@ async function rawHopsProcs(url: string, messages: number, consumers: number) {
   await all;
   const ms = performance.now() - t0;
   const kidCpu = kids.reduce((sum, k, i) => sum + cpuSec(k.pid!) - k0[i]!, 0);
-  rawHopsProcs.cpu = perSpec({ self: cpuSec(process.pid) - s0, kids: kidCpu, broker: beam ? cpuSec(beam) - b0 : 0 }, messages);
+  const cpu = perSpec({ self: cpuSec(process.pid) - s0, kids: kidCpu, broker: beam ? cpuSec(beam) - b0 : 0 }, messages);
+  if (processes) rawHops.procsCpu = cpu;
+  else rawHops.cpu = cpu;
   for (const k of kids) {
     k.removeAllListeners('exit');
     k.disconnect();
@@ -371,10 +339,11 @@ async function rawHopsProcs(url: string, messages: number, consumers: number) {
   await Promise.all(kids.map((k) => new Promise((res) => (k.exitCode !== null ? res(null) : k.once('exit', res)))));
   await setup.deleteQueue(q);
   await setup.deleteQueue(r);
-  await conn.close();
+  for (const cc of conns) await cc.close();
   return messages / (ms / 1000);
 }
-rawHopsProcs.cpu = '';
+rawHops.cpu = '';
+rawHops.procsCpu = '';
 
 /** Deterministic skewed durations: mostly short tests, a long tail. */
 function durations(n: number): number[] {
@@ -478,7 +447,7 @@ async function main() {
         rawResults.push(await raw(vhost.url, N, 8, true));
         rawCpu = raw.cpu;
         hopsRuns.push(await rawHops(vhost.url, N, 8));
-        procRuns.push(await rawHopsProcs(vhost.url, N, 8));
+        procRuns.push(await rawHops(vhost.url, N, 8, true));
         pipes.push(await pipeline(vhost.url, N));
       }
       const rawResult = median(rawResults);
@@ -497,7 +466,7 @@ async function main() {
       console.log(`    Warren / the same, a process per consumer       ${(p.specsPerSec / procs).toFixed(2)}`);
       console.log(`    raw with result: ${rawCpu}`);
       console.log(`    raw, three hops: ${rawHops.cpu}`);
-      console.log(`    raw, processes:  ${rawHopsProcs.cpu}`);
+      console.log(`    raw, processes:  ${rawHops.procsCpu}`);
       console.log(`    Warren:          ${p.cpu}`);
     }
     if (parts.includes('b')) {
