@@ -222,6 +222,31 @@ async function versusNative(url: string, framework: Framework) {
   };
 }
 
+/**
+ * `n` raw consumers of `jobs` in this process, a connection each, prefetch 1: each message
+ * answered by a confirmed publish to `results` (when given) before its ack; `onAck` after it.
+ */
+async function rawConsumers(url: string, n: number, jobs: string, results: string | undefined, body: Buffer, onAck: () => void): Promise<amqp.ChannelModel[]> {
+  const conns: amqp.ChannelModel[] = [];
+  for (let c = 0; c < n; c++) {
+    const cc = await amqp.connect(url);
+    conns.push(cc);
+    const ch = await cc.createChannel();
+    const out = await cc.createConfirmChannel();
+    await ch.prefetch(1);
+    await ch.consume(jobs, (m) => {
+      if (!m) return;
+      const ack = () => {
+        ch.ack(m);
+        onAck();
+      };
+      if (!results) return ack();
+      out.sendToQueue(results, body, { persistent: true }, (err) => (err ? undefined : ack()));
+    });
+  }
+  return conns;
+}
+
 /** (a') raw amqplib on a queue declared like warren.specs. */
 async function raw(url: string, messages: number, consumers: number, withResult: boolean) {
   const conn = await amqp.connect(url);
@@ -241,23 +266,9 @@ async function raw(url: string, messages: number, consumers: number, withResult:
   let finish!: () => void;
   const all = new Promise<void>((r) => (finish = r));
   const t0 = performance.now();
-  const conns: amqp.ChannelModel[] = [];
-  for (let c = 0; c < consumers; c++) {
-    const cc = await amqp.connect(url);
-    conns.push(cc);
-    const ch = await cc.createChannel();
-    const out = await cc.createConfirmChannel();
-    await ch.prefetch(1);
-    await ch.consume(q, (m) => {
-      if (!m) return;
-      const ack = () => {
-        ch.ack(m);
-        if (++received === messages) finish();
-      };
-      if (!withResult) return ack();
-      out.sendToQueue(`${q}.results`, body, { persistent: true }, (err) => (err ? undefined : ack()));
-    });
-  }
+  const conns = await rawConsumers(url, consumers, q, withResult ? `${q}.results` : undefined, body, () => {
+    if (++received === messages) finish();
+  });
   await all;
   const ms = performance.now() - t0;
   raw.cpu = perSpec({ self: cpuSec(process.pid) - s0, kids: 0, broker: beam ? cpuSec(beam) - b0 : 0 }, messages);
@@ -297,16 +308,7 @@ async function rawHops(url: string, messages: number, consumers: number, process
       k.once('exit', (code) => rej(new Error(`raw consumer exited with ${code}`)));
     })));
   } else {
-    for (let c = 0; c < consumers; c++) {
-      const cc = await amqp.connect(url);
-      conns.push(cc);
-      const ch = await cc.createChannel();
-      const out = await cc.createConfirmChannel();
-      await ch.prefetch(1);
-      await ch.consume(q, (m) => {
-        if (m) out.sendToQueue(r, body, { persistent: true }, (err) => (err ? undefined : ch.ack(m)));
-      });
-    }
+    conns.push(...(await rawConsumers(url, consumers, q, r, body, () => undefined)));
   }
   const agg = await conn.createChannel();
   await agg.prefetch(50);
