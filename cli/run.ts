@@ -32,6 +32,7 @@ import { Dispatcher } from '../services/dispatcher/dispatcher.js';
 import { Aggregator } from '../services/aggregator/aggregator.js';
 import { Supervisor, defaultCacheRoot } from '../services/worker-supervisor/supervisor.js';
 import { loadSupervisorConfig, type SupervisorConfigInput } from '../services/worker-supervisor/config.js';
+import { takeSpares } from '../services/worker-supervisor/slot-process.js';
 import { detectAdapter } from './detect.js';
 import { describeCommand, parseTestCommand, scriptTestCommand } from './test-command.js';
 import { WorkerWatch } from './preflight.js';
@@ -241,19 +242,16 @@ async function startLocal(url: string, namespace: string, workers: number, flags
   const supervisor = new Supervisor({
     brokerUrl: url, namespace, workers, graceMs: 2000, log: createLogger('worker-supervisor', level), dir: path.join(stateDir, 'slots'),
     driver: config.driver, docker: config.docker, passEnv: config.passEnv, signingKey,
+    // forked by bin/warren.js as the command started: loaded by now, or nearly
+    spares: takeSpares(),
   });
   await Promise.all([dispatcher.start(), aggregator.start(), supervisor.start()]);
   return {
     recorded: (runId) => dispatcher.historyRecorded(runId, 5000),
     async stop() {
-      // each step on its own: one failing must not keep the others running
-      for (const s of [supervisor, dispatcher, aggregator]) {
-        try {
-          await s.stop();
-        } catch {
-          // best effort on the way out
-        }
-      }
+      // all at once, each on its own: one failing must not keep the others running (best
+      // effort on the way out)
+      await Promise.allSettled([supervisor, dispatcher, aggregator].map((s) => s.stop()));
       fs.rmSync(stateDir, { recursive: true, force: true });
     },
   };
@@ -296,12 +294,22 @@ export async function run(flags: RunFlags): Promise<number> {
   // run's work and no other services take its own (shared/broker.ts, namespaced)
   const namespace = flags.local ? `local-${randomBytes(4).toString('hex')}` : undefined;
   const broker = new Broker({ url, name: `warren cli ${runId}`, log, connectAttempts: 3, namespace });
-  await broker.start();
+  // --local: its services start while this connection is made, not after it (their slots are
+  // processes that take a few hundred ms to load and connect: the run's first batch waits
+  // for them)
+  const starting = namespace ? startLocal(url, namespace, workers, flags, key) : undefined;
+  starting?.catch(() => undefined);
+  try {
+    await broker.start();
+  } catch (err) {
+    await starting?.then((l) => l.stop(), () => undefined);
+    throw err;
+  }
   let local: LocalServices | undefined;
   let onInterrupt: (() => void) | undefined;
   const progress = new ProgressView(process.stderr);
   try {
-    if (namespace) local = await startLocal(url, namespace, workers, flags, key);
+    local = await starting;
     const following = await followRun(broker, runId, {
       timeoutMs: request.runTimeoutSec * 1000 + 120_000,
       onProgress: (p) => progress.show(p),

@@ -1,6 +1,8 @@
 /**
  * Entry point of a slot process, forked by the supervisor. Configuration comes in
- * WARREN_SLOT (JSON); state goes back over the IPC channel. When the supervisor goes away
+ * WARREN_SLOT (JSON), or, for a spare forked before its supervisor existed
+ * (slot-process.ts), in the `adopt` message with the environment to take; state goes back
+ * over the IPC channel. When the supervisor goes away
  * (the IPC channel disconnects, even after a SIGKILL of the supervisor) the slot kills its
  * test process and exits at once: its unacked job is redelivered to a live worker.
  */
@@ -14,16 +16,8 @@ import type { WorkerDriver } from './drivers/driver.js';
 import { Slot, type SlotActivity } from './slot.js';
 import type { SlotConfig, SlotRequest, SupervisorReply } from './supervisor.js';
 import type { RunsState } from '../../shared/messages.js';
+import { SPARE_ENV, type Adopt } from './slot-process.js';
 
-const config = JSON.parse(process.env.WARREN_SLOT ?? 'null') as SlotConfig | null;
-if (!config) {
-  process.stderr.write('warren slot: WARREN_SLOT is not set; slots are started by `warren supervisor`\n');
-  process.exit(2);
-}
-// read once: nothing this slot starts may see it (the broker URL, registry credentials)
-delete process.env.WARREN_SLOT;
-const log = createLogger('worker-slot').child({ worker: config.workerId });
-survivesClosedChannels(log);
 /**
  * State to the supervisor. 'idle' waits a moment: a slot that takes its next job at once
  * (a queue full of specs) tells only 'busy', one IPC message per spec instead of two. The
@@ -43,8 +37,12 @@ const waiting = new Map<number, (reply: Extract<SupervisorReply, { type: 'image-
 let slotRef: Slot | undefined;
 /** The runs in progress as told before the slot existed. */
 let earlyState: RunsState | undefined;
-process.on('message', (m: SupervisorReply) => {
-  if (m.type === 'prewarm') slotRef?.prewarm(m.runId, m.suite);
+let adopted!: (m: Adopt | null) => void;
+const adoption = new Promise<Adopt | null>((resolve) => (adopted = resolve));
+// (one listener from the start: a message right behind the adoption must not be missed)
+process.on('message', (m: SupervisorReply | Adopt) => {
+  if (m.type === 'adopt') adopted(m);
+  else if (m.type === 'prewarm') slotRef?.prewarm(m.runId, m.suite);
   else if (m.type === 'run-finished') slotRef?.runFinished(m.runId, m.deadline);
   else if (m.type === 'runs-state') {
     earlyState = m.state;
@@ -53,6 +51,27 @@ process.on('message', (m: SupervisorReply) => {
   else if (m.type === 'wake') slotRef?.wake(m.wake);
   else waiting.get(m.id)?.(m);
 });
+
+/** This slot's configuration: from its environment, or, a spare, from its adoption. */
+async function configuration(): Promise<SlotConfig | null> {
+  if (process.env[SPARE_ENV] !== '1') return JSON.parse(process.env.WARREN_SLOT ?? 'null') as SlotConfig | null;
+  // a spare nobody adopts goes with the command that forked it
+  process.once('disconnect', () => adopted(null));
+  const adopt = await adoption;
+  if (!adopt) process.exit(0);
+  for (const k of Object.keys(process.env)) if (!(k in adopt.env)) delete process.env[k];
+  for (const [k, v] of Object.entries(adopt.env)) if (v !== undefined) process.env[k] = v;
+  return JSON.parse(adopt.config) as SlotConfig;
+}
+const config = await configuration();
+if (!config) {
+  process.stderr.write('warren slot: WARREN_SLOT is not set; slots are started by `warren supervisor`\n');
+  process.exit(2);
+}
+// read once: nothing this slot starts may see it (the broker URL, registry credentials)
+delete process.env.WARREN_SLOT;
+const log = createLogger('worker-slot').child({ worker: config.workerId });
+survivesClosedChannels(log);
 function ensureImage(image: string): Promise<void> {
   const id = ++requests;
   return new Promise((resolve, reject) => {

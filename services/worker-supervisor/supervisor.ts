@@ -4,11 +4,10 @@
  * error: its unacked job is already back in the queue; we reap its test processes, log who
  * died running what, and start a fresh slot after a backoff.
  */
-import { fork, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Broker } from '../../shared/broker.js';
 import { InfrastructureError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
@@ -23,6 +22,7 @@ import { RUNNING_FILE, type SlotActivity } from './slot.js';
 import { DEFAULT_PASS_ENV, type SupervisorConfig } from './config.js';
 import { assetsDir } from './adapters/adapter.js';
 import { ImagePuller, dockerImageStore } from './drivers/images.js';
+import { startSlotProcess } from './slot-process.js';
 
 /** What a slot process is told at start (env WARREN_SLOT). */
 export interface SlotConfig {
@@ -92,6 +92,8 @@ export interface SupervisorOptions {
   /** A warm runner above this resident size after a batch is retired (default 2 GiB). */
   runnerMaxRssBytes?: number;
   heartbeatMs?: number;
+  /** Slot processes forked ahead (slot-process.ts): the first slots adopt them instead of forking. */
+  spares?: ChildProcess[];
   /** Where tests run: `local` child processes (default), `docker` containers, or `noop`
    * (runs nothing; benchmarks). */
   driver?: SupervisorConfig['driver'];
@@ -188,12 +190,12 @@ function alive(pid: number): boolean {
   }
 }
 
-const SLOT_MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), 'slot-main.js');
 
 export class Supervisor {
   state: Lifecycle = 'starting';
   readonly id: string;
   private readonly slots: SlotHandle[] = [];
+  private readonly spares: ChildProcess[];
   private readonly broker: Broker;
   private readonly dir: string;
   private heartbeat?: NodeJS.Timeout;
@@ -213,6 +215,7 @@ export class Supervisor {
     this.id = opts.id ?? (opts.driver === 'docker' ? os.hostname() : `${os.hostname()}-${process.pid}`);
     this.dir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'warren-supervisor-'));
     this.broker = new Broker({ url: opts.brokerUrl, name: `warren supervisor ${this.id}`, log: opts.log, namespace: opts.namespace });
+    this.spares = [...(opts.spares ?? [])];
   }
 
   async start(): Promise<void> {
@@ -226,6 +229,8 @@ export class Supervisor {
       this.slots.push(handle);
       this.spawn(handle);
     }
+    // spares beyond the slots (a docker supervisor has as many; these are not needed)
+    for (const spare of this.spares.splice(0)) spare.kill('SIGTERM');
     try {
       await this.startWatching();
     } catch (err) {
@@ -351,8 +356,7 @@ export class Supervisor {
       labels: this.opts.labels ?? {},
       namespace: this.opts.namespace,
     };
-    const env = { ...process.env, ...slotEnv, WARREN_SLOT: JSON.stringify(config) };
-    const child = fork(SLOT_MAIN, [], { env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const child = startSlotProcess({ ...process.env, ...slotEnv }, JSON.stringify(config), this.spares.shift());
     handle.child = child;
     handle.startedAt = Date.now();
     handle.activity = { state: 'starting' };
