@@ -309,16 +309,17 @@ export class Dispatcher {
     // if we die halfway through the specs, the redelivered message publishes them again.
     await this.publishPlan(run, round, tests, batches.length, undefined, discovery);
     const suite = suiteOf(run);
-    await Promise.all(
-      batches.map((batch, i) => {
-        const job: SpecJob = {
-          type: 'spec', v: SCHEMA_VERSION, id: `${run.runId}/r${round}/s${i + 1}`, runId: run.runId,
-          round, tests: batch, suite, expiresAt: run.deadline, shard: run.shard,
-        };
-        return this.broker.publish(EXCHANGES.work, jobKey(run.shard), job);
-      }),
-    );
-    await this.wake(run);
+    const published = batches.map((batch, i) => {
+      const job: SpecJob = {
+        type: 'spec', v: SCHEMA_VERSION, id: `${run.runId}/r${round}/s${i + 1}`, runId: run.runId,
+        round, tests: batch, suite, expiresAt: run.deadline, shard: run.shard,
+      };
+      return this.broker.publish(EXCHANGES.work, jobKey(run.shard), job);
+    });
+    // the idle slots look as soon as the first job is in the queue (the first to be
+    // confirmed: the broker confirms in order), not once all of them are
+    const woken = published.length > 0 ? published[0]!.then(() => this.wake(run)) : this.wake(run);
+    await Promise.all([...published, woken]);
     this.planned.add(key);
     this.log.info({ runId: run.runId, round, tests: tests.length, specs: batches.length, slots, shard: run.shard }, 'round published');
   }
