@@ -294,22 +294,16 @@ export async function run(flags: RunFlags): Promise<number> {
   // run's work and no other services take its own (shared/broker.ts, namespaced)
   const namespace = flags.local ? `local-${randomBytes(4).toString('hex')}` : undefined;
   const broker = new Broker({ url, name: `warren cli ${runId}`, log, connectAttempts: 3, namespace });
-  // --local: its services start while this connection is made, not after it (their slots are
-  // processes that take a few hundred ms to load and connect: the run's first batch waits
-  // for them)
-  const starting = namespace ? startLocal(url, namespace, workers, flags, key) : undefined;
-  starting?.catch(() => undefined);
-  try {
-    await broker.start();
-  } catch (err) {
-    await starting?.then((l) => l.stop(), () => undefined);
-    throw err;
-  }
+  // (first: this connection declares the namespace's topology; services declaring the same
+  // new quorum queues at the same time can find one not running yet: basic.get on it fails
+  // with `noproc` and closes their connection. Their slots were forked as the command
+  // started: bin/warren.js)
+  await broker.start();
   let local: LocalServices | undefined;
   let onInterrupt: (() => void) | undefined;
   const progress = new ProgressView(process.stderr);
   try {
-    local = await starting;
+    if (namespace) local = await startLocal(url, namespace, workers, flags, key);
     const following = await followRun(broker, runId, {
       timeoutMs: request.runTimeoutSec * 1000 + 120_000,
       onProgress: (p) => progress.show(p),
