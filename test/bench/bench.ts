@@ -12,7 +12,7 @@
  * (d) Generated suites of rspec, mocha, jest and pytest (suites.ts: 400 tests in 40 files,
  *     skewed, a ~300 ms helper): `warren run --local --workers 2` (the real CLI, a fresh
  *     cache, then again with its discovery cache and history) beside the framework's own
- *     2-worker mode on the same suite.
+ *     2-worker mode on the same suite; BENCH_REPEAT times (default 3), the medians.
  * (e) Fair sharing: a 20-test run alone, then started while a 2,000-test run is in progress
  *     on the same 4 slots (real processes): its time beside its time alone, and the time the
  *     big run still had to go (what first come, first served would have made it wait).
@@ -200,25 +200,38 @@ function timed(c: Command, cwd: string, env: Record<string, string>): Promise<{ 
   });
 }
 
-/** (d) one framework: its own 2-worker mode, Warren cold, Warren with history. */
-async function versusNative(url: string, framework: Framework) {
+/**
+ * (d) one framework: its own 2-worker mode, Warren cold, Warren with history; `repeat`
+ * times, alternating (each time a fresh cache: the first run is cold), the medians.
+ */
+async function versusNative(url: string, framework: Framework, repeat: number) {
   const dir = tmpDir(`warren-bench-${framework}-`);
   const suite = generateSuite(framework, dir);
-  const cache = tmpDir('warren-bench-cache-');
-  const warren = (): Command => ({
+  const warren = (cache: string): Command => ({
     cmd: process.execPath,
     args: [BIN, 'run', '--local', '--workers', '2', '--adapter', suite.adapter, '--cwd', dir, '--broker', url, '--no-timings',
       '--report-dir', tmpDir(), ...Object.entries(suite.env).flatMap(([k, v]) => ['--env', `${k}=${v}`])],
     env: { XDG_CACHE_HOME: cache, WARREN_LOG_LEVEL: 'error' },
   });
   const count = (out: string) => Number(/run \S+ \w+: (\d+) tests, (\d+) passed/.exec(out)?.[2] ?? NaN);
-  const first = await timed(warren(), dir, {});
-  const native = await timed(nativeParallel(framework, dir, 2), dir, suite.env);
-  const second = await timed(warren(), dir, {});
-  const nativeCount = parseCounts(framework, native.out)?.passed ?? NaN;
+  const runs: Array<{ native: number; nativeCount: number; first: number; firstCount: number; second: number; secondCount: number }> = [];
+  for (let i = 0; i < repeat; i++) {
+    const cache = tmpDir('warren-bench-cache-');
+    const first = await timed(warren(cache), dir, {});
+    const native = await timed(nativeParallel(framework, dir, 2), dir, suite.env);
+    const second = await timed(warren(cache), dir, {});
+    runs.push({
+      native: native.seconds, nativeCount: parseCounts(framework, native.out)?.passed ?? NaN,
+      first: first.seconds, firstCount: count(first.out), second: second.seconds, secondCount: count(second.out),
+    });
+  }
+  const med = (k: 'native' | 'first' | 'second') => median(runs.map((r) => r[k]));
+  const least = (k: 'nativeCount' | 'firstCount' | 'secondCount') => Math.min(...runs.map((r) => r[k]));
   return {
     ideal: suite.serialMs / 2000 + suite.helperMs / 1000, tests: suite.tests.length,
-    native: native.seconds, nativeCount, first: first.seconds, firstCount: count(first.out), second: second.seconds, secondCount: count(second.out),
+    native: med('native'), first: med('first'), second: med('second'),
+    nativeCount: least('nativeCount'), firstCount: least('firstCount'), secondCount: least('secondCount'),
+    all: (k: 'native' | 'first' | 'second') => runs.map((r) => r[k].toFixed(1)).join('/'),
   };
 }
 
@@ -510,11 +523,12 @@ async function main() {
     }
     if (parts.includes('d')) {
       const only = process.env.BENCH_FRAMEWORKS?.split(',') as Framework[] | undefined;
-      console.log('\n(d) generated suites (400 tests, 40 files, skewed, a ~300 ms helper), 2 workers: the framework\'s own mode vs `warren run --local --workers 2`');
+      const repeat = Number(process.env.BENCH_REPEAT ?? 3);
+      console.log(`\n(d) generated suites (400 tests, 40 files, skewed, a ~300 ms helper), 2 workers: the framework's own mode vs \`warren run --local --workers 2\`, medians of ${repeat} (alternating; each time a fresh cache)`);
       console.log(`    ${'framework'.padEnd(9)} ${'ideal'.padStart(6)} ${'native'.padStart(7)} ${'Warren 1st'.padStart(10)} ${'ratio'.padStart(5)} ${'history'.padStart(8)} ${'ratio'.padStart(5)}   tests passed (native / 1st / history)`);
       for (const fw of only ?? FRAMEWORKS) {
-        const r = await versusNative(vhost.url, fw);
-        console.log(`    ${fw.padEnd(9)} ${r.ideal.toFixed(1).padStart(5)}s ${r.native.toFixed(1).padStart(6)}s ${r.first.toFixed(1).padStart(9)}s ${(r.first / r.native).toFixed(2).padStart(5)} ${r.second.toFixed(1).padStart(7)}s ${(r.second / r.native).toFixed(2).padStart(5)}   ${r.nativeCount} / ${r.firstCount} / ${r.secondCount} of ${r.tests}`);
+        const r = await versusNative(vhost.url, fw, repeat);
+        console.log(`    ${fw.padEnd(9)} ${r.ideal.toFixed(1).padStart(5)}s ${r.native.toFixed(1).padStart(6)}s ${r.first.toFixed(1).padStart(9)}s ${(r.first / r.native).toFixed(2).padStart(5)} ${r.second.toFixed(1).padStart(7)}s ${(r.second / r.native).toFixed(2).padStart(5)}   ${r.nativeCount} / ${r.firstCount} / ${r.secondCount} of ${r.tests}   (native ${r.all('native')}, 1st ${r.all('first')}, history ${r.all('second')})`);
       }
     }
     if (parts.includes('e')) {
