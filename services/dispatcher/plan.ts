@@ -97,8 +97,11 @@ function fileGroups(tests: TestRef[]): TestRef[][] {
 
 /**
  * Cuts tests into specs. A file's tests stay together unless the file alone has more than
- * `maxBatch` tests; small files share a batch; order is kept. Batch sizes shrink as the
- * plan goes on (guided), never above `maxBatch`.
+ * `maxBatch` tests; small files share a batch. Without durations the files with the most
+ * tests are queued first (a file's test count is all a first run knows of its cost, as
+ * jest's sequencer and parallel_tests go by file size: a big file queued last ends the run
+ * late), each batch running its files in the suite's order. Batch sizes shrink as the plan
+ * goes on (guided), never above `maxBatch`.
  */
 export function planBatches(tests: TestRef[], opts: BatchOptions): TestRef[][] {
   if (opts.durations && tests.some((t) => opts.durations![t.id] !== undefined)) return planByDuration(tests, opts, opts.durations);
@@ -106,18 +109,22 @@ export function planBatches(tests: TestRef[], opts: BatchOptions): TestRef[][] {
   // of the queue and the last ones to start are short (the tail that idles other slots).
   let remaining = tests.length;
   const size = () => batchSize(remaining, { ...opts, specsPerSlot: opts.specsPerSlot ?? (opts.warm ? GUIDED_SPECS_PER_SLOT_WARM : GUIDED_SPECS_PER_SLOT) });
+  // the suite's order: files by their first test, each file's tests in order
+  const groups = fileGroups(tests);
+  const position = new Map(groups.flatMap((g, gi) => g.map((t, i) => [t, gi * tests.length + i] as const)));
   const batches: TestRef[][] = [];
   let current: TestRef[] = [];
   let limit = size();
   const flush = () => {
     if (current.length) {
-      batches.push(current);
+      batches.push(current.sort((a, b) => position.get(a)! - position.get(b)!));
       remaining -= current.length;
     }
     current = [];
     limit = size();
   };
-  for (const group of fileGroups(tests)) {
+  // (a stable sort: files of one size keep the suite's order)
+  for (const group of [...groups].sort((a, b) => b.length - a.length)) {
     let rest = group;
     if (current.length && current.length + rest.length > limit) flush();
     // only a file above the hard cap is cut; a file larger than the guided size is a batch

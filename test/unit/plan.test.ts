@@ -17,9 +17,10 @@ test('batches never split a file that fits and never exceed the size', () => {
   const tests = suite({ a: 3, b: 3, c: 10, d: 1 });
   const batches = planBatches(tests, { maxBatch: 4, slots: 1 });
   assert.ok(batches.every((b) => b.length <= 4));
-  assert.deepEqual(batches.flat(), tests, 'every test once, order kept');
+  assert.deepEqual([...batches.flat()].sort((x, y) => x.id.localeCompare(y.id)), [...tests].sort((x, y) => x.id.localeCompare(y.id)), 'every test once');
   const files = batches.map((b) => [...new Set(b.map((x) => x.file))]);
-  assert.deepEqual(files[0], ['a']);
+  assert.deepEqual(files.slice(0, 3), [['c'], ['c'], ['c']], 'the file above the cap, cut in three, first (the biggest)');
+  assert.deepEqual(batches.filter((b) => b[0]!.file === 'c').flat(), tests.filter((x) => x.file === 'c'), 'its pieces in file order');
   assert.ok(!batches.some((b) => b.some((x) => x.file === 'a') && b.some((x) => x.file === 'b')), 'a and b (3+3) do not fit together in 4');
 });
 
@@ -72,6 +73,17 @@ test('a file is never cut below the hard cap (its tests may depend on each other
   const durations = Object.fromEntries(tests.map((x) => [x.id, x.file === 'a' ? 5000 : 10]));
   const timed = planBatches(tests, { maxBatch: 50, slots: 16, durations, warm: true });
   assert.ok(timed.some((b) => b.length === 3 && b.every((x) => x.file === 'a')), 'a 15 s file stays one batch');
+});
+
+test('without durations, the files with the most tests go first, each batch in the suite\'s order', () => {
+  // a first run knows of a file's cost only its tests: a big file queued last would end the
+  // run late (jest's sequencer and parallel_tests go by file size for the same reason)
+  const tests = suite({ small1: 2, small2: 1, big: 12, mid: 6, small3: 2 });
+  const batches = planBatches(tests, { maxBatch: 50, slots: 2 });
+  assert.deepEqual(batches.map((b) => [...new Set(b.map((x) => x.file))]), [['big'], ['mid'], ['small1'], ['small3'], ['small2']]);
+  // one batch of three files, queued biggest first: run as the suite lists them
+  const one = suite({ x: 1, y: 2, big: 10 });
+  assert.deepEqual(planBatches(one, { maxBatch: 50, slots: 1, specsPerSlot: 1 }), [one]);
 });
 
 test('without durations, batches shrink towards the end of the queue (guided)', () => {
