@@ -528,6 +528,9 @@ export class Slot {
     // (local workers only for now: a docker slot's container is made by its first process,
     // and a prewarm racing the slot's discovery for it left containers behind)
     if (this.opts.driver.name !== 'local') return;
+    // a run with a setup command: its runner starts after the setup (its helpers may need
+    // what the setup makes), at the first batch
+    if (suite.setupCommand) return;
     if (this.state === 'starting') {
       this.pendingPrewarm = { runId, suite };
       return;
