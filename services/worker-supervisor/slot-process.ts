@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const SLOT_MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), 'slot-main.js');
+const SLOT_MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), 'slot-main.js');
 
 /** In a spare's environment until it is adopted. */
 export const SPARE_ENV = 'WARREN_SLOT_SPARE';
@@ -49,7 +49,8 @@ export function forkSpares(argv: readonly string[]): void {
   const at = args.findIndex((a) => a === '--workers' || a.startsWith('--workers='));
   const value = at < 0 ? undefined : args[at]!.includes('=') ? args[at]!.split('=')[1] : args[at + 1];
   const n = value === undefined ? os.availableParallelism() : Number(value);
-  // a bad --workers is the command's to refuse, with its own message
+  // a bad --workers is the command's to refuse, with its own message; a very large one is
+  // forked by the supervisor as before (spares are a head start, not a pool)
   if (!Number.isInteger(n) || n < 1 || n > 64) return;
   spares = Array.from({ length: n }, () => {
     const child = fork(SLOT_MAIN, [], { env: { ...process.env, [SPARE_ENV]: '1' }, stdio: STDIO });
