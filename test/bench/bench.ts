@@ -376,7 +376,7 @@ function durations(n: number): number[] {
  * order. In discovery order it is the best one that does not know the durations can hope
  * for (a first run); longest first, the best one that knows them.
  */
-export function listSchedule(order: readonly number[], slots: number): number {
+function listSchedule(order: readonly number[], slots: number): number {
   const free = Array<number>(slots).fill(0);
   for (const d of order) {
     let i = 0;
@@ -502,9 +502,9 @@ async function main() {
     }
     if (parts.includes('b')) {
       const first = await makespan(vhost.url, false, false);
-      console.log(`\n(b) makespan, 300 sleeping tests (skewed: ${first.total.toFixed(1)} s in all, the longest ${Math.max(...durations(300)).toFixed(2)} s), 16 slots, real processes`);
-      console.log(`    lower bound max(total/slots, longest) = ${first.bound.toFixed(2)} s`);
       const ds = durations(300);
+      console.log(`\n(b) makespan, 300 sleeping tests (skewed: ${first.total.toFixed(1)} s in all, the longest ${Math.max(...ds).toFixed(2)} s), 16 slots, real processes`);
+      console.log(`    lower bound max(total/slots, longest) = ${first.bound.toFixed(2)} s`);
       console.log(`    an ideal scheduler at no cost, one test at a time: in discovery order (not knowing the durations) ratio ${(listSchedule(ds, 16) / first.bound).toFixed(2)}; longest first (knowing them) ${(listSchedule([...ds].sort((a, b) => b - a), 16) / first.bound).toFixed(2)}`);
       const line = (what: string, m: typeof first) => console.log(`    ${what.padEnd(44)} makespan ${m.makespan.toFixed(2).padStart(6)} s   ratio ${m.ratio.toFixed(2)}   (÷ the tests' measured cost ${m.measuredBound.toFixed(2)} s / slot: ${m.measuredRatio.toFixed(2)})`);
       line('one test per spec, no history', first);
