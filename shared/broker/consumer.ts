@@ -88,6 +88,9 @@ interface ConsumerSpec extends ConsumeOptions {
   cancelled: boolean;
 }
 
+/** What amqplib says of a call on a channel or connection that went away under it. */
+const CONNECTION_GONE = /^(Channel ended, no reply will be forthcoming|Connection closed|Channel closed$)/;
+
 export class Consumers {
   private readonly specs: ConsumerSpec[] = [];
   /** Consumer channels still open. */
@@ -107,7 +110,16 @@ export class Consumers {
     this.specs.push(spec);
     if (this.connection.state === 'connected') {
       const { conn, generation } = await this.connection.current();
-      await this.subscribe(conn, spec, generation);
+      try {
+        await this.subscribe(conn, spec, generation);
+      } catch (err) {
+        // the connection went down under the subscription (a dropped link, the broker closing
+        // every connection): not the caller's failure, the next connection subscribes it as
+        // it does every consumer (setup); an error of the subscription itself is (a 404 is
+        // "Operation failed: BasicConsume; 404 ...")
+        if (!CONNECTION_GONE.test((err as Error).message)) throw err;
+        this.connection.log.info({ queue, err }, 'the connection went down while subscribing; the next one subscribes');
+      }
     }
     return { cancel: () => this.cancel(spec) };
   }
